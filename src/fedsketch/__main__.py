@@ -1,0 +1,3 @@
+from fedsketch.cli import main
+
+main()

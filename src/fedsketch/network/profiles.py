@@ -1,0 +1,138 @@
+"""Client time profiles and their sketch-scaled forms (PAPER.md §2.6, eqs. 18–19).
+
+A profile gives each client its full-rank (k = r) per-round computation time ``tau_cp`` in
+seconds and its full-rank upload time at one unit of bandwidth ``tau_cm`` (Mbit, i.e. seconds at
+1 Mbps). Profiles come from explicit lists, a CSV file, or a seeded heterogeneous draw
+(PAPER.md §6, "Client heterogeneity": lognormal device speed, channel quality ~ U[rho_min, 1]).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+COMPUTE_MODELS = ("linear", "affine")
+
+
+@dataclass(frozen=True)
+class ClientProfiles:
+    """Per-client full-rank times.
+
+    Attributes
+    ----------
+    tau_cp : array (N,)
+        Full-rank computation time per round, seconds (> 0).
+    tau_cm : array (N,)
+        Full-rank upload time at one unit of bandwidth, Mbit (> 0).
+    tau_0 : array (N,)
+        Rank-independent part of the computation time (frozen-base forward/backward), used only
+        by the affine compute model of §2.6; zeros for the paper's linear model.
+    """
+
+    tau_cp: np.ndarray
+    tau_cm: np.ndarray
+    tau_0: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("tau_cp", "tau_cm", "tau_0"):
+            a = np.asarray(getattr(self, name), dtype=float)
+            object.__setattr__(self, name, a)
+            if a.ndim != 1:
+                raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} must be finite; client {int(np.flatnonzero(~np.isfinite(a))[0])} is not")
+        n = self.tau_cp.size
+        if self.tau_cm.size != n or self.tau_0.size != n:
+            raise ValueError(
+                f"tau_cp, tau_cm and tau_0 must have one entry per client; got "
+                f"{self.tau_cp.size}, {self.tau_cm.size}, {self.tau_0.size}"
+            )
+        for name, arr in (("tau_cp", self.tau_cp), ("tau_cm", self.tau_cm)):
+            bad = np.flatnonzero(arr <= 0)
+            if bad.size:
+                raise ValueError(f"{name} must be > 0; client {int(bad[0])} has {arr[bad[0]]!r}")
+        bad = np.flatnonzero((self.tau_0 < 0) | (self.tau_0 > self.tau_cp))
+        if bad.size:
+            raise ValueError(f"tau_0 must lie in [0, tau_cp]; client {int(bad[0])} has {self.tau_0[bad[0]]!r}")
+
+    @property
+    def num_clients(self) -> int:
+        return int(self.tau_cp.size)
+
+
+def sketch_times(
+    profiles: ClientProfiles, k: np.ndarray, r: int, compute_model: str = "linear"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Computation and upload times at sketch ranks ``k`` (eqs. 18–19).
+
+    ``t_cm(k) = (k/r) tau_cm`` (eq. 18). ``t_cp(k) = (k/r) tau_cp`` (eq. 19, ``linear``) or
+    ``t_cp(k) = tau_0 + (k/r)(tau_cp - tau_0)`` (``affine``, §2.6).
+    """
+    k = np.asarray(k, dtype=float)
+    if k.shape != profiles.tau_cp.shape:
+        raise ValueError(f"k must have one entry per client ({profiles.num_clients}), got shape {k.shape}")
+    bad = np.flatnonzero((k < 1) | (k > r))
+    if bad.size:
+        raise ValueError(f"k_n must lie in [1, r={r}]; client {int(bad[0])} has k={k[bad[0]]:g}")
+    frac = k / r
+    if compute_model == "linear":
+        t_cp = frac * profiles.tau_cp
+    elif compute_model == "affine":
+        t_cp = profiles.tau_0 + frac * (profiles.tau_cp - profiles.tau_0)
+    else:
+        raise ValueError(f"compute_model must be one of {COMPUTE_MODELS}, got {compute_model!r}")
+    return t_cp, frac * profiles.tau_cm
+
+
+def draw_profiles(
+    num_clients: int,
+    rng: np.random.Generator,
+    *,
+    round_compute_s: float,
+    speed_sigma: float,
+    payload_mbit: float,
+    rate_min: float,
+    base_fraction: float = 0.0,
+) -> ClientProfiles:
+    """Seeded heterogeneous profiles (PAPER.md §6 decision on client heterogeneity).
+
+    ``tau_cp = round_compute_s * s_n`` with device slowness ``s_n ~ LogNormal(0, speed_sigma)``;
+    ``tau_cm = payload_mbit / rho_n`` with channel quality ``rho_n ~ U[rate_min, 1]``;
+    ``tau_0 = base_fraction * tau_cp``.
+    """
+    slowness = rng.lognormal(0.0, speed_sigma, num_clients)
+    rho = rng.uniform(rate_min, 1.0, num_clients)
+    tau_cp = round_compute_s * slowness
+    return ClientProfiles(tau_cp=tau_cp, tau_cm=payload_mbit / rho, tau_0=base_fraction * tau_cp)
+
+
+def load_profiles_csv(path: str | Path, num_clients: int) -> ClientProfiles:
+    """Read profiles from a CSV with header ``client,tau_cp,tau_cm[,tau_0]`` (one row per client)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"network.profile_csv: file not found: {path}")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    need = {"client", "tau_cp", "tau_cm"}
+    if not rows or not need <= set(rows[0]):
+        raise ValueError(f"{path}: header must contain columns {sorted(need)} (optional tau_0)")
+    by_client: dict[int, dict[str, str]] = {}
+    for i, row in enumerate(rows, start=2):
+        try:
+            cid = int(row["client"])
+            float(row["tau_cp"]), float(row["tau_cm"]), float(row.get("tau_0") or 0.0)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}, line {i}: client, tau_cp, tau_cm must be numbers, got {row}") from None
+        by_client[cid] = row
+    missing = sorted(set(range(num_clients)) - set(by_client))
+    if missing:
+        raise ValueError(f"{path}: no row for client(s) {missing[:10]} (need clients 0..{num_clients - 1})")
+    order = [by_client[c] for c in range(num_clients)]
+    return ClientProfiles(
+        tau_cp=np.array([float(r["tau_cp"]) for r in order]),
+        tau_cm=np.array([float(r["tau_cm"]) for r in order]),
+        tau_0=np.array([float(r.get("tau_0") or 0.0) for r in order]),
+    )
