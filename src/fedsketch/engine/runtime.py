@@ -1,0 +1,176 @@
+"""The torch engine: executes what the server decides (local sketched training, evaluation).
+
+It holds the base model with one PEFT LoRA adapter of rank r and swaps the global or a
+client's factors in and out. It never decides who trains or with which ranks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsketch.config import ExperimentConfig
+from fedsketch.engine import lora
+from fedsketch.engine.model import add_lora, load_base_model
+from fedsketch.engine.tokens import Encoded, collate, encode, mean_response_loss, response_logprobs
+from fedsketch.io import atomic_write_dir
+from fedsketch.rng import Streams
+from fedsketch.sketch import ClientUpdate, LoraState, extract, masked
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    test_loss: float  # mean per-token NLL of the correct answer
+    pred_max_share: float  # share of the most frequent predicted option position (spread check)
+    num_questions: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"accuracy": self.accuracy, "test_loss": self.test_loss,
+                "pred_max_share": self.pred_max_share, "num_eval": self.num_questions}
+
+
+class TorchEngine:
+    """Base model + LoRA, client datasets already tokenised.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+    train_examples, test_examples : list of MCQExample
+    parts : list of index arrays, one per client, into ``train_examples``
+    streams : Streams
+        Named random streams; the engine uses ``lora_init``, ``batches[t, n]``, ``dropout[t, n]``
+        and ``eval_sample``.
+    model, tokenizer : optional
+        Reuse an already loaded base model (it is wrapped with LoRA here).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, train_examples: list, test_examples: list,
+                 parts: list[np.ndarray], streams: Streams, model: Any = None, tokenizer: Any = None) -> None:
+        from fedsketch.data.prompts import format_choices, format_train
+
+        self.cfg, self.streams = cfg, streams
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = torch.device("cuda" if cfg.train.device == "cuda" or (
+            cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu")
+        if model is None:
+            model, tokenizer = load_base_model(cfg.model)
+        self.tok = tokenizer
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(streams.integer_seed("lora_init"))  # scoped: A_0 random, B_0 = 0 (Algorithm 1)
+            self.model = add_lora(model, cfg.lora).to(self.device)
+        self.modules = lora.lora_modules(self.model)
+        self.scaling = lora.base_scaling(self.modules)
+        self.rank = cfg.lora.rank
+        L, fmt = cfg.data.max_seq_len, cfg.data.prompt_format
+        self.client_data: list[list[Encoded]] = [
+            [encode(self.tok, *format_train(train_examples[i], fmt), L) for i in idx] for idx in parts]
+        n_test = len(test_examples)
+        m = n_test if cfg.eval.num_samples in (0, None) else min(cfg.eval.num_samples, n_test)
+        pick = np.sort(streams.generator("eval_sample").choice(n_test, size=m, replace=False))
+        self.eval_items: list[tuple[list[Encoded], int]] = []
+        for i in pick:
+            ex = test_examples[i]
+            prompt, cands = format_choices(ex, fmt)
+            self.eval_items.append(([encode(self.tok, prompt, c, L) for c in cands], ex.label))
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def module_names(self) -> list[str]:
+        return list(self.modules)
+
+    def initial_state(self) -> LoraState:
+        return lora.get_state(self.modules)
+
+    def num_values_full_rank(self) -> int:
+        """Numbers in a full-rank upload, sum over modules of r (d + m)."""
+        return int(sum(B.size + A.size for B, A in self.initial_state().values()))
+
+    # ------------------------------------------------------------------ training
+
+    def train_client(self, state: LoraState, client: int, rnd: int, indices: dict[str, np.ndarray]) -> ClientUpdate:
+        """H local SGD steps of client ``client`` on its sketch (eqs. 7–8).
+
+        The client starts from ``X_t`` restricted to the kept components (others zeroed) at LoRA
+        scale ``s r/k``; the untouched components have exactly zero gradient, so after training
+        only ``B[:, I]`` and ``A[I, :]`` have moved. Returns their change.
+        """
+        fl, tr = self.cfg.fl, self.cfg.train
+        k = len(next(iter(indices.values())))
+        data = self.client_data[client]
+        rng = self.streams.generator("batches", rnd, client)
+        t0 = time.perf_counter()
+        lora.set_state(self.modules, masked(state, indices))
+        lora.set_scaling(self.modules, self.scaling * self.rank / k)
+        params = lora.lora_parameters(self.modules)
+        opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum)
+        self.model.train()
+        losses = []
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(self.streams.integer_seed("dropout", rnd, client))
+                for _ in range(fl.local_steps):
+                    pick = rng.choice(len(data), size=fl.batch_size, replace=len(data) < fl.batch_size)
+                    batch = {key: v.to(self.device) for key, v in collate([data[i] for i in pick], self.tok.pad_token_id).items()}
+                    loss = mean_response_loss(self.model, batch)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if tr.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(params, tr.max_grad_norm)
+                    opt.step()
+                    losses.append(float(loss.detach()))
+        finally:
+            lora.set_scaling(self.modules, self.scaling)
+            self.model.eval()
+        after = lora.get_state(self.modules)
+        start, end = extract(state, indices), extract(after, indices)
+        delta = {m: (end[m][0] - start[m][0], end[m][1] - start[m][1]) for m in indices}
+        return ClientUpdate(client=client, round=rnd, indices=indices, delta=delta,
+                            num_examples=fl.local_steps * fl.batch_size, train_loss=float(np.mean(losses)),
+                            compute_seconds=time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self, state: LoraState) -> EvalResult:
+        """Accuracy on the seeded test sample by log-likelihood scoring of each answer option.
+
+        Each candidate response (``data.prompts.format_choices``) is scored by the sum of its
+        token log-probabilities after the prompt; the prediction is the argmax. ``test_loss`` is
+        the per-token NLL of the correct candidate, averaged over questions.
+        """
+        lora.set_state(self.modules, state)
+        lora.set_scaling(self.modules, self.scaling)
+        self.model.eval()
+        flat = [(qi, ci, s) for qi, (cands, _) in enumerate(self.eval_items) for ci, s in enumerate(cands)]
+        flat.sort(key=lambda x: len(x[2].ids))  # similar lengths per batch: less padding
+        scores = [np.full(len(c), -np.inf) for c, _ in self.eval_items]
+        counts = [np.zeros(len(c)) for c, _ in self.eval_items]
+        bs = self.cfg.eval.batch_size
+        for j in range(0, len(flat), bs):
+            chunk = flat[j:j + bs]
+            batch = {k: v.to(self.device) for k, v in collate([s for _, _, s in chunk], self.tok.pad_token_id).items()}
+            logp, n = response_logprobs(self.model, batch)
+            for (qi, ci, _), lp, nn in zip(chunk, logp.tolist(), n.tolist(), strict=True):
+                scores[qi][ci], counts[qi][ci] = lp, nn
+        preds = np.array([int(np.argmax(s)) for s in scores])
+        labels = np.array([lab for _, lab in self.eval_items])
+        nll = np.array([-scores[i][labels[i]] / counts[i][labels[i]] for i in range(len(labels))])
+        share = np.bincount(preds).max() / len(preds) if len(preds) else float("nan")
+        return EvalResult(accuracy=float(np.mean(preds == labels)) if len(preds) else float("nan"),
+                          test_loss=float(nll.mean()) if len(nll) else float("nan"),
+                          pred_max_share=float(share), num_questions=len(preds))
+
+    # ------------------------------------------------------------------ output
+
+    def save_adapter(self, state: LoraState, path: str | Path) -> None:
+        """Save ``state`` as a PEFT adapter folder that ``PeftModel.from_pretrained`` loads."""
+        lora.set_state(self.modules, state)
+        atomic_write_dir(path, lambda tmp: self.model.save_pretrained(tmp, safe_serialization=True))

@@ -1,0 +1,182 @@
+"""The federated round loop of Algorithm 1 (PAPER.md §3).
+
+Per round: sample clients independently (eq. 6 coins) -> draw sketches (eq. 3) -> local
+training on the engine (eqs. 7–8) -> validate uploads -> unbiased aggregation (eq. 6) ->
+simulated round time by the same-finish bandwidth split (eqs. 10, 18–19) -> evaluate ->
+checkpoint -> record.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsketch import checkpoint, report
+from fedsketch.aggregate import aggregate, validate_update
+from fedsketch.config import ExperimentConfig, to_toml
+from fedsketch.io import atomic_write_json, atomic_write_text
+from fedsketch.network import allocate_bandwidth, sketch_times
+from fedsketch.network.profiles import profiles_from_config
+from fedsketch.rng import Streams
+from fedsketch.sampling import sample_participants, unbiased_weights
+from fedsketch.sketch import ClientUpdate, LoraState, draw_indices
+from fedsketch.strategies import Allocation, Federation, resolve_allocation
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    records: list[dict[str, Any]]
+    state: LoraState
+    allocation: Allocation
+
+    @property
+    def evaluations(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("accuracy") is not None]
+
+
+def run_dir_for(cfg: ExperimentConfig) -> Path:
+    name = cfg.output.name or f"{cfg.data.task}-{cfg.fl.sampling}-{cfg.fl.ranks}-seed{cfg.seed}-{cfg.hash()}"
+    return Path(cfg.output.dir) / name
+
+
+def run_round(t: int, state: LoraState, engine: Any, fed: Federation, alloc: Allocation,
+              t_cp: np.ndarray, t_cm: np.ndarray) -> tuple[LoraState, dict[str, Any]]:
+    """One round of Algorithm 1 (t counts from 1). Returns the new state and the round's record."""
+    cfg, streams = fed.cfg, fed.streams
+    # --- sample: independent Bernoulli(q_n) coins (line 5)
+    sampled = sample_participants(alloc.q, streams.generator("sampling", t))
+    # --- sketch + local training (lines 2, 6-10); a failing client is recorded, not fatal
+    updates: list[ClientUpdate] = []
+    failed: list[dict[str, Any]] = []
+    for n in sampled:
+        issued = draw_indices(streams.generator("sketch", t, int(n)), engine.module_names, cfg.lora.rank, int(alloc.k[n]))
+        try:
+            u = engine.train_client(state, int(n), t, issued)
+        except Exception as e:  # noqa: BLE001 - any client error is recorded and the round goes on
+            failed.append({"client": int(n), "reason": f"{type(e).__name__}: {e}"})
+            continue
+        why = validate_update(u, state, issued)
+        if why is None:
+            updates.append(u)
+        else:
+            failed.append({"client": int(n), "reason": why})
+    # --- aggregate: X += sum (p_n/q_n) Delta_n (line 12, eq. 6)
+    ids = np.array([u.client for u in updates], dtype=int)
+    if updates:
+        state = aggregate(state, updates, unbiased_weights(fed.p, alloc.q, ids), cfg.fl.server_lr)
+    # --- simulated time: equal-finish split of W over the sampled clients (line 13, eq. 10)
+    T, _ = allocate_bandwidth(t_cp[sampled], t_cm[sampled], cfg.network.bandwidth_mbps)
+    bits = cfg.network.upload_bits
+    record = {
+        "round": t,
+        "round_sim_seconds": T,
+        "sampled": sampled.tolist(),
+        "failed": failed,
+        "uploaded_bytes": int(sum(u.nbytes(bits) for u in updates)),
+        "train_loss": float(np.mean([u.train_loss for u in updates])) if updates else None,
+        "client_compute_seconds": float(sum(u.compute_seconds for u in updates)),
+    }
+    return state, record
+
+
+def prepare(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation, Allocation, np.ndarray, np.ndarray]:
+    """Data, engine, client profiles and the strategy's allocation for ``cfg``."""
+    from fedsketch.data import build_federated_data
+
+    streams = Streams(cfg.seed)
+    data = build_federated_data(cfg)
+    if engine is None:
+        from fedsketch.engine.runtime import TorchEngine
+
+        engine = TorchEngine(cfg, data.train, data.test, data.parts, streams)
+    payload = cfg.network.payload_mbit or engine.num_values_full_rank() * cfg.network.upload_bits / 1e6
+    profiles = profiles_from_config(cfg, payload_mbit=payload)
+    fed = Federation(p=data.weights, profiles=profiles, cfg=cfg, streams=streams)
+    alloc = resolve_allocation(fed)
+    t_cp, t_cm = sketch_times(profiles, alloc.k, cfg.lora.rank, cfg.network.compute_model)
+    return engine, fed, alloc, t_cp, t_cm
+
+
+def run_experiment(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
+                   stop_after: int | None = None) -> RunResult:
+    """Run (or resume) the experiment of ``cfg`` and write its run folder.
+
+    Parameters
+    ----------
+    engine : optional
+        A prepared engine (tests inject tiny ones); by default a :class:`TorchEngine`.
+    fresh : bool
+        Ignore an existing checkpoint and start over.
+    stop_after : int, optional
+        Stop after this many rounds (simulates an interruption; used by resume tests).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    wall0 = time.perf_counter()
+    engine, fed, alloc, t_cp, t_cm = prepare(cfg, engine)
+    out = run_dir_for(cfg)
+    ckpt = out / "checkpoint"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.toml", to_toml(cfg))
+    atomic_write_json(out / "run.json", _run_info(cfg, fed, alloc, t_cp, t_cm))
+
+    if not fresh and (ckpt / "manifest.json").is_file():
+        rs = checkpoint.load(ckpt, cfg.hash())
+        state, start, sim, real0, records = rs.state, rs.round, rs.sim_seconds, rs.real_seconds, rs.records
+    else:
+        state, start, sim, real0, records = engine.initial_state(), 0, 0.0, 0.0, []
+        ev = engine.evaluate(state).as_dict()
+        records.append({"round": 0, "sim_seconds": 0.0, "real_seconds": time.perf_counter() - wall0,
+                        "sampled": [], "failed": [], "uploaded_bytes": 0, "train_loss": None, **ev})
+    every, R = cfg.eval.every, cfg.fl.rounds
+    last = R if stop_after is None else min(R, start + stop_after)
+    with Progress(TextColumn("[bold]round"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), disable=not cfg.output.progress, transient=False) as bar:
+        task = bar.add_task("rounds", total=R, completed=start, info="")
+        consecutive_fail = 0
+        for t in range(start + 1, last + 1):
+            state, rec = run_round(t, state, engine, fed, alloc, t_cp, t_cm)
+            sim += rec["round_sim_seconds"]
+            rec["sim_seconds"] = sim
+            if (every and t % every == 0) or t == R:
+                rec.update(engine.evaluate(state).as_dict())
+            rec["real_seconds"] = real0 + time.perf_counter() - wall0
+            records.append(rec)
+            consecutive_fail = consecutive_fail + 1 if rec["sampled"] and len(rec["failed"]) == len(rec["sampled"]) else 0
+            report.write_metrics(out / "metrics.jsonl", records)
+            if cfg.output.checkpoint_every and (t % cfg.output.checkpoint_every == 0 or t == last):
+                checkpoint.save(ckpt, checkpoint.RunState(t, state, sim, rec["real_seconds"], records, cfg.hash()))
+            acc = f" acc {100 * rec['accuracy']:.1f}%" if rec.get("accuracy") is not None else ""
+            bar.update(task, completed=t, info=f"sim {sim / 60:.1f} min, {len(rec['sampled'])} sampled{acc}")
+            if cfg.fl.min_completion and consecutive_fail >= cfg.fl.min_completion:
+                raise RuntimeError(f"{consecutive_fail} consecutive rounds in which every sampled client failed; "
+                                   f"last failures: {rec['failed']}")
+    report.write_metrics(out / "metrics.jsonl", records)
+    if last == R:
+        engine.save_adapter(state, out / "adapter")
+        if cfg.output.plot:
+            report.plot_accuracy(out / "accuracy_vs_time.png", records,
+                                 f"{cfg.data.task}: sampling={cfg.fl.sampling}, ranks={cfg.fl.ranks}, seed={cfg.seed}")
+    return RunResult(run_dir=out, records=records, state=state, allocation=alloc)
+
+
+def _run_info(cfg: ExperimentConfig, fed: Federation, alloc: Allocation, t_cp: np.ndarray,
+              t_cm: np.ndarray) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "numpy", "scipy", "cvxpy", "flwr"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {"seed": cfg.seed, "config_hash": cfg.hash(), "versions": versions, "python": platform.python_version(),
+            "machine": platform.platform(), "p": fed.p, "q": alloc.q, "k": alloc.k,
+            "tau_cp": fed.profiles.tau_cp, "tau_cm": fed.profiles.tau_cm, "t_cp": t_cp, "t_cm": t_cm,
+            "allocation_info": alloc.info}

@@ -1,0 +1,68 @@
+"""The allocation protocol shared by every strategy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedsketch.config import ExperimentConfig
+from fedsketch.network.profiles import ClientProfiles
+from fedsketch.rng import Streams
+
+
+@dataclass(frozen=True)
+class Federation:
+    """Facts a strategy may use: data weights, client profiles, config, random streams."""
+
+    p: np.ndarray  # (N,) data weights, sum 1
+    profiles: ClientProfiles
+    cfg: ExperimentConfig
+    streams: Streams
+
+    @property
+    def num_clients(self) -> int:
+        return int(self.p.size)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Per-client participation probabilities ``q`` in (0, 1] and sketch ranks ``k`` in [1, r]."""
+
+    q: np.ndarray
+    k: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    def check(self, r: int) -> Allocation:
+        q, k = np.asarray(self.q, float), np.asarray(self.k)
+        if q.shape != k.shape:
+            raise ValueError(f"q and k must have one entry per client, got {q.shape} and {k.shape}")
+        bad = np.flatnonzero(~np.isfinite(q) | (q <= 0) | (q > 1))
+        if bad.size:
+            raise ValueError(f"allocation: q_n must lie in (0, 1]; client {int(bad[0])} has {q[bad[0]]!r}")
+        bad = np.flatnonzero((k < 1) | (k > r) | (k != np.round(k)))
+        if bad.size:
+            raise ValueError(f"allocation: k_n must be an integer in [1, r={r}]; client {int(bad[0])} has {k[bad[0]]!r}")
+        return Allocation(q=q, k=k.astype(int), info=self.info)
+
+
+def resolve_allocation(fed: Federation) -> Allocation:
+    """Build the run's allocation from ``fl.sampling`` and ``fl.ranks``.
+
+    ``optimized`` for either key asks the planner (Algorithm 2) for the joint (q, k) and keeps
+    the optimised part; the other part follows its own policy.
+    """
+    from fedsketch.strategies.ranks import RANK_POLICIES
+    from fedsketch.strategies.sampling import SAMPLING_POLICIES
+
+    fl = fed.cfg.fl
+    planned = None
+    if "optimized" in (fl.sampling, fl.ranks):
+        from fedsketch.strategies.optimized import planned_allocation
+
+        planned = planned_allocation(fed)
+    k = planned.k if fl.ranks == "optimized" else RANK_POLICIES[fl.ranks](fed)
+    q = planned.q if fl.sampling == "optimized" else SAMPLING_POLICIES[fl.sampling](fed, k)
+    info = dict(planned.info) if planned is not None else {}
+    info.update(sampling=fl.sampling, ranks=fl.ranks)
+    return Allocation(q=q, k=k, info=info).check(fed.cfg.lora.rank)

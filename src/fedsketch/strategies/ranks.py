@@ -1,0 +1,43 @@
+"""Sketch-rank policies (PAPER.md §6, Fig. 3 baselines). Each returns integer k of shape (N,)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from fedsketch.strategies.base import Federation
+
+
+def full(fed: Federation) -> np.ndarray:
+    """k_n = r: no sketching (plain federated LoRA)."""
+    return np.full(fed.num_clients, fed.cfg.lora.rank, dtype=int)
+
+
+def fixed(fed: Federation) -> np.ndarray:
+    """k_n = fl.k for everyone."""
+    return np.full(fed.num_clients, fed.cfg.fl.k, dtype=int)
+
+
+def normal(fed: Federation) -> np.ndarray:
+    """Truncated normal ranks as in FSLoRA ``src/main.py``: mean (1+r)/2, std (r-1)/6, clipped to
+    [1, r] and rounded (PAPER.md §6 decision), drawn from the ``ranks`` stream."""
+    r = fed.cfg.lora.rank
+    rng = fed.streams.generator("ranks")
+    k = rng.normal((1 + r) / 2, max(r - 1, 1e-9) / 6, fed.num_clients)
+    return np.clip(np.round(k), 1, r).astype(int)
+
+
+def uniform(fed: Federation) -> np.ndarray:
+    """k_n ~ U{1, ..., r}, drawn from the ``ranks`` stream."""
+    return fed.streams.generator("ranks").integers(1, fed.cfg.lora.rank + 1, fed.num_clients)
+
+
+def explicit(fed: Federation) -> np.ndarray:
+    """k from ``fl.k_list``."""
+    return np.asarray(fed.cfg.fl.k_list, dtype=int)
+
+
+RANK_POLICIES: dict[str, Callable[[Federation], np.ndarray]] = {
+    "full": full, "fixed": fixed, "normal": normal, "uniform": uniform, "explicit": explicit,
+}

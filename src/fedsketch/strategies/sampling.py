@@ -1,0 +1,63 @@
+"""Sampling policies (PAPER.md §6, Fig. 2 baselines). Each returns q of shape (N,)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from fedsketch.strategies.base import Federation
+
+
+def full(fed: Federation, k: np.ndarray) -> np.ndarray:
+    """Every client every round: q_n = 1."""
+    return np.ones(fed.num_clients)
+
+
+def fixed(fed: Federation, k: np.ndarray) -> np.ndarray:
+    """One predefined probability for everyone: q_n = fl.q (spec decision: 0.5)."""
+    return np.full(fed.num_clients, fed.cfg.fl.q)
+
+
+def uniform(fed: Federation, k: np.ndarray) -> np.ndarray:
+    """Identical q_n for everyone, set to the expected participation fraction ``fl.q``.
+
+    In the Fig. 2 comparison ``fl.q`` is set to ``sum(q*)/N`` of the optimised plan, so that both
+    have the same expected cohort (PAPER.md §6).
+    """
+    return np.full(fed.num_clients, fed.cfg.fl.q)
+
+
+def weighted(fed: Federation, k: np.ndarray) -> np.ndarray:
+    """q_n proportional to p_n, scaled to ``sum q = fl.q * N`` and capped at 1 (PAPER.md §6).
+
+    The mass cut by the cap is given to the uncapped clients until it is spent (water filling).
+    """
+    return proportional_capped(fed.p, fed.cfg.fl.q * fed.num_clients)
+
+
+def explicit(fed: Federation, k: np.ndarray) -> np.ndarray:
+    """q from ``fl.q_list``."""
+    return np.asarray(fed.cfg.fl.q_list, dtype=float)
+
+
+def proportional_capped(p: np.ndarray, total: float) -> np.ndarray:
+    """``q = min(1, c p)`` with c chosen so that ``sum q = min(total, N)``; q_n > 0."""
+    p = np.maximum(np.asarray(p, float), 1e-12)
+    total = min(total, p.size)
+    q = np.zeros_like(p)
+    free = np.ones(p.size, bool)
+    for _ in range(p.size):
+        rest = total - (~free).sum()
+        q[free] = rest * p[free] / p[free].sum()
+        over = free & (q >= 1.0)
+        if not over.any():
+            break
+        q[over] = 1.0
+        free &= ~over
+    return np.clip(q, 1e-6, 1.0)
+
+
+SAMPLING_POLICIES: dict[str, Callable[[Federation, np.ndarray], np.ndarray]] = {
+    "full": full, "fixed": fixed, "uniform": uniform, "weighted": weighted, "explicit": explicit,
+}
