@@ -50,7 +50,8 @@ class DataConfig:
     max_seq_len: int = opt(128, range=(16, 8192), doc="tokens per training example (prompt truncated from the left)")
     max_train_examples: int = opt(0, range=(0, INF), doc="use a seeded subset of the train set (0 = all)")
     num_clients: int = opt(10, range=(1, 100000), doc="N")
-    partition: str = opt("dirichlet", choices=("iid", "dirichlet"), doc="how the train set is split over clients")
+    partition: str = opt("dirichlet", choices=("iid", "dirichlet", "inner_dirichlet"),
+                          doc="iid; dirichlet: Dir(alpha) over clients per label; inner_dirichlet: equal sizes, Dir(alpha) label mix per client")
     dirichlet_alpha: float = opt(0.1, range=(1e-6, INF), doc="Dirichlet concentration over the answer label")
     min_client_size: int = opt(8, range=(1, INF), doc="smallest allowed client dataset")
     max_partition_tries: int = opt(100, range=(1, 100000), doc="redraws of the Dirichlet split before giving up")
