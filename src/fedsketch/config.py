@@ -46,7 +46,7 @@ class DataConfig:
     data_dir: str = opt("../shared/data/commonsense", doc="folder with <Task>/train.json and test.json")
     hub_dataset: str = opt("", doc="hub repo id for source='hub' (default: per-task public dataset)")
     prompt_format: str = opt("cloze", choices=("cloze", "llm_adapters"),
-                             doc="cloze: 'Question: q\\nAnswer:' -> option text; llm_adapters: instruction -> 'the correct answer is answerN'")
+                             doc="cloze: 'Question: q\\nAnswer:' -> option text, scored by each option's log-likelihood; llm_adapters: instruction -> 'the correct answer is answerN', scored on 'answerN'")
     max_seq_len: int = opt(128, range=(16, 8192), doc="tokens per training example (prompt truncated from the left)")
     max_train_examples: int = opt(0, range=(0, INF), doc="use a seeded subset of the train set (0 = all)")
     num_clients: int = opt(10, range=(1, 100000), doc="N")
@@ -77,14 +77,14 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class FLConfig:
-    rounds: int = opt(15, range=(0, 1000000), doc="R")
-    local_steps: int = opt(10, range=(1, 100000), doc="H, local SGD steps per round")
+    rounds: int = opt(10, range=(0, 1000000), doc="R")
+    local_steps: int = opt(5, range=(1, 100000), doc="H, local SGD steps per round (paper: 10)")
     batch_size: int = opt(4, range=(1, 4096), doc="mini-batch size of a local step")
     sampling: str = opt("fixed", choices=("full", "fixed", "uniform", "weighted", "explicit", "optimized"),
                         doc="participation probabilities q (optimized: from the planner)")
     q: float = opt(0.5, range=(1e-6, 1.0), doc="q for 'fixed'; expected participation fraction for 'uniform'/'weighted'")
     q_list: list = opt([], doc="per-client q for sampling='explicit'")
-    ranks: str = opt("full", choices=("full", "fixed", "normal", "uniform", "explicit", "optimized"),
+    ranks: str = opt("uniform", choices=("full", "fixed", "normal", "uniform", "explicit", "optimized"),
                      doc="sketch ranks k (optimized: from the planner)")
     k: int = opt(0, range=(0, 4096), doc="k for ranks='fixed' (1..r)")
     k_list: list = opt([], doc="per-client k for ranks='explicit'")
@@ -121,8 +121,6 @@ class TrainConfig:
 class EvalConfig:
     every: int = opt(5, range=(0, INF), doc="evaluate every E rounds (and at round 0 and the end); 0 = only at the ends")
     num_samples: int = opt(100, range=(0, INF), doc="seeded test sample size (0 = whole test set)")
-    scoring: str = opt("cloze", choices=("cloze", "answer_digit"),
-                       doc="cloze: argmax log-likelihood of each option's text; answer_digit: of 'answerN'")
     batch_size: int = opt(16, range=(1, 4096), doc="sequences per evaluation forward pass")
 
 

@@ -14,7 +14,7 @@ def check_probabilities(q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, dtype=float)
     bad = np.flatnonzero(~np.isfinite(q) | (q <= 0) | (q > 1))
     if bad.size:
-        raise ValueError(f"q_n must lie in (0, 1]; client {int(bad[0])} has q={q[bad[0]]!r}")
+        raise ValueError(f"q_n must lie in (0, 1]; client {int(bad[0])} has q={float(q[bad[0]])!r}")
     return q
 
 

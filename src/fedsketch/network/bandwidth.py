@@ -18,7 +18,7 @@ def _as_times(name: str, x: np.ndarray | list[float], allow_zero: bool) -> np.nd
     bad = np.flatnonzero(a < 0) if allow_zero else np.flatnonzero(a <= 0)
     if bad.size:
         rule = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {rule}; client {int(bad[0])} has {a[bad[0]]!r}")
+        raise ValueError(f"{name} must be {rule}; client {int(bad[0])} has {float(a[bad[0]])!r}")
     return a
 
 

@@ -53,7 +53,7 @@ class ClientProfiles:
         for name, arr in (("tau_cp", self.tau_cp), ("tau_cm", self.tau_cm)):
             bad = np.flatnonzero(arr <= 0)
             if bad.size:
-                raise ValueError(f"{name} must be > 0; client {int(bad[0])} has {arr[bad[0]]!r}")
+                raise ValueError(f"{name} must be > 0; client {int(bad[0])} has {float(arr[bad[0]])!r}")
         bad = np.flatnonzero((self.tau_0 < 0) | (self.tau_0 > self.tau_cp))
         if bad.size:
             raise ValueError(f"tau_0 must lie in [0, tau_cp]; client {int(bad[0])} has {self.tau_0[bad[0]]!r}")

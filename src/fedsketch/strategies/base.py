@@ -39,10 +39,10 @@ class Allocation:
             raise ValueError(f"q and k must have one entry per client, got {q.shape} and {k.shape}")
         bad = np.flatnonzero(~np.isfinite(q) | (q <= 0) | (q > 1))
         if bad.size:
-            raise ValueError(f"allocation: q_n must lie in (0, 1]; client {int(bad[0])} has {q[bad[0]]!r}")
+            raise ValueError(f"allocation: q_n must lie in (0, 1]; client {int(bad[0])} has {float(q[bad[0]])!r}")
         bad = np.flatnonzero((k < 1) | (k > r) | (k != np.round(k)))
         if bad.size:
-            raise ValueError(f"allocation: k_n must be an integer in [1, r={r}]; client {int(bad[0])} has {k[bad[0]]!r}")
+            raise ValueError(f"allocation: k_n must be an integer in [1, r={r}]; client {int(bad[0])} has {float(k[bad[0]])!r}")
         return Allocation(q=q, k=k.astype(int), info=self.info)
 
 

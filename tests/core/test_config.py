@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedsketch.cli import app
+from fedsketch.config import ConfigError, collect, describe, load_config, to_toml, validate_file
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "configs").glob("*.toml"))
+
+
+def test_defaults_are_valid():
+    cfg = load_config()
+    assert cfg.lora.rank == 8 and cfg.fl.sampling == "fixed"
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ({"fl": {"round": 3}}, "fl.round: unknown key (did you mean rounds?)"),
+        ({"fl": {"q": 1.5}}, "fl.q: 1.5 is out of range; allowed [1e-06, 1]"),
+        ({"fl": {"sampling": "greedy"}}, "fl.sampling: 'greedy' is not allowed; choose one of 'full'"),
+        ({"lora": {"rank": 0}}, "lora.rank: 0 is out of range; allowed [1, 4096]"),
+        ({"lora": {"rank": "8"}}, "lora.rank: expected an integer"),
+        ({"train": {"lr": -1}}, "train.lr: -1.0 is out of range"),
+        ({"nonsense": {}}, "nonsense: unknown section"),
+        ({"seed": -3}, "seed: expected an integer >= 0"),
+        ({"fl": {"ranks": "fixed", "k": 9}}, "fl.k: ranks='fixed' needs 1 <= k <= lora.rank=8, got 9"),
+        ({"fl": {"sampling": "explicit", "q_list": [0.5] * 9 + [0.0]}}, "fl.q_list[9] (client 9): 0.0 is out of range"),
+        ({"network": {"profile": "explicit", "tau_cp": [1.0] * 10, "tau_cm": [1.0] * 3}},
+         "network.tau_cm: profile='explicit' needs 10 values"),
+    ],
+)
+def test_bad_config_messages_name_key_and_range(raw, needle):
+    _, errors = collect(raw)
+    assert any(needle in e for e in errors), errors
+
+
+def test_all_errors_reported_at_once(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[fl]\nround = 3\nq = 3\n[lora]\nrank = 0\n")
+    errors = validate_file(p)
+    assert len(errors) == 3
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert "fl.round" in str(ei.value) and "lora.rank" in str(ei.value)
+
+
+def test_overrides_apply_last_and_are_checked():
+    cfg = load_config(None, ["fl.rounds=20", "lora.target_modules=q_proj,k_proj", "train.lr=0.1"])
+    assert cfg.fl.rounds == 20 and cfg.lora.target_modules == ["q_proj", "k_proj"] and cfg.train.lr == 0.1
+    with pytest.raises(ConfigError, match="fl.rounds: expected an integer"):
+        load_config(None, ["fl.rounds=many"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(None, ["fl.rounds"])
+
+
+def test_resolved_toml_round_trips(tmp_path):
+    cfg = load_config(None, ["fl.q=0.25", "seed=7"])
+    p = tmp_path / "c.toml"
+    p.write_text(to_toml(cfg))
+    assert load_config(p) == cfg
+    assert cfg.hash() == load_config(p).hash() != load_config().hash()
+
+
+def test_every_key_documented():
+    rows = describe()
+    assert all(doc for _, _, _, doc in rows), [k for k, _, _, d in rows if not d]
+
+
+def test_shipped_configs_exist():
+    assert SHIPPED, "configs/ must ship at least one config"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_configs_validate(path):
+    assert validate_file(path) == []
+
+
+def test_cli_validate_exit_codes(tmp_path):
+    runner = CliRunner()
+    good = tmp_path / "good.toml"
+    good.write_text("[fl]\nrounds = 2\n")
+    assert runner.invoke(app, ["validate", str(good)]).exit_code == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[fl]\nrounds = -2\nbogus = 1\n")
+    res = runner.invoke(app, ["validate", str(bad)])
+    assert res.exit_code == 1
+    assert "fl.rounds" in res.output and "fl.bogus" in res.output

@@ -1,0 +1,105 @@
+"""End-to-end rounds on the tiny model: run folder, resume, failures (Algorithm 1)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fedsketch import checkpoint
+from fedsketch.engine.runtime import TorchEngine
+from fedsketch.report import read_metrics
+from fedsketch.server import run_experiment
+
+
+def test_run_folder_contents(tiny_cfg):
+    cfg = tiny_cfg("output.plot=true", "fl.rounds=3", "eval.every=2")
+    res = run_experiment(cfg)
+    out = res.run_dir
+    recs = read_metrics(out / "metrics.jsonl")
+    assert [r["round"] for r in recs] == [0, 1, 2, 3]
+    for r in recs[1:]:
+        assert set(r) >= {"round", "sim_seconds", "real_seconds", "sampled", "uploaded_bytes", "train_loss", "failed"}
+        assert r["sim_seconds"] >= recs[recs.index(r) - 1]["sim_seconds"]
+        assert (r["uploaded_bytes"] > 0) == (len(r["sampled"]) > 0)
+    assert [r["round"] for r in recs if "accuracy" in r] == [0, 2, 3]
+    assert (out / "accuracy_vs_time.png").read_bytes()[:4] == b"\x89PNG"
+    assert "[fl]" in (out / "config.toml").read_text()
+    info = json.loads((out / "run.json").read_text())
+    assert len(info["q"]) == 4 and info["config_hash"] == cfg.hash()
+    # the saved adapter loads with PEFT and reproduces the final global factors
+    from peft import PeftModel
+
+    from fedsketch.engine import lora
+    from fedsketch.engine.model import load_base_model
+
+    base, _ = load_base_model(cfg.model)
+    pm = PeftModel.from_pretrained(base, out / "adapter")
+    loaded = lora.get_state(lora.lora_modules(pm))
+    for m, (B, A) in res.state.items():
+        np.testing.assert_allclose(loaded[m][0], B, atol=1e-6)
+        np.testing.assert_allclose(loaded[m][1], A, atol=1e-6)
+
+
+def test_uploaded_bytes_match_sketch_sizes(tiny_cfg):
+    cfg = tiny_cfg("fl.ranks='fixed'", "fl.k=2", "fl.sampling='full'", "fl.rounds=1")
+    res = run_experiment(cfg)
+    rec = res.records[1]
+    r = cfg.lora.rank
+    full_values = sum(B.size + A.size for B, A in res.state.values())
+    per_client = full_values * 2 // r * cfg.network.upload_bits // 8 + 2 * len(res.state) * 4
+    assert rec["uploaded_bytes"] == 4 * per_client
+
+
+def test_resume_gives_same_numbers(tiny_cfg, tmp_path):
+    straight = run_experiment(tiny_cfg("fl.rounds=3", "output.name='straight'"))
+    cfg = tiny_cfg("fl.rounds=3", "output.name='resumed'")
+    run_experiment(cfg, stop_after=1)
+    ck = checkpoint.load(straight.run_dir.parent / "resumed" / "checkpoint")
+    assert ck.round == 1
+    resumed = run_experiment(cfg)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("real_seconds", "client_compute_seconds")} for r in rs]  # noqa: E731
+    assert strip(resumed.records) == strip(straight.records)
+    for m in straight.state:
+        np.testing.assert_array_equal(resumed.state[m][0], straight.state[m][0])
+        np.testing.assert_array_equal(resumed.state[m][1], straight.state[m][1])
+
+
+def test_resume_refuses_other_config(tiny_cfg):
+    run_experiment(tiny_cfg("output.name='x'"), stop_after=1)
+    with pytest.raises(checkpoint.CheckpointError, match="written by config"):
+        run_experiment(tiny_cfg("output.name='x'", "train.lr=0.1"))
+
+
+def test_corrupt_checkpoint_detected(tiny_cfg):
+    res = run_experiment(tiny_cfg("output.name='c'"), stop_after=1)
+    f = res.run_dir / "checkpoint" / "state.safetensors"
+    blob = bytearray(f.read_bytes())
+    blob[-1] ^= 0xFF
+    f.write_bytes(bytes(blob))
+    with pytest.raises(checkpoint.CheckpointError, match="checksum mismatch"):
+        checkpoint.load(res.run_dir / "checkpoint")
+
+
+def test_failing_and_non_finite_clients_recorded(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg("fl.sampling='full'", "fl.rounds=1")
+    real = TorchEngine.train_client
+
+    def flaky(self, state, client, rnd, indices):
+        if client == 1:
+            raise RuntimeError("out of memory (injected)")
+        u = real(self, state, client, rnd, indices)
+        if client == 2:
+            m = next(iter(u.delta))
+            u.delta[m][0][0, 0] = np.inf
+        return u
+
+    monkeypatch.setattr(TorchEngine, "train_client", flaky)
+    res = run_experiment(cfg)
+    rec = res.records[1]
+    assert rec["sampled"] == [0, 1, 2, 3]
+    reasons = {f["client"]: f["reason"] for f in rec["failed"]}
+    assert reasons[1].startswith("RuntimeError: out of memory") and reasons[2] == "non_finite"
+    assert all(np.all(np.isfinite(B)) and np.all(np.isfinite(A)) for B, A in res.state.values())
+    assert rec["uploaded_bytes"] > 0  # clients 0 and 3 still aggregated
