@@ -45,44 +45,69 @@ def run_dir_for(cfg: ExperimentConfig) -> Path:
     return Path(cfg.output.dir) / name
 
 
-def run_round(t: int, state: LoraState, engine: Any, fed: Federation, alloc: Allocation,
-              t_cp: np.ndarray, t_cm: np.ndarray) -> tuple[LoraState, dict[str, Any]]:
-    """One round of Algorithm 1 (t counts from 1). Returns the new state and the round's record."""
-    cfg, streams = fed.cfg, fed.streams
-    # --- sample: independent Bernoulli(q_n) coins (line 5)
-    sampled = sample_participants(alloc.q, streams.generator("sampling", t))
-    # --- sketch + local training (lines 2, 6-10); a failing client is recorded, not fatal
+@dataclass
+class RoundPlan:
+    """What the server decides before a round: who trains, and with which sketch."""
+
+    round: int
+    sampled: np.ndarray  # (|K_t|,) client ids, sorted
+    sketches: dict[int, dict[str, np.ndarray]]  # client -> module -> kept rank indices
+
+
+def plan_round(t: int, fed: Federation, alloc: Allocation, module_names: list[str]) -> RoundPlan:
+    """Independent Bernoulli(q_n) coins (Algorithm 1 line 5) and one sketch per sampled client (line 2)."""
+    sampled = sample_participants(alloc.q, fed.streams.generator("sampling", t))
+    sketches = {int(n): draw_indices(fed.streams.generator("sketch", t, int(n)), module_names,
+                                     fed.cfg.lora.rank, int(alloc.k[n])) for n in sampled}
+    return RoundPlan(round=t, sampled=sampled, sketches=sketches)
+
+
+def finish_round(plan: RoundPlan, state: LoraState, results: dict[int, ClientUpdate | str], fed: Federation,
+                 alloc: Allocation, t_cp: np.ndarray, t_cm: np.ndarray) -> tuple[LoraState, dict[str, Any]]:
+    """Validate uploads, aggregate (eq. 6) and time the round (eq. 10).
+
+    ``results`` maps every sampled client to its upload or to a failure reason (a string).
+    """
+    cfg = fed.cfg
     updates: list[ClientUpdate] = []
     failed: list[dict[str, Any]] = []
-    for n in sampled:
-        issued = draw_indices(streams.generator("sketch", t, int(n)), engine.module_names, cfg.lora.rank, int(alloc.k[n]))
-        try:
-            u = engine.train_client(state, int(n), t, issued)
-        except Exception as e:  # noqa: BLE001 - any client error is recorded and the round goes on
-            failed.append({"client": int(n), "reason": f"{type(e).__name__}: {e}"})
-            continue
-        why = validate_update(u, state, issued)
+    for n in plan.sampled.tolist():
+        res = results.get(n, "no reply")
+        why = res if isinstance(res, str) else validate_update(res, state, plan.sketches[n])
         if why is None:
-            updates.append(u)
+            updates.append(res)  # type: ignore[arg-type]
         else:
-            failed.append({"client": int(n), "reason": why})
+            failed.append({"client": n, "reason": why})
     # --- aggregate: X += sum (p_n/q_n) Delta_n (line 12, eq. 6)
-    ids = np.array([u.client for u in updates], dtype=int)
     if updates:
+        ids = np.array([u.client for u in updates], dtype=int)
         state = aggregate(state, updates, unbiased_weights(fed.p, alloc.q, ids), cfg.fl.server_lr)
     # --- simulated time: equal-finish split of W over the sampled clients (line 13, eq. 10)
-    T, _ = allocate_bandwidth(t_cp[sampled], t_cm[sampled], cfg.network.bandwidth_mbps)
+    T, _ = allocate_bandwidth(t_cp[plan.sampled], t_cm[plan.sampled], cfg.network.bandwidth_mbps)
     bits = cfg.network.upload_bits
     record = {
-        "round": t,
+        "round": plan.round,
         "round_sim_seconds": T,
-        "sampled": sampled.tolist(),
+        "sampled": plan.sampled.tolist(),
         "failed": failed,
         "uploaded_bytes": int(sum(u.nbytes(bits) for u in updates)),
         "train_loss": float(np.mean([u.train_loss for u in updates])) if updates else None,
         "client_compute_seconds": float(sum(u.compute_seconds for u in updates)),
     }
     return state, record
+
+
+def run_round(t: int, state: LoraState, engine: Any, fed: Federation, alloc: Allocation,
+              t_cp: np.ndarray, t_cm: np.ndarray) -> tuple[LoraState, dict[str, Any]]:
+    """One in-process round of Algorithm 1 (t counts from 1): plan, train each client, finish."""
+    plan = plan_round(t, fed, alloc, engine.module_names)
+    results: dict[int, ClientUpdate | str] = {}
+    for n, issued in plan.sketches.items():
+        try:
+            results[n] = engine.train_client(state, n, t, issued)
+        except Exception as e:  # noqa: BLE001 - any client error is recorded and the round goes on
+            results[n] = f"{type(e).__name__}: {e}"
+    return finish_round(plan, state, results, fed, alloc, t_cp, t_cm)
 
 
 def prepare(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation, Allocation, np.ndarray, np.ndarray]:
