@@ -159,3 +159,58 @@ def profiles_from_config(cfg: "ExperimentConfig", payload_mbit: float | None = N
     return draw_profiles(n, Streams(cfg.seed).generator("network"), round_compute_s=net.step_seconds * cfg.fl.local_steps,
                          speed_sigma=net.speed_sigma, payload_mbit=payload, rate_min=net.rate_min,
                          base_fraction=net.base_fraction)
+
+
+#: Fallback full-rank LoRA payload when neither the caller nor ``network.payload_mbit`` gives one:
+#: LoRA on q_proj and v_proj of the embedded default model SmolLM2-135M (30 layers, hidden 576,
+#: 3 KV heads x 64 = 192 k/v outputs) has r * (576 + 576 + 576 + 192) = 1920 r parameters per
+#: layer, i.e. FALLBACK_LORA_PARAMS_PER_RANK * r in all. The engine passes the measured payload.
+FALLBACK_LORA_PARAMS_PER_RANK = 30 * 1920
+_BITS_PER_MBIT = 1e6
+
+
+def fallback_payload_mbit(rank: int, upload_bits: int) -> float:
+    """Full-rank upload size (Mbit) of q/v LoRA on SmolLM2-135M at rank ``rank`` (see constant above)."""
+    return FALLBACK_LORA_PARAMS_PER_RANK * rank * upload_bits / _BITS_PER_MBIT
+
+
+def profiles_from_config(cfg, payload_mbit: float | None = None) -> ClientProfiles:
+    """Client profiles described by ``cfg.network`` (explicit lists, CSV, or a seeded lognormal draw).
+
+    Parameters
+    ----------
+    cfg : fedsketch.config.ExperimentConfig
+        Uses ``data.num_clients``, ``seed``, ``fl.local_steps``, ``lora.rank`` and ``network.*``.
+    payload_mbit : float, optional
+        Full-rank LoRA upload size in Mbit (the engine passes the size it measures). If omitted,
+        ``network.payload_mbit`` is used, and if that is 0, :func:`fallback_payload_mbit`.
+
+    Notes
+    -----
+    ``profile="lognormal"`` draws from ``Streams(cfg.seed).generator("network")`` with
+    ``round_compute_s = network.step_seconds * fl.local_steps`` (PAPER.md §6 decision).
+    ``tau_0 = network.base_fraction * tau_cp`` for the explicit and lognormal profiles (the CSV
+    may give its own ``tau_0`` column).
+    """
+    from fedsketch.rng import Streams
+
+    net, n = cfg.network, cfg.data.num_clients
+    if net.profile == "explicit":
+        tau_cp = np.asarray(net.tau_cp, dtype=float)
+        return ClientProfiles(tau_cp=tau_cp, tau_cm=np.asarray(net.tau_cm, dtype=float),
+                              tau_0=net.base_fraction * tau_cp)
+    if net.profile == "csv":
+        return load_profiles_csv(net.profile_csv, n)
+    if payload_mbit is None:
+        payload_mbit = net.payload_mbit or fallback_payload_mbit(cfg.lora.rank, net.upload_bits)
+    if not payload_mbit > 0:
+        raise ValueError(f"payload_mbit must be > 0, got {payload_mbit!r}")
+    return draw_profiles(
+        n,
+        Streams(cfg.seed).generator("network"),
+        round_compute_s=net.step_seconds * cfg.fl.local_steps,
+        speed_sigma=net.speed_sigma,
+        payload_mbit=float(payload_mbit),
+        rate_min=net.rate_min,
+        base_fraction=net.base_fraction,
+    )

@@ -1,0 +1,349 @@
+"""Expected round time under independent Bernoulli sampling (PAPER.md §2.4–2.6, eqs. 10–20).
+
+Four estimates of ``E[T]``, the expected time of one round when client ``n`` takes part with
+probability ``q_n`` independently of the others, and the participants share ``W`` so that they
+finish together (eq. 10):
+
+- ``"bound"``: Theorem 2, ``E[T] <= E[t_max^cp] + sum_n q_n t_n^cm / W`` (eqs. 14, 15, 17, 20);
+  rigorous, a closed form, and the round-time factor of the planner's objective (eq. 21).
+- ``"approx"``: the expected-bandwidth root (eq. 11), ``sum_n q_n t_n^cm / (T - t_n^cp) = W``;
+  within a few per cent of the truth (spec §5).
+- ``"mc"``: Monte Carlo over participation masks with a standard error.
+- ``"enumerate"``: exact, over all ``2^N`` masks (``N <= ENUMERATE_MAX_CLIENTS``).
+
+Pure numpy/scipy; imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import brentq
+
+from fedsketch.network.bandwidth import _as_times
+
+METHODS = ("auto", "mc", "enumerate", "approx", "bound")
+#: largest N for which exact enumeration of the 2^N participation masks is allowed / chosen by "auto"
+ENUMERATE_MAX_CLIENTS = 12
+#: default Monte-Carlo sample size (participation masks)
+DEFAULT_MC_SAMPLES = 4000
+#: seed of the Monte-Carlo generator when none is passed (a fixed, documented default; no global state)
+DEFAULT_MC_SEED = 0
+#: masks processed at once by the vectorised root finder (bounds memory to chunk * N floats)
+_CHUNK_ELEMENTS = 4_000_000
+#: Newton iterations of the vectorised eq. 10 root (monotone, quadratically convergent; ~8 suffice)
+_NEWTON_MAX_ITER = 100
+_NEWTON_RTOL = 1e-14
+
+
+@dataclass(frozen=True)
+class RoundTimeEstimate:
+    """Result of :func:`expected_round_time`.
+
+    Attributes
+    ----------
+    value : float
+        Estimate of ``E[T]`` in seconds (the bound for ``method="bound"``).
+    stderr : float
+        Standard error of ``value``; 0.0 for the deterministic methods.
+    method : str
+        Method actually used (``"auto"`` resolves to ``"enumerate"`` or ``"mc"``).
+    samples : int
+        Number of participation masks evaluated (``2^N`` for enumeration, 0 for closed forms).
+    """
+
+    value: float
+    stderr: float
+    method: str
+    samples: int = 0
+
+
+def _check_inputs(q, t_cp, t_cm, W) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Validate shapes/ranges; errors name the client and the violated constraint."""
+    if not np.isfinite(W) or W <= 0:
+        raise ValueError(f"bandwidth W must be a finite number > 0, got {W!r}")
+    t_cp = _as_times("t_cp", t_cp, allow_zero=True)
+    t_cm = _as_times("t_cm", t_cm, allow_zero=False)
+    q = np.asarray(q, dtype=float)
+    if q.ndim == 0:
+        q = np.full(t_cp.shape, float(q))
+    if not (q.shape == t_cp.shape == t_cm.shape):
+        raise ValueError(f"q, t_cp and t_cm must have one entry per client; got shapes {q.shape}, {t_cp.shape}, {t_cm.shape}")
+    bad = np.flatnonzero(~np.isfinite(q) | (q < 0) | (q > 1))
+    if bad.size:
+        raise ValueError(f"sampling probability q_n must lie in [0, 1]; client {int(bad[0])} has q={q[bad[0]]!r}")
+    return q, t_cp, t_cm, float(W)
+
+
+# --------------------------------------------------------------------------- eq. 15 and its gradient
+
+def expected_max_compute(q: np.ndarray, t_cp: np.ndarray) -> float:
+    """``E[t_max^cp]``, the expected largest compute time among participants (eq. 15).
+
+    With clients sorted so that ``t_1 <= ... <= t_N``:
+    ``E[t_max^cp] = sum_n q_n prod_{j>n} (1 - q_j) t_n`` (0 when nobody participates).
+
+    Parameters
+    ----------
+    q : array (N,)
+        Participation probabilities in [0, 1].
+    t_cp : array (N,)
+        Compute times at the current sketch ranks (eq. 19).
+    """
+    q = np.asarray(q, dtype=float)
+    t_cp = np.asarray(t_cp, dtype=float)
+    order = np.argsort(t_cp, kind="stable")
+    return _emax_sorted(q[order], t_cp[order])
+
+
+def _suffix_survival(qs: np.ndarray) -> np.ndarray:
+    """``P_n = prod_{j>n} (1 - q_j)`` in sorted order, shape (N,), computed without division."""
+    one_minus = 1.0 - qs
+    # reversed cumulative product shifted by one: P_{N-1} = 1
+    rev = np.cumprod(one_minus[::-1])[::-1]  # rev[n] = prod_{j>=n}
+    P = np.empty_like(qs)
+    P[:-1] = rev[1:]
+    P[-1] = 1.0
+    return P
+
+
+def _emax_sorted(qs: np.ndarray, ts: np.ndarray) -> float:
+    if qs.size == 0:
+        return 0.0
+    return float(np.sum(qs * _suffix_survival(qs) * ts))
+
+
+def _emax_and_grad_sorted(qs: np.ndarray, ts: np.ndarray) -> tuple[float, np.ndarray]:
+    """Eq. 15 and its gradient in sorted order, O(N) and division-free.
+
+    ``dE/dq_m = P_m (t_m - S_m)`` with ``P_m = prod_{j>m}(1-q_j)`` and
+    ``S_m = sum_{n<m} q_n t_n prod_{n<j<m}(1-q_j)`` (the expected max over the faster clients),
+    which equals spec §2.9's ``t_m P_m - (1/(1-q_m)) sum_{n<m} q_n t_n P_n`` and is >= 0.
+    """
+    P = _suffix_survival(qs)
+    val = float(np.sum(qs * P * ts))
+    S = _forward_emax(qs, ts)
+    return val, P * (ts - S)
+
+
+def _forward_emax(qs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """``S_m`` (see :func:`_emax_and_grad_sorted`), shape (N,), with ``S_0 = 0``.
+
+    Solves the recurrence ``S_{m+1} = a_m S_m + b_m`` (``a = 1-q``, ``b = q t``) vectorised:
+    within a stretch without ``a = 0``, ``S = e^{c} (S_start + cumsum(b e^{-c}))`` with
+    ``c = cumsum(log a)``, re-based whenever ``c`` falls below ``-_LOG_SPAN`` so that ``e^{-c}``
+    stays finite; a client with ``q = 1`` (``a = 0``) resets ``S`` to ``b``.
+    """
+    n = qs.size
+    S = np.zeros(n)
+    if n <= 1:
+        return S
+    a = 1.0 - qs[:-1]
+    b = qs[:-1] * ts[:-1]
+    zero = a <= 0.0
+    la = np.log(np.where(zero, 1.0, a))
+    # next_zero[i] = first index >= i with a == 0 (m if none), shape (m,)
+    m = n - 1
+    idx = np.where(zero, np.arange(m), m)
+    next_zero = np.minimum.accumulate(idx[::-1])[::-1]
+    idx = np.where(zero, m, np.arange(m))
+    next_free = np.minimum.accumulate(idx[::-1])[::-1]  # first index >= i with a > 0
+    out = np.empty(m)
+    prev, i = 0.0, 0
+    while i < m:
+        if zero[i]:  # a run of q = 1 clients: each resets S to its own b
+            j = int(next_free[i])
+            out[i:j] = b[i:j]
+            prev = float(b[j - 1])
+            i = j
+            continue
+        j = int(next_zero[i])
+        cl = np.cumsum(la[i:j])  # decreasing, <= 0
+        e = i + max(1, int(np.searchsorted(-cl, _LOG_SPAN, side="right")))
+        c = cl[: e - i]
+        out[i:e] = np.exp(c) * (prev + np.cumsum(b[i:e] * np.exp(-c)))
+        prev = float(out[e - 1])
+        i = e
+    S[1:] = out
+    return S
+
+
+#: re-basing span of the log cumulative products in :func:`_forward_emax` (exp(-c) < e^(span+37))
+_LOG_SPAN = 600.0
+
+
+def theorem2_bound(q, t_cp, t_cm, W) -> float:
+    """Theorem 2 upper bound on ``E[T]`` (eqs. 14–15; with eqs. 18–19 substituted, eq. 20).
+
+    ``E[T] <= E[t_max^cp] + sum_n q_n t_n^cm / W``.
+
+    Parameters
+    ----------
+    q, t_cp, t_cm : arrays (N,)
+        Participation probabilities, compute seconds and upload Mbit at the current ranks.
+    W : float
+        Total bandwidth (Mbps).
+    """
+    q, t_cp, t_cm, W = _check_inputs(q, t_cp, t_cm, W)
+    return expected_max_compute(q, t_cp) + float(np.dot(q, t_cm)) / W
+
+
+# --------------------------------------------------------------------------- eq. 11
+
+def expected_bandwidth_time(q, t_cp, t_cm, W) -> float:
+    """Root of the expected-bandwidth equation (eq. 11).
+
+    ``T~`` solves ``sum_n q_n t_n^cm / (T~ - t_n^cp) = W`` on ``(max_{q_n>0} t_n^cp, inf)``; it is
+    eq. 10 with every client's payload scaled by its participation probability. Returns 0.0 when
+    all ``q_n = 0``.
+    """
+    q, t_cp, t_cm, W = _check_inputs(q, t_cp, t_cm, W)
+    on = q > 0
+    if not np.any(on):
+        return 0.0
+    a, tc = q[on] * t_cm[on], t_cp[on]
+    lo = float(np.max(tc + a / W))
+    hi = float(tc.max() + a.sum() / W)
+
+    def g(T: float) -> float:
+        return float(np.sum(a / (T - tc)) - W)
+
+    if hi <= lo or g(lo) <= 0:
+        return lo
+    return float(brentq(g, lo, hi, xtol=1e-12, rtol=4 * np.finfo(float).eps))
+
+
+# --------------------------------------------------------------------------- eq. 10, vectorised
+
+def round_times(masks: np.ndarray, t_cp: np.ndarray, t_cm: np.ndarray, W: float) -> np.ndarray:
+    """Eq. 10 round time for many participation masks at once.
+
+    ``g(T) = sum_{n in K} t_n^cm / (T - t_n^cp) - W`` is convex and decreasing on
+    ``(max_K t^cp, inf)``, so Newton's method started at the left bracket end
+    ``max_K (t^cp + t^cm / W)`` (where ``g >= 0``) increases monotonically to the root.
+    Agrees with :func:`fedsketch.network.allocate_bandwidth` to ~1e-12 relative.
+
+    Parameters
+    ----------
+    masks : bool array (S, N)
+        Participation masks, one row per round.
+    t_cp, t_cm : arrays (N,)
+    W : float
+
+    Returns
+    -------
+    T : array (S,)
+        Round times; 0 for an empty round (spec §4 decision 10).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    m = masks.astype(float)  # (S, N)
+    any_on = masks.any(axis=1)
+    T = np.where(masks, t_cp + t_cm / W, -np.inf).max(axis=1)  # (S,) left bracket
+    T = np.where(any_on, T, 0.0)
+    active = any_on.copy()
+    for _ in range(_NEWTON_MAX_ITER):
+        if not active.any():
+            break
+        idx = np.flatnonzero(active)
+        Ti = T[idx, None]
+        gap = Ti - t_cp[None, :]
+        gap = np.where(masks[idx], gap, 1.0)  # avoid /0 for non-participants; m = 0 there
+        inv = m[idx] * t_cm[None, :] / gap  # (s, N)
+        g = inv.sum(axis=1) - W
+        dg = -(inv / gap).sum(axis=1)
+        step = -g / dg
+        step = np.maximum(step, 0.0)  # monotone from the left; guards round-off
+        newT = T[idx] + step
+        T[idx] = newT
+        done = step <= _NEWTON_RTOL * np.maximum(newT, 1.0)
+        active[idx[done]] = False
+    return T
+
+
+def _chunked_round_times(masks_fn, n_masks: int, t_cp, t_cm, W) -> np.ndarray:
+    n = t_cp.size
+    chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    out = np.empty(n_masks)
+    for s in range(0, n_masks, chunk):
+        e = min(n_masks, s + chunk)
+        out[s:e] = round_times(masks_fn(s, e), t_cp, t_cm, W)
+    return out
+
+
+def _enumerate(q, t_cp, t_cm, W) -> tuple[float, int]:
+    n = q.size
+    if n > ENUMERATE_MAX_CLIENTS:
+        raise ValueError(
+            f"method='enumerate' needs N <= {ENUMERATE_MAX_CLIENTS} clients (2^N masks), got N={n}; use method='mc'"
+        )
+    n_masks = 1 << n
+    bits = ((np.arange(n_masks)[:, None] >> np.arange(n)[None, :]) & 1).astype(bool)  # (2^N, N)
+    prob = np.prod(np.where(bits, q[None, :], 1.0 - q[None, :]), axis=1)  # (2^N,)
+    T = _chunked_round_times(lambda s, e: bits[s:e], n_masks, t_cp, t_cm, W)
+    return float(np.dot(prob, T)), n_masks
+
+
+def _monte_carlo(q, t_cp, t_cm, W, rng: np.random.Generator, samples: int) -> tuple[float, float]:
+    if samples < 2:
+        raise ValueError(f"Monte Carlo needs samples >= 2, got {samples}")
+    n = q.size
+    chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    T = np.empty(samples)
+    for s in range(0, samples, chunk):
+        e = min(samples, s + chunk)
+        masks = rng.random((e - s, n)) < q[None, :]
+        T[s:e] = round_times(masks, t_cp, t_cm, W)
+    return float(T.mean()), float(T.std(ddof=1) / np.sqrt(samples))
+
+
+def expected_round_time(
+    q,
+    t_cp,
+    t_cm,
+    W: float,
+    method: str = "auto",
+    rng: np.random.Generator | None = None,
+    samples: int = DEFAULT_MC_SAMPLES,
+) -> RoundTimeEstimate:
+    """Expected round time ``E[T]`` under independent sampling (PAPER.md §2.4–2.5).
+
+    Parameters
+    ----------
+    q : array (N,) or float
+        Participation probabilities ``q_n`` in [0, 1].
+    t_cp : array (N,)
+        Compute seconds per round at the current sketch ranks (eq. 19), >= 0.
+    t_cm : array (N,)
+        Upload size in Mbit (seconds at 1 Mbps) at the current ranks (eq. 18), > 0.
+    W : float
+        Total uplink bandwidth in Mbps, > 0.
+    method : {"auto", "mc", "enumerate", "approx", "bound"}
+        ``"auto"`` enumerates when ``N <= ENUMERATE_MAX_CLIENTS`` and uses Monte Carlo otherwise.
+        ``"approx"`` is the eq. 11 root; ``"bound"`` the Theorem 2 bound (eq. 14/17/20).
+    rng : numpy Generator, optional
+        Source of the Monte-Carlo masks (e.g. ``Streams(seed).generator("round_time")``); a
+        generator seeded with ``DEFAULT_MC_SEED`` when omitted, so results are reproducible.
+    samples : int
+        Monte-Carlo sample size.
+
+    Returns
+    -------
+    RoundTimeEstimate
+        ``value``, ``stderr`` (0 except for ``"mc"``), the ``method`` used and ``samples``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    q, t_cp, t_cm, W = _check_inputs(q, t_cp, t_cm, W)
+    if method == "auto":
+        method = "enumerate" if q.size <= ENUMERATE_MAX_CLIENTS else "mc"
+    if method == "bound":
+        return RoundTimeEstimate(theorem2_bound(q, t_cp, t_cm, W), 0.0, "bound")
+    if method == "approx":
+        return RoundTimeEstimate(expected_bandwidth_time(q, t_cp, t_cm, W), 0.0, "approx")
+    if method == "enumerate":
+        v, n = _enumerate(q, t_cp, t_cm, W)
+        return RoundTimeEstimate(v, 0.0, "enumerate", n)
+    rng = rng if rng is not None else np.random.default_rng(DEFAULT_MC_SEED)
+    v, se = _monte_carlo(q, t_cp, t_cm, W, rng, int(samples))
+    return RoundTimeEstimate(v, se, "mc", int(samples))

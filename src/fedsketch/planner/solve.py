@@ -1,0 +1,219 @@
+"""Alternating minimisation of P2 (Algorithm 2 lines 5–22; PAPER.md §2.9, §3, §7.4).
+
+From each start ``k^0`` (multi-start, fractions of r), alternate a q-step (eq. 26, reference or
+fast solver) and a greedy k-step until ``k`` stops changing or ``J`` improves by less than
+``rtol`` relatively. Both steps never increase ``J``. :func:`make_plan` then scores the Fig. 2–3
+baselines with the same model and, should a feasible baseline beat the plan, re-runs the
+alternation from it, so the returned plan is never worse than any feasible baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from fedsketch.planner.baselines import DEFAULT_FIXED_Q, Baseline, baseline_points, baselines
+from fedsketch.planner.bound import PlanProblem
+from fedsketch.planner.kstep import k_step
+from fedsketch.planner.qstep import q_step
+
+#: default multi-start ranks k^0 as fractions of r (spec §7.4)
+DEFAULT_K_STARTS = (1.0, 0.5, 0.25)
+
+
+@dataclass
+class Plan:
+    """The planner's answer.
+
+    Attributes
+    ----------
+    q : array (N,)
+        Participation probabilities ``q_n``.
+    k : int array (N,)
+        Sketch ranks ``k_n``.
+    rounds : float
+        Predicted rounds ``theta4 / D(q,k)`` (eq. 21) to reach the estimation loss.
+    round_time : float
+        Planned expected round time, the Theorem 2 bound ``T_hat`` (eq. 20), seconds.
+    total_time : float
+        ``rounds * round_time`` = the objective ``J`` (eq. 21), seconds.
+    objective : float
+        Same as ``total_time``.
+    round_time_approx : float
+        Eq. 11 estimate of the true ``E[T]`` at ``(q, k)`` (tighter than the bound).
+    diagnostics : dict
+        Solver, feasibility form, per-start objectives, iterations, timings.
+    """
+
+    q: np.ndarray
+    k: np.ndarray
+    rounds: float
+    round_time: float
+    total_time: float
+    objective: float
+    round_time_approx: float
+    diagnostics: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "q": [float(x) for x in self.q],
+            "k": [int(x) for x in self.k],
+            "rounds": float(self.rounds),
+            "round_time": float(self.round_time),
+            "total_time": float(self.total_time),
+            "objective": float(self.objective),
+            "round_time_approx": float(self.round_time_approx),
+            "diagnostics": self.diagnostics,
+        }
+
+
+def _alternate(prob: PlanProblem, k0: np.ndarray, q0: np.ndarray | None, *, q_solver: str, k_moves: str,
+               max_outer: int, rtol: float, q_kwargs: dict) -> tuple[np.ndarray, np.ndarray, float, dict]:
+    k = prob.feasible_k_start(k0)
+    if q0 is not None:
+        q0 = np.maximum(np.asarray(q0, dtype=float), prob.q_lower(k))
+        q0 = np.minimum(q0, 1.0)
+    qs = q_step(prob, k, q0, solver=q_solver, **q_kwargs)
+    q, J = qs.q, qs.objective
+    history, statuses, q_seconds = [J], [qs.status], qs.seconds
+    it = 0
+    for it in range(1, max_outer + 1):
+        ks = k_step(prob, q, k, moves=k_moves)
+        inner = {"start_from_ones": False, **q_kwargs} if q_solver == "fast" else q_kwargs
+        qs = q_step(prob, ks.k, q, solver=q_solver, **inner)
+        q_seconds += qs.seconds
+        statuses.append(qs.status)
+        changed = bool(np.any(ks.k != k))
+        J_new = qs.objective
+        improvement = (J - J_new) / J if np.isfinite(J) else np.inf
+        if J_new <= J:
+            k, q, J = ks.k, qs.q, J_new
+        history.append(J)
+        if not changed or improvement < rtol:
+            break
+    return q, k, J, {"outer_iterations": it, "history": history, "q_step_seconds": q_seconds,
+                     "last_q_status": statuses[-1]}
+
+
+def solve(
+    prob: PlanProblem,
+    *,
+    k_starts: Sequence[float] = DEFAULT_K_STARTS,
+    k_moves: str = "both",
+    q_solver: str = "fast",
+    max_outer: int = 20,
+    rtol: float = 1e-6,
+    extra_starts: Sequence[tuple[np.ndarray | None, np.ndarray]] = (),
+    q_kwargs: dict | None = None,
+) -> Plan:
+    """Algorithm 2's alternating minimisation with multi-start (spec §7.4).
+
+    Parameters
+    ----------
+    prob : PlanProblem
+    k_starts : sequence of float
+        Starting ranks ``k^0 = max(1, round(f r))`` for each fraction ``f`` (each raised
+        client-wise until the Appendix C box is non-empty).
+    k_moves : {"decrease", "both"}
+        k-step moves.
+    q_solver : {"fast", "reference"}
+        q-step solver (:mod:`fedsketch.planner.qstep`).
+    max_outer : int
+        Alternating iterations per start.
+    rtol : float
+        Stop when the relative improvement of ``J`` drops below this.
+    extra_starts : sequence of (q0 or None, k0)
+        Additional starting points (e.g. baselines).
+    q_kwargs : dict, optional
+        Passed to the q-step solver.
+
+    Returns
+    -------
+    Plan
+    """
+    prob.require_reachable()
+    t0 = time.perf_counter()
+    q_kwargs = dict(q_kwargs or {})
+    starts: list[tuple[str, np.ndarray | None, np.ndarray]] = []
+    for f in k_starts:
+        if not (0 < f <= 1):
+            raise ValueError(f"k_starts must be fractions of r in (0, 1], got {f!r}")
+        starts.append((f"k0={f:g}r", None, np.full(prob.N, max(1, int(round(f * prob.r))), dtype=np.int64)))
+    for i, (q0, k0) in enumerate(extra_starts):
+        starts.append((f"extra{i}", q0, np.asarray(k0, dtype=np.int64)))
+    if not starts:
+        raise ValueError("solve needs at least one start (k_starts or extra_starts)")
+    best = None
+    per_start = {}
+    for name, q0, k0 in starts:
+        q, k, J, info = _alternate(prob, k0, q0, q_solver=q_solver, k_moves=k_moves, max_outer=max_outer,
+                                   rtol=rtol, q_kwargs=q_kwargs)
+        per_start[name] = {"objective": J, **{kk: v for kk, v in info.items() if kk != "history"}}
+        if best is None or J < best[2]:
+            best = (q, k, J, name)
+    q, k, J, name = best
+    viol = prob.violations(q, k)
+    if viol:  # pragma: no cover - both steps keep feasibility; guard against silent failure
+        raise RuntimeError(f"planner produced an infeasible point: {viol[:3]}")
+    diag = {
+        "q_solver": q_solver, "feasibility": prob.feasibility, "k_moves": k_moves, "best_start": name,
+        "starts": per_start, "solve_seconds": time.perf_counter() - t0, "N": prob.N, "r": prob.r,
+        "compute_model": prob.compute_model, "D": prob.D(q, k), "theta": prob.theta.as_array().tolist(),
+    }
+    rounds = prob.rounds(q, k)
+    rt = prob.round_time(q, k)
+    return Plan(q, k, rounds, rt, rounds * rt, J, prob.round_time_approx(q, k), diag)
+
+
+def make_plan(
+    prob: PlanProblem,
+    rng: np.random.Generator,
+    *,
+    fixed_q: float = DEFAULT_FIXED_Q,
+    max_polish: int = 3,
+    **solve_kwargs,
+) -> tuple[Plan, list[Baseline]]:
+    """Solve, score the baselines, and re-solve from any feasible baseline that beats the plan.
+
+    Parameters
+    ----------
+    prob : PlanProblem
+    rng : numpy Generator
+        For the random rank baselines (pass ``Streams(seed).generator("planner_baselines")``).
+    fixed_q : float
+        q of the ``fixed`` and rank baselines.
+    max_polish : int
+        At most this many re-solves from a better baseline.
+    **solve_kwargs
+        Passed to :func:`solve`.
+
+    Returns
+    -------
+    plan, baselines
+    """
+    bl_state = rng.bit_generator.state
+    points = None
+    plan = solve(prob, **solve_kwargs)
+    polished = 0
+    for _ in range(max_polish):
+        rng.bit_generator.state = bl_state  # the same random baselines every time
+        points = baseline_points(prob, plan.q, rng, fixed_q)
+        rng.bit_generator.state = bl_state
+        scored = baselines(prob, plan.q, rng, fixed_q)
+        beat = [(b.total_time, i) for i, b in enumerate(scored) if b.feasible and b.total_time < plan.objective]
+        if not beat:
+            break
+        _, i = min(beat)
+        extra = solve(prob, **{**solve_kwargs, "k_starts": (), "extra_starts": [(points[i][2], points[i][3])]})
+        polished += 1
+        if extra.objective < plan.objective:
+            extra.diagnostics["polished_from_baseline"] = points[i][0]
+            extra.diagnostics["starts"] = {**plan.diagnostics["starts"], **extra.diagnostics["starts"]}
+            plan = extra
+    rng.bit_generator.state = bl_state
+    scored = baselines(prob, plan.q, rng, fixed_q)
+    plan.diagnostics["polish_solves"] = polished
+    return plan, scored
