@@ -1,0 +1,145 @@
+"""``fedsketch plan`` and ``fedsketch estimate`` (registered on the main typer app by ``register``).
+
+``plan CONFIG [--set k=v ...] [--json] [--out PATH]`` solves P2 (Algorithm 2) for the config and
+prints / saves q, k, the predicted rounds, round time and total time next to the baselines.
+``estimate CONFIG [--set k=v ...] [--out PATH]`` runs the pilot runs of eq. 22 through the
+engine (``fedsketch.engine.pilot.make_pilot_runner(cfg)``) and writes theta as JSON.
+
+Exit codes: 0 success, 1 planner/estimation error (message names the client or constraint),
+2 invalid configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedsketch.config import ConfigError, load_config
+from fedsketch.planner.api import WeightsFn, default_weights, plan_from_config, plan_json
+from fedsketch.planner.estimate import EstimationError, estimate_theta, pilot_configs, run_pilots
+from fedsketch.planner.qstep import SolverError
+
+PilotFactory = Callable[[object], Callable[[float, int], Optional[float]]]
+
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override: section.key=value (repeatable)")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="where to write the JSON (default: <output.dir>/...)")]
+
+
+def _default_pilot_factory(cfg):
+    from fedsketch.engine.pilot import make_pilot_runner  # torch lives behind this import
+
+    return make_pilot_runner(cfg)
+
+
+def _fmt(x: float | None, spec: str = ".4g") -> str:
+    return "unreachable" if x is None or not np.isfinite(x) else format(x, spec)
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
+             pilot_factory: PilotFactory | None = None) -> None:
+    """Add the ``plan`` and ``estimate`` commands to ``app``.
+
+    Parameters
+    ----------
+    app : typer.Typer
+    weights_fn : callable(cfg) -> array (N,), optional
+        Data sizes/weights p_n; default ``fedsketch.data.partition.partition_sizes``.
+    pilot_factory : callable(cfg) -> run_pilot, optional
+        Builds ``run_pilot(q, k) -> rounds``; default ``fedsketch.engine.pilot.make_pilot_runner``.
+    """
+    err = Console(stderr=True)
+    out_console = Console()
+
+    def load(config: Path, sets: Optional[list[str]]):
+        try:
+            return load_config(config, list(sets or []))
+        except ConfigError as e:
+            err.print(f"[red]{e}[/red]", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+
+    def fail(e: Exception) -> None:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+
+    @app.command("plan")
+    def plan_cmd(config: Annotated[Path, typer.Argument(help="TOML config")], set_: SetOpt = None,
+                 json_: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+                 out: OutOpt = None) -> None:
+        """Choose q and k (Algorithm 2) and compare with the baselines of Figs. 2-3."""
+        cfg = load(config, set_)
+        try:
+            plan, bls, prob = plan_from_config(cfg, weights_fn=weights_fn or default_weights)
+        except (ValueError, SolverError) as e:
+            fail(e)
+        data = plan_json(plan, bls, prob)
+        path = out or Path(cfg.output.dir) / f"plan-{cfg.hash()}.json"
+        _write(path, data)
+        if json_:
+            typer.echo(json.dumps(data))
+            err.print(f"saved {path}", highlight=False)
+            return
+        q, k = plan.q, plan.k
+        out_console.print(
+            f"[bold]plan[/bold] N={prob.N} r={prob.r} W={prob.W:g} Mbps, feasibility={prob.feasibility}, "
+            f"solver={cfg.planner.q_solver}, {plan.diagnostics['solve_seconds']:.2f} s"
+        )
+        out_console.print(f"q: min {q.min():.3f}  median {np.median(q):.3f}  max {q.max():.3f}  "
+                          f"E|K| = {q.sum():.2f} clients/round")
+        out_console.print(f"k: min {k.min()}  median {np.median(k):g}  max {k.max()}  "
+                          f"histogram {dict(zip(*np.unique(k, return_counts=True)))}".replace("np.int64", ""))
+        t = Table(title="predicted time to the estimation loss (model of eq. 21)")
+        for col in ("allocation", "rounds", "round time [s]", "total [s]", "x plan", "feasible"):
+            t.add_column(col, justify="right" if col != "allocation" else "left")
+        t.add_row("plan", _fmt(plan.rounds), _fmt(plan.round_time), _fmt(plan.total_time), "1.00", "yes")
+        for b in bls:
+            ratio = b.total_time / plan.total_time if np.isfinite(b.total_time) else None
+            t.add_row(f"{b.family}: {b.name}", _fmt(b.rounds), _fmt(b.round_time), _fmt(b.total_time),
+                      _fmt(ratio, ".2f"), "yes" if b.feasible else "no")
+        out_console.print(t)
+        out_console.print(f"eq. 11 estimate of the true E[T] at the plan: {plan.round_time_approx:.4g} s "
+                          f"(the planned round time is the Theorem 2 bound)")
+        out_console.print(f"saved {path}")
+
+    @app.command("estimate")
+    def estimate_cmd(config: Annotated[Path, typer.Argument(help="TOML config")], set_: SetOpt = None,
+                     out: OutOpt = None) -> None:
+        """Estimate theta1..theta4 from pilot runs (eqs. 22-23) and write them as JSON."""
+        cfg = load(config, set_)
+        pl = cfg.planner
+        try:
+            p = (weights_fn or default_weights)(cfg)
+            configs = pilot_configs(pl.pilot_q, pl.pilot_k_frac, cfg.lora.rank)
+            runner = (pilot_factory or _default_pilot_factory)(cfg)
+            obs = run_pilots(runner, configs)
+            est = estimate_theta(obs, p, cfg.lora.rank, rcond=pl.estimate_rcond)
+        except (ValueError, ImportError) as e:
+            fail(e)
+        path = out or Path(cfg.output.dir) / f"theta-{cfg.hash()}.json"
+        _write(path, est.to_dict())
+        t = Table(title="pilot runs (eq. 22)")
+        for col in ("q", "k", "rounds to pilot_loss"):
+            t.add_column(col, justify="right")
+        for o in obs:
+            t.add_row(f"{o.q:g}", str(o.k), f"{o.rounds:g}")
+        out_console.print(t)
+        th = est.theta
+        out_console.print(f"theta = ({th[0]:.6g}, {th[1]:.6g}, {th[2]:.6g}, {th[3]:.6g})  "
+                          f"sigma_3/sigma_1 = {est.rcond:.3g}  residual = {est.residual:.3g}")
+        out_console.print(f"saved {path}")
+        if not est.ok:
+            for msg in est.problems:
+                err.print(f"[red]problem:[/red] {msg}", highlight=False)
+            err.print("the estimate is flagged (ok=false in the JSON); `fedsketch plan` will refuse it", highlight=False)
+            raise typer.Exit(1)
+        out_console.print(f"use it with: --set planner.theta_file={str(path)!r}")

@@ -1,0 +1,220 @@
+"""Estimating theta1..theta4 from pilot runs (PAPER.md §2.8, eqs. 22–23; Algorithm 2 lines 1–4).
+
+Pilot run ``i`` trains with every client at the same ``(q^i, k^i)`` until the training loss
+first reaches the estimation loss ``F_s`` and reports the number of rounds ``R_i``. With
+``P = sum_n p_n^2``, ``X_i = P / q^i`` and ``Y_i = P r / (q^i k^i)``, the model
+``R_i (theta1 - theta2 X_i - theta3 Y_i) = theta4`` gives the homogeneous system (22)
+
+    A theta = 0,   A_i = [R_i, -R_i X_i, -R_i Y_i, -1]     (A: shape (m, 4), m >= 4 pilots),
+
+solved by SVD: theta is the right singular vector of the smallest singular value (least squares
+when m > 4), after scaling A's columns to unit norm (the unscaled vector is returned,
+normalised to ``||theta|| = 1``; only ratios matter). The sign is fixed so that ``theta4 > 0``.
+
+The estimate is *checked*, not returned as if fine: it is flagged when
+
+- the pilots do not pin theta down (the second-smallest singular value is below ``rcond`` times
+  the largest, i.e. the null space is more than one-dimensional — e.g. all pilots share k/r);
+- the sign pattern is wrong (``theta1 <= 0`` or ``theta2 < 0`` or ``theta3 < 0``; spec: rerun
+  with more widely spread configurations).
+
+The engine is reached only through the injected ``run_pilot(q, k) -> rounds`` callable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fedsketch.planner.bound import Theta, normalise_weights
+
+#: default threshold on sigma_(m-1) / sigma_1 (after column scaling) below which theta is not identified
+DEFAULT_RCOND = 1e-3
+#: relative size below which a negative theta2/theta3 is round-off of 0
+DEFAULT_SIGN_TOL = 1e-9
+
+
+class EstimationError(ValueError):
+    """Pilot runs or their estimate are unusable; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class PilotObservation:
+    """One pilot run: every client at ``(q, k)``; ``rounds`` to reach the estimation loss."""
+
+    q: float
+    k: int
+    rounds: float
+
+
+@dataclass
+class ThetaEstimate:
+    """Result of :func:`estimate_theta`.
+
+    Attributes
+    ----------
+    theta : array (4,)
+        ``(theta1, theta2, theta3, theta4)``, unit norm, ``theta4 > 0``.
+    singular_values : array (4,)
+        Of the column-scaled design matrix, descending.
+    rcond : float
+        ``sigma_3 / sigma_1``: how well the pilots identify theta (small = ill-conditioned).
+    residual : float
+        ``sigma_4 / sigma_1``: misfit of the model to the observations (0 for exact data).
+    ok : bool
+        True when no problem was found.
+    problems : list of str
+        What is wrong, in words.
+    """
+
+    theta: np.ndarray
+    singular_values: np.ndarray
+    rcond: float
+    residual: float
+    ok: bool
+    problems: list[str]
+    observations: list[PilotObservation] = field(default_factory=list)
+
+    def require(self) -> Theta:
+        """The estimate as :class:`Theta`, or :class:`EstimationError` listing the problems."""
+        if not self.ok:
+            raise EstimationError("theta estimate rejected: " + "; ".join(self.problems))
+        return Theta.from_sequence(self.theta)
+
+    def to_dict(self) -> dict:
+        return {
+            "theta": [float(x) for x in self.theta],
+            "ok": bool(self.ok),
+            "problems": list(self.problems),
+            "singular_values": [float(x) for x in self.singular_values],
+            "rcond": float(self.rcond),
+            "residual": float(self.residual),
+            "pilots": [{"q": o.q, "k": o.k, "rounds": o.rounds} for o in self.observations],
+        }
+
+
+def pilot_configs(pilot_q: Sequence[float], pilot_k_frac: Sequence[float], r: int) -> list[tuple[float, int]]:
+    """Pilot ``(q^i, k^i)`` from the config lists; ``k^i = max(1, round(frac * r))``."""
+    if len(pilot_q) != len(pilot_k_frac):
+        raise EstimationError(
+            f"planner.pilot_q has {len(pilot_q)} entries but planner.pilot_k_frac has {len(pilot_k_frac)}; they pair up"
+        )
+    if len(pilot_q) < 4:
+        raise EstimationError(f"eq. 22 has 4 unknowns: need at least 4 pilot configurations, got {len(pilot_q)}")
+    out = []
+    for i, (q, f) in enumerate(zip(pilot_q, pilot_k_frac)):
+        if not (isinstance(q, (int, float)) and 0 < q <= 1):
+            raise EstimationError(f"planner.pilot_q[{i}] = {q!r} must lie in (0, 1]")
+        if not (isinstance(f, (int, float)) and 0 < f <= 1):
+            raise EstimationError(f"planner.pilot_k_frac[{i}] = {f!r} must lie in (0, 1]")
+        out.append((float(q), max(1, int(round(f * r)))))
+    return out
+
+
+def run_pilots(run_pilot: Callable[[float, int], float | None],
+               configs: Sequence[tuple[float, int]]) -> list[PilotObservation]:
+    """Call the injected engine once per configuration (Algorithm 2 line 1).
+
+    ``run_pilot(q, k)`` returns the rounds needed to reach the estimation loss, or ``None`` /
+    a non-positive value when the loss was never reached (an :class:`EstimationError` naming
+    the configuration).
+    """
+    obs = []
+    for q, k in configs:
+        rounds = run_pilot(q, k)
+        if rounds is None or not np.isfinite(rounds) or rounds <= 0:
+            raise EstimationError(
+                f"pilot run (q={q:g}, k={k}) never reached the estimation loss (got {rounds!r}); raise "
+                "planner.pilot_max_rounds or loosen planner.pilot_loss"
+            )
+        obs.append(PilotObservation(q, int(k), float(rounds)))
+    return obs
+
+
+def design_matrix(obs: Sequence[PilotObservation], p: np.ndarray, r: int) -> np.ndarray:
+    """Rows ``A_i = [R_i, -R_i X_i, -R_i Y_i, -1]`` of eq. 23, shape (m, 4)."""
+    P = float(np.sum(normalise_weights(p) ** 2))
+    R = np.array([o.rounds for o in obs], dtype=float)
+    q = np.array([o.q for o in obs], dtype=float)
+    k = np.array([o.k for o in obs], dtype=float)
+    X = P / q
+    Y = P * r / (q * k)
+    return np.stack([R, -R * X, -R * Y, -np.ones_like(R)], axis=1)
+
+
+def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
+                   rcond: float = DEFAULT_RCOND, sign_tol: float = DEFAULT_SIGN_TOL) -> ThetaEstimate:
+    """SVD estimate of theta from pilot observations (eqs. 22–23), with identifiability and sign checks.
+
+    Parameters
+    ----------
+    obs : sequence of PilotObservation
+        At least 4 runs.
+    p : array (N,)
+        Data weights (or sizes).
+    r : int
+        Global LoRA rank.
+    rcond : float
+        Flag the estimate when ``sigma_3 / sigma_1 < rcond`` (column-scaled A).
+    sign_tol : float
+        ``theta2``/``theta3`` in ``[-sign_tol, 0)`` (relative to ``max |theta|``) are round-off of
+        a true 0 and are set to 0; below that they are a sign violation.
+
+    Returns
+    -------
+    ThetaEstimate
+        Always returned; check ``ok`` / call ``require()``.
+    """
+    if len(obs) < 4:
+        raise EstimationError(f"eq. 22 has 4 unknowns: need at least 4 pilot runs, got {len(obs)}")
+    A = design_matrix(obs, p, r)  # (m, 4)
+    scale = np.linalg.norm(A, axis=0)  # (4,)
+    _, s, vt = np.linalg.svd(A / scale, full_matrices=False)
+    theta = vt[-1] / scale
+    theta /= np.linalg.norm(theta)
+    problems = []
+    if theta[3] < 0:
+        theta = -theta
+    if theta[3] <= 0:
+        problems.append("theta4 = 0: the observations are inconsistent with the model R = theta4 / D")
+    ratio = float(s[-2] / s[0])
+    if not ratio >= rcond:
+        problems.append(
+            f"ill-conditioned: sigma_3/sigma_1 = {ratio:.3g} < rcond = {rcond:g}, so the pilots do not determine theta; "
+            "spread the pilot configurations (q down to 0.25, k down to r/8, and not all with the same k/r)"
+        )
+    tiny = sign_tol * float(np.max(np.abs(theta)))
+    theta[1:3] = np.where((theta[1:3] < 0) & (theta[1:3] >= -tiny), 0.0, theta[1:3])
+    names = ("theta1", "theta2", "theta3")
+    if theta[0] <= 0:
+        problems.append(f"sign violation: theta1 = {theta[0]:.4g} <= 0 (target unreachable under the fitted model); "
+                        "rerun the pilots with more widely spread configurations or a looser pilot_loss")
+    for i in (1, 2):
+        if theta[i] < 0:
+            problems.append(f"sign violation: {names[i]} = {theta[i]:.4g} < 0; rerun the pilots with more widely "
+                            "spread configurations (spec §2.8)")
+    return ThetaEstimate(theta, s, ratio, float(s[-1] / s[0]), not problems, problems, list(obs))
+
+
+def load_theta_file(path: str | Path) -> Theta:
+    """Read a theta JSON written by ``fedsketch estimate``; refuses a flagged estimate."""
+    path = Path(path)
+    if not path.is_file():
+        raise EstimationError(f"planner.theta_file: file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise EstimationError(f"{path}: not valid JSON: {e}") from None
+    if "theta" not in data:
+        raise EstimationError(f"{path}: no 'theta' key")
+    if not data.get("ok", True):
+        raise EstimationError(f"{path}: the estimate was flagged: {'; '.join(data.get('problems', []))}")
+    vals = data["theta"]
+    if not (isinstance(vals, list) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals)):
+        raise EstimationError(f"{path}: 'theta' must be a list of 4 numbers, got {vals!r}")
+    return Theta.from_sequence(vals)

@@ -1,0 +1,84 @@
+"""`fedsketch plan` / `fedsketch estimate` through a typer app built here (no torch, injected engine)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import typer
+from typer.testing import CliRunner
+
+from fedsketch.planner.commands import register
+
+N = 12
+
+
+def _app(weights=None, pilot=None):
+    app = typer.Typer()
+    register(app, weights_fn=weights or (lambda cfg: np.random.default_rng(0).lognormal(0, 0.5, cfg.data.num_clients)),
+             pilot_factory=pilot)
+    return app
+
+
+def _config(tmp_path, extra=""):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f"seed = 3\n[data]\nnum_clients = {N}\n[lora]\nrank = 8\n[network]\npayload_mbit = 50.0\n"
+        f"[output]\ndir = \"{tmp_path / 'runs'}\"\n{extra}"
+    )
+    return path
+
+
+def test_plan_json_keys(tmp_path):
+    cfg = _config(tmp_path, "[planner]\ntheta = [1.0, 0.5, 0.5, 100.0]\n")
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(_app(), ["plan", str(cfg), "--json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ("q", "k", "rounds", "round_time", "total_time", "baselines"):
+        assert key in data
+    assert len(data["q"]) == N and len(data["k"]) == N
+    assert set(data["baselines"]) == {"full", "fixed", "uniform", "weighted", "full_rank", "normal_rank", "uniform_rank"}
+    assert json.loads(out.read_text())["total_time"] == data["total_time"]
+    # table mode and --set overrides
+    res = CliRunner().invoke(_app(), ["plan", str(cfg), "--set", "planner.feasibility=p_weighted"])
+    assert res.exit_code == 0, res.output
+    assert "full_rank" in res.stdout and "feasibility=p_weighted" in res.stdout
+
+
+def test_plan_errors(tmp_path):
+    cfg = _config(tmp_path)
+    res = CliRunner().invoke(_app(), ["plan", str(cfg)])
+    assert res.exit_code == 1 and "fedsketch estimate" in res.output
+    res = CliRunner().invoke(_app(), ["plan", str(cfg), "--set", "planner.feasibility=nope"])
+    assert res.exit_code == 2 and "planner.feasibility" in res.output
+    skew = lambda cfg: np.array([1.0] * (N - 1) + [40.0])  # noqa: E731 - client 11 holds most data
+    res = CliRunner().invoke(_app(weights=skew), ["plan", str(cfg), "--set", "planner.theta=[1.0, 0.5, 0.5, 100.0]",
+                                                  "--set", "planner.feasibility=per_client"])
+    assert res.exit_code == 1 and "client 11" in res.output and "per_client" in res.output
+
+
+def test_estimate_then_plan(tmp_path):
+    theta = np.array([1.0, 0.5, 0.5, 100.0])
+    w = np.random.default_rng(0).lognormal(0, 0.5, N)
+    P = np.sum((w / w.sum()) ** 2)
+
+    def factory(cfg):
+        r = cfg.lora.rank
+        return lambda q, k: theta[3] / (theta[0] - theta[1] * P / q - theta[2] * P * r / (q * k))
+
+    cfg = _config(tmp_path)
+    out = tmp_path / "theta.json"
+    app = _app(weights=lambda cfg: w, pilot=factory)
+    res = CliRunner().invoke(app, ["estimate", str(cfg), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    est = json.loads(out.read_text())
+    assert est["ok"] and np.allclose(np.array(est["theta"]) / est["theta"][0], theta)
+    res = CliRunner().invoke(app, ["plan", str(cfg), "--json", "--set", f"planner.theta_file='{out}'"])
+    assert res.exit_code == 0, res.output
+    # a flagged estimate is written but refused
+    bad = lambda cfg: (lambda q, k: 10.0 * q * k)  # noqa: E731 - fewer rounds at smaller q, k: wrong signs
+    res = CliRunner().invoke(_app(weights=lambda cfg: w, pilot=bad), ["estimate", str(cfg), "--out", str(out)])
+    assert res.exit_code == 1 and "problem" in res.output
+    res = CliRunner().invoke(app, ["plan", str(cfg), "--set", f"planner.theta_file='{out}'"])
+    assert res.exit_code == 1 and "flagged" in res.output

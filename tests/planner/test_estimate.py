@@ -1,0 +1,88 @@
+"""Estimation of theta (eqs. 22-23) from synthetic pilot observations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedsketch.planner.estimate import (
+    EstimationError,
+    PilotObservation,
+    estimate_theta,
+    pilot_configs,
+    run_pilots,
+)
+
+R = 16
+D1 = [(1.0, 16), (0.5, 16), (1.0, 4), (0.25, 8)]
+
+
+def _rounds(theta, P, q, k):
+    t1, t2, t3, t4 = theta
+    return t4 / (t1 - t2 * P / q - t3 * P * R / (q * k))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.5, 5.0), st.floats(0.0, 2.0), st.floats(0.05, 2.0), st.floats(1.0, 1e4), st.integers(0, 1000))
+def test_recovers_theta_up_to_scale(t1, t2, t3, t4, seed):
+    p = np.random.default_rng(seed).lognormal(0, 0.5, 50)
+    P = np.sum((p / p.sum()) ** 2)
+    theta = np.array([t1, t2, t3, t4])
+    configs = [(1.0, 16), (0.5, 16), (1.0, 2), (0.25, 8), (0.5, 4)]
+    if min(t1 - t2 * P / q - t3 * P * R / (q * k) for q, k in configs) <= 0.05 * t1:
+        return  # the synthetic truth itself must make every pilot reachable
+    obs = run_pilots(lambda q, k: _rounds(theta, P, q, k), configs)
+    est = estimate_theta(obs, p, R)
+    assert est.ok, est.problems
+    truth = theta / np.linalg.norm(theta)
+    assert np.allclose(est.theta, truth, rtol=1e-6, atol=1e-9 * np.abs(truth).max())
+    assert est.require().theta4 > 0
+
+
+def test_integer_rounds_close():
+    p = np.random.default_rng(0).lognormal(0, 0.5, 50)
+    P = np.sum((p / p.sum()) ** 2)
+    theta = (1.0, 0.5, 0.5, 100.0)
+    obs = [PilotObservation(q, k, round(_rounds(theta, P, q, k))) for q, k in D1]
+    est = estimate_theta(obs, p, R)
+    assert est.ok
+    th = est.theta / est.theta[0]
+    assert th[3] == pytest.approx(100.0, rel=0.05)
+
+
+def test_flags_ill_conditioned_design():
+    # every pilot with the same k/r: the X and Y columns are collinear, theta is not identified
+    p = np.ones(50)
+    P = 1 / 50
+    theta = (1.0, 0.5, 0.5, 100.0)
+    obs = [PilotObservation(q, 16, _rounds(theta, P, q, 16)) for q in (1.0, 0.8, 0.5, 0.25)]
+    est = estimate_theta(obs, p, R)
+    assert not est.ok
+    assert any("ill-conditioned" in m for m in est.problems)
+    with pytest.raises(EstimationError, match="ill-conditioned"):
+        est.require()
+
+
+def test_flags_sign_violation():
+    # rounds that *fall* as q and k shrink imply negative theta2/theta3
+    p = np.ones(50)
+    obs = [PilotObservation(q, k, r) for (q, k), r in zip(D1, (40.0, 30.0, 25.0, 10.0))]
+    est = estimate_theta(obs, p, R)
+    assert not est.ok
+    assert any("sign violation" in m for m in est.problems)
+    with pytest.raises(EstimationError, match="sign violation"):
+        est.require()
+
+
+def test_pilot_errors():
+    with pytest.raises(EstimationError, match="at least 4"):
+        pilot_configs([1.0, 0.5, 0.25], [1.0, 1.0, 0.5], R)
+    with pytest.raises(EstimationError, match="pair up"):
+        pilot_configs([1.0, 0.5, 0.25, 1.0], [1.0, 1.0, 0.5], R)
+    assert pilot_configs([1.0, 0.5, 1.0, 0.25], [1.0, 1.0, 0.25, 0.5], R) == [(1.0, 16), (0.5, 16), (1.0, 4), (0.25, 8)]
+    with pytest.raises(EstimationError, match=r"q=0.25, k=8\) never reached"):
+        run_pilots(lambda q, k: None if q < 0.3 else 10, D1)
+    with pytest.raises(EstimationError, match="at least 4"):
+        estimate_theta([PilotObservation(1.0, 16, 10.0)] * 3, np.ones(5), R)
