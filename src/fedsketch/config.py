@@ -151,6 +151,10 @@ class PlannerConfig:
     pilot_loss: float = opt(0.0, range=(0.0, INF), doc="estimation loss F_s (0 = 90% of the first pilot's round-0 loss)")
     pilot_max_rounds: int = opt(50, range=(1, 100000), doc="give up a pilot run after this many rounds")
     max_outer: int = opt(20, range=(1, 1000), doc="alternating iterations")
+    rtol: float = opt(1e-6, range=(0.0, 1.0), doc="stop alternating when J improves by less than this (relative)")
+    estimate_rcond: float = opt(1e-3, range=(0.0, 1.0),
+                                doc="flag theta as ill-conditioned when sigma_3/sigma_1 of the scaled eq. 22 system is below this")
+    baseline_q: float = opt(0.5, range=(1e-6, 1.0), doc="q of the 'fixed' sampling baseline and of the rank baselines (spec §6)")
 
 
 SECTIONS: dict[str, type] = {
