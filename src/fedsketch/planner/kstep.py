@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedsketch.network.round_time import _emax_and_grad_sorted
 from fedsketch.planner.bound import PlanProblem
 
 K_MOVES = ("decrease", "both")
@@ -48,10 +47,11 @@ class _Survival:
     slower than ``s`` are sorted positions ``i..N-1``.
     """
 
-    def __init__(self, q: np.ndarray, t: np.ndarray) -> None:
-        order = np.argsort(t, kind="stable")
+    def __init__(self, q: np.ndarray, t: np.ndarray, order: np.ndarray | None = None) -> None:
+        order = np.argsort(t, kind="stable") if order is None else order
         ts, qs = t[order], q[order]
         n = ts.size
+        self.order = order
         self.B = np.concatenate(([0.0], ts))  # (N+1,)
         one = qs >= 1.0
         a = np.where(one, 1.0, 1.0 - qs)  # (N,) factors of clients with q < 1
@@ -63,21 +63,24 @@ class _Survival:
         ones_after[:-1] = np.cumsum(one[::-1])[::-1]
         V = np.where(ones_after > 0, 0.0, prod_a)
         H = np.where(ones_after == 1, prod_a, 0.0)
-        lengths = np.diff(np.concatenate((self.B, [np.inf])))[:-1]  # (N,) lengths of [B_i, B_{i+1}), i < N
+        lengths = np.diff(self.B)  # (N,) lengths of [B_i, B_{i+1}), i < N
         self.V, self.H = V, H
         self.IV = np.concatenate(([0.0], np.cumsum(V[:-1] * lengths)))  # (N+1,) int_0^{B_i} G
         self.IH = np.concatenate(([0.0], np.cumsum(H[:-1] * lengths)))
 
-    def _integral(self, cum: np.ndarray, val: np.ndarray, x: np.ndarray) -> np.ndarray:
-        i = np.searchsorted(self.B, x, side="right") - 1  # interval index, B_i <= x
-        return cum[i] + val[i] * (x - self.B[i])
+    def at_own_times(self) -> tuple[np.ndarray, np.ndarray]:
+        """``int_0^{t_n} G`` and ``int_0^{t_n} H`` for every client at its own time (no search), (N,) each."""
+        pos = np.empty(self.order.size, dtype=np.int64)
+        pos[self.order] = np.arange(1, self.order.size + 1)  # B[pos[n]] == t_n
+        return self.IV[pos], self.IH[pos]
 
-    def int_G(self, x: np.ndarray) -> np.ndarray:
-        """``int_0^x G(s) ds``."""
-        return self._integral(self.IV, self.V, x)
-
-    def int_H(self, x: np.ndarray) -> np.ndarray:
-        return self._integral(self.IH, self.H, x)
+    def integrals(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``int_0^x G`` and ``int_0^x H`` for arbitrary ``x`` (one sorted search), (len(x),) each."""
+        o = np.argsort(x, kind="stable")  # sorted keys make the binary searches cache-friendly
+        i = np.empty(x.size, dtype=np.int64)
+        i[o] = np.searchsorted(self.B, x[o], side="right") - 1  # B_i <= x
+        dx = x - self.B[i]
+        return self.IV[i] + self.V[i] * dx, self.IH[i] + self.H[i] * dx
 
 
 def move_gains(prob: PlanProblem, q: np.ndarray, k: np.ndarray, step: int,
@@ -113,9 +116,9 @@ def move_gains(prob: PlanProblem, q: np.ndarray, k: np.ndarray, step: int,
     surv, one = pre["surv"], pre["one"]
     down = t_cp2 < t_cp
     # integrals between the old time a = t_cp and the new time b = t_cp2 (either order)
-    iG_new = surv.int_G(t_cp2)
+    iG_new, iH_new = surv.integrals(t_cp2)
     iG = np.where(down, pre["iG"] - iG_new, iG_new - pre["iG"])  # int over [min, max) of G, >= 0
-    iH = np.where(one & down, pre["iH"] - surv.int_H(t_cp2), 0.0)
+    iH = np.where(one & down, pre["iH"] - iH_new, 0.0)
     int_minus = np.where(one, iH, iG / np.where(one, 1.0, 1.0 - q))  # int of G_{-m} when moving down
     dE = np.where(down, -q * int_minus, q * iG)
     T2 = pre["E"] + dE + pre["comm"] + q * (t_cm2 - t_cm) / prob.W
@@ -128,12 +131,18 @@ def _precompute(prob: PlanProblem, q: np.ndarray, k: np.ndarray) -> dict:
     """Per-sweep quantities shared by the -1 and +1 moves of every client."""
     t_cp, t_cm = prob.times(k)
     c = prob.c(k)
-    surv = _Survival(q, t_cp)
     order = np.argsort(t_cp, kind="stable")
-    e, _ = _emax_and_grad_sorted(q[order], t_cp[order])
-    return {"t_cp": t_cp, "t_cm": t_cm, "c": c, "D": prob.theta.theta1 - float(np.sum(c / q)), "surv": surv,
-            "iG": surv.int_G(t_cp), "iH": surv.int_H(t_cp), "one": q >= 1.0, "E": e,
-            "comm": float(np.dot(q, t_cm)) / prob.W}
+    surv = _Survival(q, t_cp, order)
+    qs = q[order]
+    P = np.ones_like(qs)  # prod_{j>i} (1 - q_j), sorted
+    P[:-1] = np.cumprod((1.0 - qs)[::-1])[::-1][1:]
+    e = float(np.sum(qs * P * t_cp[order]))  # eq. 15
+    iG, iH = surv.at_own_times()
+    D = prob.theta.theta1 - float(np.sum(c / q))
+    comm = float(np.dot(q, t_cm)) / prob.W
+    J = prob.theta.theta4 / D * (e + comm) if D > 0 else np.inf  # eq. 21
+    return {"t_cp": t_cp, "t_cm": t_cm, "c": c, "D": D, "surv": surv, "iG": iG, "iH": iH, "one": q >= 1.0,
+            "E": e, "comm": comm, "J": J}
 
 
 def k_step(
@@ -168,14 +177,14 @@ def k_step(
         raise ValueError(f"k_moves must be one of {K_MOVES}, got {moves!r}")
     q = prob.check_q(q)
     k = prob.check_k(k).copy()
-    J = prob.objective(q, k)
+    pre = _precompute(prob, q, k)
+    J = pre["J"]
     steps = (-1,) if moves == "decrease" else (-1, 1)
     n_moves = sweeps = 0
     while sweeps < max_sweeps:
         sweeps += 1
         best_J = np.full(prob.N, np.inf)
         best_k = k.copy()
-        pre = _precompute(prob, q, k)
         for st in steps:
             J2, k2 = move_gains(prob, q, k, st, pre)
             better = J2 < best_J
@@ -190,13 +199,14 @@ def k_step(
         while size >= 1:
             trial = k.copy()
             trial[cand[:size]] = best_k[cand[:size]]
-            if not prob.violations(q, trial):
-                Jt = prob.objective(q, trial)
-                if Jt < J * (1 - rtol):
-                    k, J, accepted = trial, Jt, True
-                    n_moves += size
-                    break
+            pre_t = _precompute(prob, q, trial)  # exact J of the block, reused by the next sweep
+            feasible = np.all(q >= prob.q_lower(trial) * (1 - 1e-12)) and pre_t["D"] >= prob.delta
+            if feasible and pre_t["J"] < J * (1 - rtol):
+                k, J, pre, accepted = trial, pre_t["J"], pre_t, True
+                n_moves += size
+                break
             size //= 2
         if not accepted:  # the exact single-move gain was within round-off: stop
             break
+    J = prob.objective(q, k)
     return KStepResult(k, float(J), n_moves, sweeps)
