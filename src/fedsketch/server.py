@@ -128,21 +128,39 @@ def prepare(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation,
     return engine, fed, alloc, t_cp, t_cm
 
 
-def run_experiment(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
-                   stop_after: int | None = None) -> RunResult:
-    """Run (or resume) the experiment of ``cfg`` and write its run folder.
+@dataclass
+class RunSession:
+    """An open run folder plus everything the round loop needs (shared by all backends).
 
-    Parameters
-    ----------
-    engine : optional
-        A prepared engine (tests inject tiny ones); by default a :class:`TorchEngine`.
-    fresh : bool
-        Ignore an existing checkpoint and start over.
-    stop_after : int, optional
-        Stop after this many rounds (simulates an interruption; used by resume tests).
+    Built by :func:`open_run`; each finished round goes through :func:`commit_round` and the
+    run ends with :func:`close_run`. The in-process loop (:func:`run_experiment`) and the Flower
+    ServerApp (``fedsketch.flower``) both use it, so the two write identical run folders.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    cfg: ExperimentConfig
+    engine: Any
+    fed: Federation
+    alloc: Allocation
+    t_cp: np.ndarray
+    t_cm: np.ndarray
+    out: Path
+    state: LoraState
+    start: int  # rounds already completed (resume point)
+    sim: float  # simulated seconds so far
+    real0: float  # real seconds of earlier (resumed) sessions
+    records: list[dict[str, Any]]
+    wall0: float
+    last: int  # last round this session will run
+    consecutive_fail: int = 0
+
+    @property
+    def ckpt(self) -> Path:
+        return self.out / "checkpoint"
+
+
+def open_run(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
+             stop_after: int | None = None) -> RunSession:
+    """Prepare, write ``config.toml`` / ``run.json``, and resume from a checkpoint or evaluate round 0."""
     wall0 = time.perf_counter()
     engine, fed, alloc, t_cp, t_cm = prepare(cfg, engine)
     out = run_dir_for(cfg)
@@ -159,36 +177,73 @@ def run_experiment(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = F
         ev = engine.evaluate(state).as_dict()
         records.append({"round": 0, "sim_seconds": 0.0, "real_seconds": time.perf_counter() - wall0,
                         "sampled": [], "failed": [], "uploaded_bytes": 0, "train_loss": None, **ev})
-    every, R = cfg.eval.every, cfg.fl.rounds
+    R = cfg.fl.rounds
     last = R if stop_after is None else min(R, start + stop_after)
+    return RunSession(cfg, engine, fed, alloc, t_cp, t_cm, out, state, start, sim, real0, records, wall0, last)
+
+
+def commit_round(sess: RunSession, t: int, state: LoraState, rec: dict[str, Any]) -> dict[str, Any]:
+    """Advance the clock, evaluate when due, append and write the record, checkpoint.
+
+    Raises ``RuntimeError`` after ``fl.min_completion`` consecutive rounds in which every
+    sampled client failed.
+    """
+    cfg = sess.cfg
+    every, R = cfg.eval.every, cfg.fl.rounds
+    sess.state = state
+    sess.sim += rec["round_sim_seconds"]
+    rec["sim_seconds"] = sess.sim
+    if (every and t % every == 0) or t == R:
+        rec.update(sess.engine.evaluate(state).as_dict())
+    rec["real_seconds"] = sess.real0 + time.perf_counter() - sess.wall0
+    sess.records.append(rec)
+    sess.consecutive_fail = sess.consecutive_fail + 1 if rec["sampled"] and len(rec["failed"]) == len(rec["sampled"]) else 0
+    report.write_metrics(sess.out / "metrics.jsonl", sess.records)
+    if cfg.output.checkpoint_every and (t % cfg.output.checkpoint_every == 0 or t == sess.last):
+        checkpoint.save(sess.ckpt, checkpoint.RunState(t, state, sess.sim, rec["real_seconds"], sess.records, cfg.hash()))
+    if cfg.fl.min_completion and sess.consecutive_fail >= cfg.fl.min_completion:
+        raise RuntimeError(f"{sess.consecutive_fail} consecutive rounds in which every sampled client failed; "
+                           f"last failures: {rec['failed']}")
+    return rec
+
+
+def close_run(sess: RunSession) -> RunResult:
+    """Write the final metrics, and after the last round the adapter and the plot."""
+    cfg = sess.cfg
+    report.write_metrics(sess.out / "metrics.jsonl", sess.records)
+    if sess.last == cfg.fl.rounds:
+        sess.engine.save_adapter(sess.state, sess.out / "adapter")
+        if cfg.output.plot:
+            report.plot_accuracy(sess.out / "accuracy_vs_time.png", sess.records,
+                                 f"{cfg.data.task}: sampling={cfg.fl.sampling}, ranks={cfg.fl.ranks}, seed={cfg.seed}")
+    return RunResult(run_dir=sess.out, records=sess.records, state=sess.state, allocation=sess.alloc)
+
+
+def run_experiment(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
+                   stop_after: int | None = None) -> RunResult:
+    """Run (or resume) the experiment of ``cfg`` and write its run folder.
+
+    Parameters
+    ----------
+    engine : optional
+        A prepared engine (tests inject tiny ones); by default a :class:`TorchEngine`.
+    fresh : bool
+        Ignore an existing checkpoint and start over.
+    stop_after : int, optional
+        Stop after this many rounds (simulates an interruption; used by resume tests).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    sess = open_run(cfg, engine=engine, fresh=fresh, stop_after=stop_after)
     with Progress(TextColumn("[bold]round"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), disable=not cfg.output.progress, transient=False) as bar:
-        task = bar.add_task("rounds", total=R, completed=start, info="")
-        consecutive_fail = 0
-        for t in range(start + 1, last + 1):
-            state, rec = run_round(t, state, engine, fed, alloc, t_cp, t_cm)
-            sim += rec["round_sim_seconds"]
-            rec["sim_seconds"] = sim
-            if (every and t % every == 0) or t == R:
-                rec.update(engine.evaluate(state).as_dict())
-            rec["real_seconds"] = real0 + time.perf_counter() - wall0
-            records.append(rec)
-            consecutive_fail = consecutive_fail + 1 if rec["sampled"] and len(rec["failed"]) == len(rec["sampled"]) else 0
-            report.write_metrics(out / "metrics.jsonl", records)
-            if cfg.output.checkpoint_every and (t % cfg.output.checkpoint_every == 0 or t == last):
-                checkpoint.save(ckpt, checkpoint.RunState(t, state, sim, rec["real_seconds"], records, cfg.hash()))
+        task = bar.add_task("rounds", total=cfg.fl.rounds, completed=sess.start, info="")
+        for t in range(sess.start + 1, sess.last + 1):
+            state, rec = run_round(t, sess.state, sess.engine, sess.fed, sess.alloc, sess.t_cp, sess.t_cm)
+            rec = commit_round(sess, t, state, rec)
             acc = f" acc {100 * rec['accuracy']:.1f}%" if rec.get("accuracy") is not None else ""
-            bar.update(task, completed=t, info=f"sim {sim / 60:.1f} min, {len(rec['sampled'])} sampled{acc}")
-            if cfg.fl.min_completion and consecutive_fail >= cfg.fl.min_completion:
-                raise RuntimeError(f"{consecutive_fail} consecutive rounds in which every sampled client failed; "
-                                   f"last failures: {rec['failed']}")
-    report.write_metrics(out / "metrics.jsonl", records)
-    if last == R:
-        engine.save_adapter(state, out / "adapter")
-        if cfg.output.plot:
-            report.plot_accuracy(out / "accuracy_vs_time.png", records,
-                                 f"{cfg.data.task}: sampling={cfg.fl.sampling}, ranks={cfg.fl.ranks}, seed={cfg.seed}")
-    return RunResult(run_dir=out, records=records, state=state, allocation=alloc)
+            bar.update(task, completed=t, info=f"sim {sess.sim / 60:.1f} min, {len(rec['sampled'])} sampled{acc}")
+    return close_run(sess)
 
 
 def _run_info(cfg: ExperimentConfig, fed: Federation, alloc: Allocation, t_cp: np.ndarray,
