@@ -1,0 +1,107 @@
+"""Conversions between fedsketch objects and Flower records (no algorithm here).
+
+* The global adapter ``X_t = {module: (B, A)}`` travels as one ``ArrayRecord`` with keys
+  ``"<module>::B"`` and ``"<module>::A"`` (exact float bytes, so no precision is lost).
+* A client's upload (eq. 8) travels as an ``ArrayRecord`` of its compact blocks
+  ``"<module>::dB"`` (d, k) and ``"<module>::dA"`` (k, m), a ``ConfigRecord`` echoing its
+  sketch indices (``"idx::<module>"`` -> list[int]) and a ``MetricRecord`` with its loss,
+  compute seconds and number of examples.
+* The per-node train instruction is a ``ConfigRecord``: round, client, q_n, k_n, the
+  resolved experiment config as TOML text, and the sketch index set of every module.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
+
+from fedsketch.config import ExperimentConfig, collect, to_toml
+from fedsketch.sketch import ClientUpdate, LoraState
+
+SEP = "::"
+IDX = "idx" + SEP
+GLOBAL = "global"  # RecordDict key of the global adapter
+TRAIN = "train"  # RecordDict key of the per-node train instruction
+UPDATE = "update"  # RecordDict keys of a reply: blocks, indices, metrics
+INDICES = "indices"
+METRICS = "metrics"
+NODE = "node"  # RecordDict key of a QUERY reply
+
+
+def state_to_arrays(state: LoraState) -> ArrayRecord:
+    """Global LoRA factors -> ``ArrayRecord`` (module order preserved)."""
+    rec = ArrayRecord()
+    for m, (B, A) in state.items():
+        rec[f"{m}{SEP}B"] = Array(np.ascontiguousarray(B))
+        rec[f"{m}{SEP}A"] = Array(np.ascontiguousarray(A))
+    return rec
+
+
+def arrays_to_state(rec: ArrayRecord) -> LoraState:
+    """Inverse of :func:`state_to_arrays`."""
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for key, arr in rec.items():
+        m, which = key.rsplit(SEP, 1)
+        parts.setdefault(m, {})[which] = arr.numpy()
+    return {m: (p["B"], p["A"]) for m, p in parts.items()}
+
+
+def indices_to_config(indices: dict[str, np.ndarray]) -> dict[str, list[int]]:
+    return {f"{IDX}{m}": [int(i) for i in idx] for m, idx in indices.items()}
+
+
+def config_to_indices(rec: ConfigRecord) -> dict[str, np.ndarray]:
+    return {k[len(IDX):]: np.asarray(v, dtype=np.int64) for k, v in rec.items() if k.startswith(IDX)}
+
+
+def train_instruction(cfg_text: str, rnd: int, client: int, q: float, indices: dict[str, np.ndarray],
+                      fault: str = "") -> ConfigRecord:
+    """The ConfigRecord sent to the node of ``client`` in round ``rnd``."""
+    k = len(next(iter(indices.values()))) if indices else 0
+    body: dict[str, Any] = {"round": int(rnd), "client": int(client), "q": float(q), "k": int(k),
+                            "config": cfg_text, **indices_to_config(indices)}
+    if fault:
+        body["fault"] = fault
+    return ConfigRecord(body)
+
+
+def update_to_records(u: ClientUpdate) -> tuple[ArrayRecord, ConfigRecord, MetricRecord]:
+    """A client's upload -> (blocks, echoed indices, metrics)."""
+    blocks = ArrayRecord()
+    for m, (dB, dA) in u.delta.items():
+        blocks[f"{m}{SEP}dB"] = Array(np.ascontiguousarray(dB))
+        blocks[f"{m}{SEP}dA"] = Array(np.ascontiguousarray(dA))
+    idx = ConfigRecord({"client": int(u.client), "round": int(u.round), **indices_to_config(u.indices)})
+    metrics = MetricRecord({"train_loss": float(u.train_loss), "compute_seconds": float(u.compute_seconds),
+                            "num-examples": int(u.num_examples)})
+    return blocks, idx, metrics
+
+
+def records_to_update(blocks: ArrayRecord, idx: ConfigRecord, metrics: MetricRecord) -> ClientUpdate:
+    """Inverse of :func:`update_to_records` (validation is left to ``aggregate.validate_update``)."""
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for key, arr in blocks.items():
+        m, which = key.rsplit(SEP, 1)
+        parts.setdefault(m, {})[which] = arr.numpy()
+    delta = {m: (p["dB"], p["dA"]) for m, p in parts.items()}
+    return ClientUpdate(client=int(idx["client"]), round=int(idx["round"]), indices=config_to_indices(idx),
+                        delta=delta, num_examples=int(metrics.get("num-examples", 0)),
+                        train_loss=float(metrics.get("train_loss", float("nan"))),
+                        compute_seconds=float(metrics.get("compute_seconds", 0.0)))
+
+
+def config_text(cfg: ExperimentConfig) -> str:
+    return to_toml(cfg)
+
+
+def config_from_text(text: str) -> ExperimentConfig:
+    """Parse a resolved config sent as TOML (raises ``ConfigError`` if invalid)."""
+    from fedsketch.config import ConfigError
+
+    cfg, errors = collect(tomllib.loads(text))
+    if errors:
+        raise ConfigError(errors)
+    return cfg
