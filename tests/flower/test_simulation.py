@@ -43,3 +43,22 @@ def test_flower_matches_inprocess(tiny_cfg):
     ja, jb = json.loads((ref.run_dir / "run.json").read_text()), json.loads((fl.run_dir / "run.json").read_text())
     assert ja["q"] == jb["q"] and ja["k"] == jb["k"] and ja["config_hash"] == jb["config_hash"]
     assert len(stats["round_wall_seconds"]) == 2
+
+
+def test_failing_client_is_recorded_and_round_aggregates(tiny_cfg):
+    """4 clients, 2 rounds, all sampled; client 2's ClientApp raises -> failed, others aggregate."""
+    from fedsketch.flower.run import run_flower
+
+    cfg = tiny_cfg("fl.sampling='full'", "fl.ranks='fixed'", "fl.k=2", "output.name='fail'")
+    res = run_flower(cfg, faults={2: "raise"}, ray_init_args=RAY)
+    recs = read_metrics(res.run_dir / "metrics.jsonl")
+    assert [r["round"] for r in recs] == [0, 1, 2]
+    for r in recs[1:]:
+        assert r["sampled"] == [0, 1, 2, 3]
+        assert [f["client"] for f in r["failed"]] == [2]
+        assert "injected fault" in r["failed"][0]["reason"] and "client error" in r["failed"][0]["reason"]
+        assert r["train_loss"] is not None and np.isfinite(r["accuracy"])
+        # three uploads of k=2 components were aggregated
+        per_client = sum(B.size + A.size for B, A in res.state.values()) * 2 // cfg.lora.rank
+        assert r["uploaded_bytes"] == 3 * (per_client * cfg.network.upload_bits // 8 + 2 * len(res.state) * 4)
+    assert (res.run_dir / "adapter" / "adapter_config.json").is_file()
