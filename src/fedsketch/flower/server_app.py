@@ -22,6 +22,8 @@ Configuration
     Seconds to wait for a round's train replies (default 3600).
 ``discovery-wait``
     Seconds to wait for ``data.num_clients`` nodes to connect (default 120).
+``poll-interval``
+    Seconds between pulls of replies (default 0.25).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ServerOptions:
     fresh: bool = False
     round_timeout: float = 3600.0
     discovery_wait: float = 120.0
+    poll_interval: float = 0.05
     faults: dict[int, str] = field(default_factory=dict)
     result: RunResult | None = None  # filled in by the ServerApp
     round_wall_seconds: list[float] = field(default_factory=list)
@@ -74,7 +77,8 @@ def options_from_context(context: Context) -> ServerOptions:
     cfg = load_config(Path(str(rc["config"])), overrides)
     return ServerOptions(cfg=cfg, fresh=bool(rc.get("fresh", False)),
                          round_timeout=float(rc.get("round-timeout", 3600.0)),
-                         discovery_wait=float(rc.get("discovery-wait", 120.0)))
+                         discovery_wait=float(rc.get("discovery-wait", 120.0)),
+                         poll_interval=float(rc.get("poll-interval", 0.25)))
 
 
 def client_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -103,7 +107,8 @@ def serve(grid: Grid, opts: ServerOptions) -> RunResult:
             known = {nid: n for n, nid in strategy.node_of.items()}
             strategy.node_of = discover(grid, cfg.data.num_clients, wait=0.0, timeout=opts.round_timeout,
                                         known=known)
-        replies = exchange(grid, strategy.configure_train(t, arrays, ConfigRecord(), grid), opts.round_timeout)
+        replies = exchange(grid, strategy.configure_train(t, arrays, ConfigRecord(), grid), opts.round_timeout,
+                           opts.poll_interval)
         arrays, _ = strategy.aggregate_train(t, replies)
         assert arrays is not None and strategy.state is not None and strategy.last_record is not None
         rec = commit_round(sess, t, strategy.state, strategy.last_record)
