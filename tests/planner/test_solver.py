@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import THETA, synthetic_problem
+from planner_helpers import THETA, synthetic_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

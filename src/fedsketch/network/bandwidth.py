@@ -66,7 +66,14 @@ def allocate_bandwidth(
         def g(T: float) -> float:
             return float(np.sum(t_cm / (T - t_cp)) - W)
 
-        T = lo if g(lo) <= 0 else float(brentq(g, lo, hi, xtol=1e-12, rtol=4 * np.finfo(float).eps))
+        # xtol tiny: the tolerance is relative (4 eps |T|); an absolute 1e-12 left finish times
+        # ~1e-9 apart when a participant's slack T - t_cp is ~1e-4 (found by hypothesis).
+        if g(lo) <= 0:
+            T = lo
+        elif g(hi) >= 0:  # the upper bracket is the root up to round-off (e.g. all t_cp ~ 0)
+            T = hi
+        else:
+            T = float(brentq(g, lo, hi, xtol=np.finfo(float).tiny, rtol=4 * np.finfo(float).eps))
     b = t_cm / (T - t_cp)
     b *= W / b.sum()  # remove the root finder's last-ulp residue so that sum(b) == W
     return T, b

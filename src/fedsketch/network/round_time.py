@@ -211,7 +211,9 @@ def expected_bandwidth_time(q, t_cp, t_cm, W) -> float:
 
     if hi <= lo or g(lo) <= 0:
         return lo
-    return float(brentq(g, lo, hi, xtol=1e-12, rtol=4 * np.finfo(float).eps))
+    if g(hi) >= 0:  # root at the upper bracket up to round-off
+        return hi
+    return float(brentq(g, lo, hi, xtol=np.finfo(float).tiny, rtol=4 * np.finfo(float).eps))
 
 
 # --------------------------------------------------------------------------- eq. 10, vectorised

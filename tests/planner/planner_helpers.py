@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-import pytest
 
 from fedsketch.network import ClientProfiles
 from fedsketch.planner.bound import PlanProblem, Theta
@@ -20,9 +17,3 @@ def synthetic_problem(n: int, seed: int = 0, *, r: int = 16, feasibility: str = 
     tau_cp = rng.uniform(2, 20, n)
     prof = ClientProfiles(tau_cp, rng.uniform(20, 400, n), base_fraction * tau_cp)
     return PlanProblem(prof, p, r, W, theta, compute_model=compute_model, feasibility=feasibility)
-
-
-@pytest.fixture(autouse=True)
-def _no_torch():
-    yield
-    assert "torch" not in sys.modules, "the planner must never import torch"
