@@ -100,7 +100,8 @@ def train(msg: Message, context: Context) -> Message:
         time.sleep(float(fault.split(":", 1)[1]))
     engine = get_engine(str(ins["config"]), context.node_config.get("data-dir"))  # type: ignore[arg-type]
     state = codec.arrays_to_state(msg.content[codec.GLOBAL])
-    upd = engine.train_client(state, client, rnd, codec.config_to_indices(ins))
+    kw = {"scale": float(ins["scale"])} if "scale" in ins else {}
+    upd = engine.train_client(state, client, rnd, codec.config_to_indices(ins), **kw)
     blocks, idx, metrics = codec.update_to_records(upd)
     metrics["engine_loads"] = STATS["engine_loads"]
     return Message(RecordDict({codec.UPDATE: blocks, codec.INDICES: idx, codec.METRICS: metrics}), reply_to=msg)

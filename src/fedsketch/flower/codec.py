@@ -58,13 +58,19 @@ def config_to_indices(rec: ConfigRecord) -> dict[str, np.ndarray]:
 
 
 def train_instruction(cfg_text: str, rnd: int, client: int, q: float, indices: dict[str, np.ndarray],
-                      fault: str = "") -> ConfigRecord:
-    """The ConfigRecord sent to the node of ``client`` in round ``rnd``."""
+                      fault: str = "", scale: float | None = None) -> ConfigRecord:
+    """The ConfigRecord sent to the node of ``client`` in round ``rnd``.
+
+    ``scale`` is the plan's LoRA-scale multiplier for this client when the round plan carries
+    one (default on the client: ``r / k_n``, eq. 3).
+    """
     k = len(next(iter(indices.values()))) if indices else 0
     body: dict[str, Any] = {"round": int(rnd), "client": int(client), "q": float(q), "k": int(k),
                             "config": cfg_text, **indices_to_config(indices)}
     if fault:
         body["fault"] = fault
+    if scale is not None:
+        body["scale"] = float(scale)
     return ConfigRecord(body)
 
 

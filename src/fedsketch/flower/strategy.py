@@ -142,8 +142,9 @@ class SketchStrategy(Strategy):
             if nid is None:
                 self.unreachable[n] = "no node serves this client"
                 continue
+            scale = getattr(self.plan, "scales", {}).get(n)  # per-client LoRA scale, if the plan sets one
             ins = codec.train_instruction(self.cfg_text, server_round, n, float(self.alloc.q[n]), idx,
-                                          self.faults.get(n, ""))
+                                          self.faults.get(n, ""), scale)
             msgs.append(Message(RecordDict({codec.GLOBAL: arrays, codec.TRAIN: ins}), dst_node_id=nid,
                                 message_type=MessageType.TRAIN))
         return msgs
