@@ -80,6 +80,23 @@ def defaults(config: Annotated[Optional[Path], typer.Argument(help="show this co
     typer.echo(to_toml(load_or_exit(config, set_)))
 
 
+@app.command()
+def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)")], set_: SetOpt = None,
+            data_dir: DataDirOpt = None,
+            output: Annotated[Optional[Path], typer.Option(help="write results here instead of the suite's output")] = None) -> None:
+    """Run several strategies x seeds on one partition; write a time-to-target table and plot."""
+    from fedsketch.compare import compare as run_compare
+
+    sets = list(set_ or []) + ([f"data.data_dir={str(data_dir)!r}"] if data_dir is not None else [])
+    try:
+        rows = run_compare(suite, sets, output, log=console.print)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    for r in rows:
+        console.print(r)
+
+
 def _register_optional() -> None:
     try:
         from fedsketch.planner.commands import register

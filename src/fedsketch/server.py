@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,9 @@ from fedsketch.io import atomic_write_json, atomic_write_text
 from fedsketch.network import allocate_bandwidth, sketch_times
 from fedsketch.network.profiles import profiles_from_config
 from fedsketch.rng import Streams
-from fedsketch.sampling import sample_participants, unbiased_weights
-from fedsketch.sketch import ClientUpdate, LoraState, draw_indices
+from fedsketch.sketch import ClientUpdate, LoraState
 from fedsketch.strategies import Allocation, Federation, resolve_allocation
+from fedsketch.strategies.methods import make_method
 
 
 @dataclass
@@ -47,19 +47,23 @@ def run_dir_for(cfg: ExperimentConfig) -> Path:
 
 @dataclass
 class RoundPlan:
-    """What the server decides before a round: who trains, and with which sketch."""
+    """What the server decides before a round: who trains, with which sketch and LoRA scale."""
 
     round: int
     sampled: np.ndarray  # (|K_t|,) client ids, sorted
     sketches: dict[int, dict[str, np.ndarray]]  # client -> module -> kept rank indices
+    scales: dict[int, float] = field(default_factory=dict)  # client -> multiplier of s (r/k_n for sketches)
 
 
 def plan_round(t: int, fed: Federation, alloc: Allocation, module_names: list[str]) -> RoundPlan:
-    """Independent Bernoulli(q_n) coins (Algorithm 1 line 5) and one sketch per sampled client (line 2)."""
-    sampled = sample_participants(alloc.q, fed.streams.generator("sampling", t))
-    sketches = {int(n): draw_indices(fed.streams.generator("sketch", t, int(n)), module_names,
-                                     fed.cfg.lora.rank, int(alloc.k[n])) for n in sampled}
-    return RoundPlan(round=t, sampled=sampled, sketches=sketches)
+    """Who trains (Algorithm 1 line 5: independent Bernoulli(q_n) coins for the paper's method) and
+    one sketch per sampled client (line 2), as the configured ``fl.method`` decides."""
+    method = make_method(fed.cfg.fl.method)
+    r = fed.cfg.lora.rank
+    sampled = method.sample(t, fed, alloc)
+    sketches = {int(n): method.sketch(t, int(n), int(alloc.k[n]), fed, module_names) for n in sampled}
+    scales = {int(n): method.client_scale(int(alloc.k[n]), r) for n in sampled}
+    return RoundPlan(round=t, sampled=sampled, sketches=sketches, scales=scales)
 
 
 def finish_round(plan: RoundPlan, state: LoraState, results: dict[int, ClientUpdate | str], fed: Federation,
@@ -81,7 +85,8 @@ def finish_round(plan: RoundPlan, state: LoraState, results: dict[int, ClientUpd
     # --- aggregate: X += sum (p_n/q_n) Delta_n (line 12, eq. 6)
     if updates:
         ids = np.array([u.client for u in updates], dtype=int)
-        state = aggregate(state, updates, unbiased_weights(fed.p, alloc.q, ids), cfg.fl.server_lr)
+        weights = make_method(cfg.fl.method).weights(fed, alloc, ids)
+        state = aggregate(state, updates, weights, cfg.fl.server_lr)
     # --- simulated time: equal-finish split of W over the sampled clients (line 13, eq. 10)
     T, _ = allocate_bandwidth(t_cp[plan.sampled], t_cm[plan.sampled], cfg.network.bandwidth_mbps)
     bits = cfg.network.upload_bits
@@ -104,7 +109,7 @@ def run_round(t: int, state: LoraState, engine: Any, fed: Federation, alloc: All
     results: dict[int, ClientUpdate | str] = {}
     for n, issued in plan.sketches.items():
         try:
-            results[n] = engine.train_client(state, n, t, issued)
+            results[n] = engine.train_client(state, n, t, issued, scale=plan.scales.get(n))
         except Exception as e:  # noqa: BLE001 - any client error is recorded and the round goes on
             results[n] = f"{type(e).__name__}: {e}"
     return finish_round(plan, state, results, fed, alloc, t_cp, t_cm)

@@ -86,10 +86,10 @@ def test_failing_and_non_finite_clients_recorded(tiny_cfg, monkeypatch):
     cfg = tiny_cfg("fl.sampling='full'", "fl.rounds=1")
     real = TorchEngine.train_client
 
-    def flaky(self, state, client, rnd, indices):
+    def flaky(self, state, client, rnd, indices, scale=None):
         if client == 1:
             raise RuntimeError("out of memory (injected)")
-        u = real(self, state, client, rnd, indices)
+        u = real(self, state, client, rnd, indices, scale)
         if client == 2:
             m = next(iter(u.delta))
             u.delta[m][0][0, 0] = np.inf

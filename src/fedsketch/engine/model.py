@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.metadata
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,18 @@ def _load_embedded(name: str, cache_dir: str) -> tuple[Any, Any]:
     return model, tok
 
 
+@functools.lru_cache(maxsize=4)
+def _embedded_tokenizer(name: str, cache_dir: str) -> Any:
+    """The embedded model's tokenizer alone (from the float cache if present, else the GGUF)."""
+    from transformers import AutoTokenizer
+
+    cache = Path(cache_dir) / name.replace(":", "-") if cache_dir else None
+    if cache is not None and (cache / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(cache)
+    gguf = _embedded_gguf(name)
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
 def load_tokenizer(cfg: ModelConfig) -> Any:
     return load_base_model(cfg, tokenizer_only=True)[1]
 
@@ -78,7 +92,7 @@ def load_base_model(cfg: ModelConfig, tokenizer_only: bool = False) -> tuple[Any
 
     name = cfg.name
     if name == TINY:
-        _, tok = _load_embedded("embedded:smollm2-135m-instruct", cfg.cache_dir)
+        tok = copy.deepcopy(_embedded_tokenizer("embedded:smollm2-135m-instruct", cfg.cache_dir))
         if tokenizer_only:
             return None, tok
         conf = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

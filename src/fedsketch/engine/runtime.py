@@ -95,12 +95,14 @@ class TorchEngine:
 
     # ------------------------------------------------------------------ training
 
-    def train_client(self, state: LoraState, client: int, rnd: int, indices: dict[str, np.ndarray]) -> ClientUpdate:
+    def train_client(self, state: LoraState, client: int, rnd: int, indices: dict[str, np.ndarray],
+                     scale: float | None = None) -> ClientUpdate:
         """H local SGD steps of client ``client`` on its sketch (eqs. 7–8).
 
         The client starts from ``X_t`` restricted to the kept components (others zeroed) at LoRA
-        scale ``s r/k``; the untouched components have exactly zero gradient, so after training
-        only ``B[:, I]`` and ``A[I, :]`` have moved. Returns their change.
+        scale ``s * scale`` (default ``scale = r/k``, eq. 3); the untouched components have
+        exactly zero gradient, so after training only ``B[:, I]`` and ``A[I, :]`` have moved.
+        Returns their change.
         """
         fl, tr = self.cfg.fl, self.cfg.train
         k = len(next(iter(indices.values())))
@@ -108,7 +110,7 @@ class TorchEngine:
         rng = self.streams.generator("batches", rnd, client)
         t0 = time.perf_counter()
         lora.set_state(self.modules, masked(state, indices))
-        lora.set_scaling(self.modules, self.scaling * self.rank / k)
+        lora.set_scaling(self.modules, self.scaling * (self.rank / k if scale is None else scale))
         params = lora.lora_parameters(self.modules)
         opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum)
         self.model.train()

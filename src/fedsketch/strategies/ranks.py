@@ -33,11 +33,19 @@ def uniform(fed: Federation) -> np.ndarray:
     return fed.streams.generator("ranks").integers(1, fed.cfg.lora.rank + 1, fed.num_clients)
 
 
+def capability(fed: Federation) -> np.ndarray:
+    """k_n proportional to the client's compute speed 1/tau_cp (FSLoRA's capability-based sketching
+    ratios): the fastest client gets r, the others round(r * speed_n / max speed), at least 1."""
+    speed = 1.0 / fed.profiles.tau_cp
+    r = fed.cfg.lora.rank
+    return np.clip(np.round(r * speed / speed.max()), 1, r).astype(int)
+
+
 def explicit(fed: Federation) -> np.ndarray:
     """k from ``fl.k_list``."""
     return np.asarray(fed.cfg.fl.k_list, dtype=int)
 
 
 RANK_POLICIES: dict[str, Callable[[Federation], np.ndarray]] = {
-    "full": full, "fixed": fixed, "normal": normal, "uniform": uniform, "explicit": explicit,
+    "full": full, "fixed": fixed, "normal": normal, "uniform": uniform, "capability": capability, "explicit": explicit,
 }

@@ -1,0 +1,223 @@
+"""``fedsketch compare SUITE.toml``: several strategies x seeds on one harness, one table, one plot.
+
+A suite file::
+
+    name = "fig2-sampling"
+    base = "../configs/suite-cpu.toml"   # relative to the suite file
+    seeds = [0, 1, 2]
+    target = 0.55                          # test accuracy to reach
+    reference = "full"                     # speed-ups are relative to this strategy
+    output = "../results/fig2-sampling"    # relative to the suite file
+
+    [[strategy]]
+    name = "full"
+    set = ["fl.sampling='full'"]
+
+For a given seed, every strategy sees the same data partition and client profiles (both come
+from the seed's streams). Finished runs are skipped and unfinished ones resume from their last
+checkpoint, so an interrupted suite continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsketch.config import ConfigError, ExperimentConfig, load_config
+from fedsketch.io import atomic_write_text, atomic_write_with
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    base: Path | None
+    seeds: list[int]
+    target: float
+    reference: str
+    output: Path
+    strategies: list[tuple[str, list[str]]]
+    overrides: list[str]
+
+    def config(self, strategy: str, seed: int) -> ExperimentConfig:
+        sets = dict(self.strategies)[strategy]
+        return load_config(self.base, [*self.overrides, *sets, f"seed={seed}",
+                                       f"output.dir='{self.output / 'runs'}'", f"output.name='{strategy}-seed{seed}'"])
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None) -> Suite:
+    """Read and check a suite file; every problem is reported at once (ConfigError)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: suite file not found"])
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+    errors: list[str] = []
+    allowed = {"name", "base", "seeds", "target", "reference", "output", "strategy", "set"}
+    errors += [f"{path}: unknown key {k!r}; allowed: {', '.join(sorted(allowed))}" for k in raw if k not in allowed]
+    seeds = raw.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)):
+        errors.append(f"{path}: seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    target = raw.get("target")
+    if not isinstance(target, (int, float)) or not 0 < target <= 1:
+        errors.append(f"{path}: target must be an accuracy in (0, 1], got {target!r}")
+    strategies = []
+    for i, s in enumerate(raw.get("strategy", [])):
+        if not isinstance(s, dict) or not isinstance(s.get("name"), str):
+            errors.append(f"{path}: strategy[{i}] needs a name")
+            continue
+        sets = s.get("set", [])
+        if not isinstance(sets, list) or not all(isinstance(x, str) for x in sets):
+            errors.append(f"{path}: strategy {s['name']!r}: set must be a list of 'section.key=value' strings")
+            continue
+        strategies.append((s["name"], sets))
+    names = [n for n, _ in strategies]
+    if not strategies:
+        errors.append(f"{path}: define at least one [[strategy]]")
+    if len(set(names)) != len(names):
+        errors.append(f"{path}: strategy names must be unique, got {names}")
+    ref = raw.get("reference", names[0] if names else "")
+    if names and ref not in names:
+        errors.append(f"{path}: reference {ref!r} is not a strategy; choose one of {names}")
+    base = (path.parent / raw["base"]).resolve() if raw.get("base") else None
+    suite = Suite(name=raw.get("name", path.stem), base=base, seeds=seeds if isinstance(seeds, list) else [0],
+                  target=float(target or 0), reference=ref,
+                  output=Path(output).resolve() if output is not None else
+                  (path.parent / raw.get("output", f"../results/{path.stem}")).resolve(),
+                  strategies=strategies, overrides=list(raw.get("set", [])) + list(overrides or []))
+    if not errors:  # every strategy x seed must give a valid config
+        for n, _ in strategies:
+            try:
+                suite.config(n, suite.seeds[0])
+            except ConfigError as e:
+                errors += [f"strategy {n!r}: {m}" for m in e.errors]
+    if errors:
+        raise ConfigError(errors)
+    return suite
+
+
+def _finished_records(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
+    from fedsketch.server import run_dir_for
+
+    manifest = run_dir_for(cfg) / "checkpoint" / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        if m.get("round") == cfg.fl.rounds and m.get("config_hash") == cfg.hash():
+            return m["records"]
+    return None
+
+
+def run_suite(suite: Suite, log: Any = print) -> dict[str, list[list[dict[str, Any]]]]:
+    """Run every strategy x seed (skipping finished runs); return records per strategy."""
+    from fedsketch.server import run_experiment
+
+    out: dict[str, list[list[dict[str, Any]]]] = {}
+    for name, _ in suite.strategies:
+        for seed in suite.seeds:
+            cfg = suite.config(name, seed)
+            recs = _finished_records(cfg)
+            if recs is None:
+                log(f"[{suite.name}] running {name} seed {seed}")
+                recs = run_experiment(cfg).records
+            else:
+                log(f"[{suite.name}] {name} seed {seed}: finished earlier, reusing")
+            out.setdefault(name, []).append(recs)
+    return out
+
+
+def time_to_target(records: list[dict[str, Any]], target: float) -> float | None:
+    """Simulated seconds at the first evaluation with accuracy >= target (None if never)."""
+    for r in records:
+        if r.get("accuracy") is not None and r["accuracy"] >= target:
+            return float(r["sim_seconds"])
+    return None
+
+
+def summarise(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """One row per strategy: minutes to target (mean, std over seeds that reached it), speed-up."""
+    rows = []
+    for name, seed_runs in runs.items():
+        times = [time_to_target(r, suite.target) for r in seed_runs]
+        hit = [t / 60 for t in times if t is not None]
+        final = [r[-1].get("accuracy") for r in seed_runs if r[-1].get("accuracy") is not None]
+        rows.append({"strategy": name, "target": suite.target, "reached": len(hit), "seeds": len(times),
+                     "minutes_mean": float(np.mean(hit)) if len(hit) == len(times) else None,
+                     "minutes_std": float(np.std(hit)) if len(hit) == len(times) else None,
+                     "final_accuracy_mean": float(np.mean(final)) if final else None,
+                     "total_sim_minutes_mean": float(np.mean([r[-1]["sim_seconds"] / 60 for r in seed_runs]))})
+    ref = next(r for r in rows if r["strategy"] == suite.reference)
+    for r in rows:
+        ok = r["minutes_mean"] and ref["minutes_mean"]
+        r["speedup_vs_" + suite.reference] = ref["minutes_mean"] / r["minutes_mean"] if ok else None
+    return rows
+
+
+def _fmt(x: Any, spec: str = ".2f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
+    key = "speedup_vs_" + suite.reference
+    md = [f"# {suite.name}: simulated minutes to {100 * suite.target:.0f}% test accuracy", "",
+          f"| strategy | target | minutes to target (mean ± std) | reached | final accuracy | speed-up vs {suite.reference} |",
+          "|---|---|---|---|---|---|"]
+    for r in rows:
+        t = (f"{_fmt(r['minutes_mean'])} ± {_fmt(r['minutes_std'])}" if r["minutes_mean"] is not None
+             else f"not reached in {r['seeds'] - r['reached']} of {r['seeds']} seeds")
+        acc = _fmt(100 * r["final_accuracy_mean"] if r["final_accuracy_mean"] is not None else None, ".1f")
+        speed = f"{r[key]:.2f}×" if r[key] is not None else "—"
+        md.append(f"| {r['strategy']} | {100 * suite.target:.0f}% | {t} | {r['reached']}/{r['seeds']} | {acc}% | {speed} |")
+    atomic_write_text(suite.output / "table.md", "\n".join(md) + "\n")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(suite.output / "table.csv", buf.getvalue())
+
+
+def plot_suite(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> None:
+    """Accuracy vs simulated minutes, one curve per strategy: mean over seeds and a ±std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name, seed_runs in runs.items():
+        curves = [[(r["sim_seconds"] / 60, 100 * r["accuracy"]) for r in recs if r.get("accuracy") is not None]
+                  for recs in seed_runs]
+        end = min(c[-1][0] for c in curves)
+        grid = np.linspace(0, end, 200)
+        # the accuracy a run shows at time x is that of its last evaluation at or before x
+        ys = np.array([[c[max(i for i, (t, _) in enumerate(c) if t <= x)][1] for x in grid] for c in curves])
+        mean, std = ys.mean(0), ys.std(0)
+        ax.plot(grid, mean, label=name, drawstyle="steps-post")
+        ax.fill_between(grid, mean - std, mean + std, alpha=0.2, step="post")
+    ax.axhline(100 * suite.target, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("simulated wall-clock time (min)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{suite.name} (mean ± std over {len(suite.seeds)} seeds)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write_with(suite.output / "accuracy_vs_time.png", lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def compare(path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None,
+            log: Any = print) -> list[dict[str, Any]]:
+    """Run a suite and write ``table.md``, ``table.csv`` and ``accuracy_vs_time.png`` to its output."""
+    suite = load_suite(path, overrides, output)
+    runs = run_suite(suite, log)
+    rows = summarise(suite, runs)
+    write_tables(suite, rows)
+    plot_suite(suite, runs)
+    return rows
