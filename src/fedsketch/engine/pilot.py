@@ -1,0 +1,59 @@
+"""Pilot runs for the parameter estimation of Algorithm 2 (PAPER.md §2.8, eq. 22, lines 1–4).
+
+A pilot runs Algorithm 1 with every client at the same ``(q, k)`` and counts the rounds until
+the *global training loss* first drops to the estimation loss ``F_s``. The global training loss
+is measured on a fixed probe set of training examples drawn across clients in proportion to
+their data weights (stream ``probe``), so every pilot is judged on the same examples.
+``planner.pilot_loss = 0`` sets ``F_s`` to 90 % of the probe loss at ``X_0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from fedsketch.config import ExperimentConfig
+from fedsketch.engine import lora
+from fedsketch.engine.tokens import collate, mean_response_loss
+from fedsketch.server import prepare, run_round
+from fedsketch.sketch import LoraState
+from fedsketch.strategies import Allocation
+
+PROBE_SIZE = 32  # examples in the probe set of the global training loss
+DEFAULT_FRACTION = 0.9  # F_s = 90 % of the initial probe loss when planner.pilot_loss = 0
+
+
+def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], int | None]:
+    """Load data and model once; return ``run_pilot(q, k) -> rounds to reach F_s`` (None if never)."""
+    engine, fed, _, _, _ = prepare(cfg)
+    rng = fed.streams.generator("probe")
+    clients = rng.choice(fed.num_clients, size=PROBE_SIZE, p=fed.p)
+    probe = [engine.client_data[n][int(rng.integers(len(engine.client_data[n])))] for n in clients]
+
+    @torch.no_grad()
+    def probe_loss(state: LoraState) -> float:
+        lora.set_state(engine.modules, state)
+        lora.set_scaling(engine.modules, engine.scaling)
+        engine.model.eval()
+        batch = {k: v.to(engine.device) for k, v in collate(probe, engine.tok.pad_token_id).items()}
+        return float(mean_response_loss(engine.model, batch))
+
+    x0 = engine.initial_state()
+    initial = probe_loss(x0)
+    target = cfg.planner.pilot_loss or DEFAULT_FRACTION * initial
+
+    def run_pilot(q: float, k: int) -> int | None:
+        alloc = Allocation(q=np.full(fed.num_clients, q), k=np.full(fed.num_clients, k)).check(cfg.lora.rank)
+        t_cp = t_cm = np.ones(fed.num_clients)  # time is irrelevant here: pilots count rounds
+        state = x0
+        for t in range(1, cfg.planner.pilot_max_rounds + 1):
+            state, _ = run_round(t, state, engine, fed, alloc, t_cp, t_cm)
+            if probe_loss(state) <= target:
+                return t
+        return None
+
+    run_pilot.initial_loss = initial  # type: ignore[attr-defined]
+    run_pilot.target_loss = target  # type: ignore[attr-defined]
+    return run_pilot

@@ -1,0 +1,23 @@
+"""Pilot runs of eq. 22 on the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedsketch.engine.pilot import make_pilot_runner
+
+
+def test_default_target_is_ninety_percent_of_initial_probe_loss(tiny_cfg):
+    run = make_pilot_runner(tiny_cfg())
+    assert run.target_loss == pytest.approx(0.9 * run.initial_loss)
+
+
+def test_pilot_counts_rounds_to_target(tiny_cfg):
+    # the random tiny model learns slowly: aim just below its initial probe loss
+    probe = make_pilot_runner(tiny_cfg()).initial_loss
+    run = make_pilot_runner(tiny_cfg("planner.pilot_max_rounds=4", "fl.local_steps=3", "train.lr=2.0",
+                                     f"planner.pilot_loss={probe - 0.02}"))
+    rounds = run(1.0, 8)
+    assert rounds is not None and 1 <= rounds <= 4
+    impossible = make_pilot_runner(tiny_cfg("planner.pilot_max_rounds=2", "planner.pilot_loss=0.001"))
+    assert impossible(1.0, 8) is None
