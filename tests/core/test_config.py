@@ -90,3 +90,9 @@ def test_cli_validate_exit_codes(tmp_path):
     res = runner.invoke(app, ["validate", str(bad)])
     assert res.exit_code == 1
     assert "fl.rounds" in res.output and "fl.bogus" in res.output
+
+
+def test_readme_config_reference_lists_every_key():
+    readme = (REPO / "README.md").read_text()
+    missing = [k for k, _, _, _ in describe() if f"| `{k}` |" not in readme]
+    assert not missing, f"README configuration reference lacks {missing}"
