@@ -84,6 +84,7 @@ class FLConfig:
                         doc="participation probabilities q (optimized: from the planner)")
     q: float = opt(0.5, range=(1e-6, 1.0), doc="q for 'fixed'; expected participation fraction for 'uniform'/'weighted'")
     q_list: list = opt([], doc="per-client q for sampling='explicit'")
+    match_planned_cohort: bool = opt(False, doc="uniform/weighted: use sum(q*)/N of the planner's q instead of fl.q (Fig. 2)")
     ranks: str = opt("uniform", choices=("full", "fixed", "normal", "uniform", "capability", "explicit", "optimized"),
                      doc="sketch ranks k (optimized: from the planner)")
     k: int = opt(0, range=(0, 4096), doc="k for ranks='fixed' (1..r)")

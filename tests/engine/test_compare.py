@@ -46,3 +46,9 @@ def test_bad_suite_reports_all_errors(tmp_path):
         load_suite(p)
     msg = str(ei.value)
     assert "seeds must be" in msg and "target must be" in msg and "reference 'x'" in msg
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "suites").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_suites_load(path):
+    suite = load_suite(path)
+    assert suite.strategies and suite.reference in dict(suite.strategies)

@@ -103,3 +103,46 @@ def test_failing_and_non_finite_clients_recorded(tiny_cfg, monkeypatch):
     assert reasons[1].startswith("RuntimeError: out of memory") and reasons[2] == "non_finite"
     assert all(np.all(np.isfinite(B)) and np.all(np.isfinite(A)) for B, A in res.state.values())
     assert rec["uploaded_bytes"] > 0  # clients 0 and 3 still aggregated
+
+
+def test_optimized_allocation_comes_from_the_planner(tiny_cfg):
+    """fl.sampling/ranks = 'optimized' run Algorithm 2 on this federation's p and profiles."""
+    from fedsketch.planner.solve import plan_for_federation
+    from fedsketch.server import prepare
+
+    cfg = tiny_cfg("fl.sampling='optimized'", "fl.ranks='optimized'", "planner.theta=[1.0, 0.5, 0.5, 100.0]",
+                   "fl.rounds=1")
+    res = run_experiment(cfg)
+    _, fed, alloc, _, _ = prepare(cfg)
+    plan = plan_for_federation(fed)
+    np.testing.assert_allclose(res.allocation.q, plan.q)
+    np.testing.assert_array_equal(res.allocation.k, plan.k)
+    assert res.allocation.info["planned_total_time"] == pytest.approx(plan.total_time)
+    info = json.loads((res.run_dir / "run.json").read_text())
+    assert info["allocation_info"]["sampling"] == "optimized"
+
+
+def test_optimized_without_theta_is_a_clear_error(tiny_cfg):
+    with pytest.raises(Exception, match="theta"):
+        run_experiment(tiny_cfg("fl.sampling='optimized'", "fl.rounds=1"))
+
+
+def test_partly_optimized_keeps_the_fixed_part(tiny_cfg):
+    from fedsketch.server import prepare
+
+    theta = "planner.theta=[1.0, 0.5, 0.5, 100.0]"
+    _, _, alloc, _, _ = prepare(tiny_cfg("fl.sampling='optimized'", "fl.ranks='full'", theta))
+    assert np.all(alloc.k == 8) and np.all((alloc.q > 0) & (alloc.q <= 1))
+    _, _, alloc, _, _ = prepare(tiny_cfg("fl.sampling='fixed'", "fl.q=0.5", "fl.ranks='optimized'", theta))
+    assert np.all(alloc.q == 0.5) and alloc.k.min() >= 1 and alloc.k.max() <= 8
+
+
+def test_uniform_and_weighted_can_match_the_planned_cohort(tiny_cfg):
+    from fedsketch.server import prepare
+
+    theta = "planner.theta=[1.0, 0.5, 0.5, 100.0]"
+    _, _, opt, _, _ = prepare(tiny_cfg("fl.sampling='optimized'", "fl.ranks='full'", theta))
+    for policy in ("uniform", "weighted"):
+        _, _, alloc, _, _ = prepare(tiny_cfg(f"fl.sampling='{policy}'", "fl.ranks='full'", theta,
+                                             "fl.match_planned_cohort=true"))
+        assert alloc.q.sum() == pytest.approx(opt.q.sum(), rel=1e-9)

@@ -49,20 +49,30 @@ class Allocation:
 def resolve_allocation(fed: Federation) -> Allocation:
     """Build the run's allocation from ``fl.sampling`` and ``fl.ranks``.
 
-    ``optimized`` for either key asks the planner (Algorithm 2) for the joint (q, k) and keeps
-    the optimised part; the other part follows its own policy.
+    ``optimized`` asks the planner (Algorithm 2): for both keys the joint (q, k); for one key that
+    part, optimised with the other part fixed by its own policy (``strategies.optimized``).
     """
     from fedsketch.strategies.ranks import RANK_POLICIES
     from fedsketch.strategies.sampling import SAMPLING_POLICIES
 
+    from fedsketch.strategies.optimized import planned_allocation
+
     fl = fed.cfg.fl
     planned = None
-    if "optimized" in (fl.sampling, fl.ranks):
-        from fedsketch.strategies.optimized import planned_allocation
-
+    if fl.sampling == "optimized" and fl.ranks == "optimized":
         planned = planned_allocation(fed)
-    k = planned.k if fl.ranks == "optimized" else RANK_POLICIES[fl.ranks](fed)
-    q = planned.q if fl.sampling == "optimized" else SAMPLING_POLICIES[fl.sampling](fed, k)
+        q, k = planned.q, planned.k
+    elif fl.sampling == "optimized":
+        k = RANK_POLICIES[fl.ranks](fed)
+        planned = planned_allocation(fed, k_fixed=k)
+        q = planned.q
+    elif fl.ranks == "optimized":
+        q = SAMPLING_POLICIES[fl.sampling](fed, np.full(fed.num_clients, fed.cfg.lora.rank))
+        planned = planned_allocation(fed, q_fixed=q)
+        k = planned.k
+    else:
+        k = RANK_POLICIES[fl.ranks](fed)
+        q = SAMPLING_POLICIES[fl.sampling](fed, k)
     info = dict(planned.info) if planned is not None else {}
     info.update(sampling=fl.sampling, ranks=fl.ranks)
     return Allocation(q=q, k=k, info=info).check(fed.cfg.lora.rank)

@@ -1,15 +1,44 @@
-"""The proposed allocation: q and k from the planner (Algorithm 2)."""
+"""The proposed allocation: q and/or k from the planner (Algorithm 2).
+
+- ``fl.sampling = fl.ranks = "optimized"``: the joint alternating solution (Table I, *Proposed*).
+- Only ``fl.sampling = "optimized"``: the q-step (eq. 26) for the ranks the rank policy gives
+  (Fig. 2: optimised sampling at k = r).
+- Only ``fl.ranks = "optimized"``: the greedy k-step for the q the sampling policy gives
+  (Fig. 3: optimised ranks at q = 0.5).
+The constants theta come from ``planner.theta`` or ``planner.theta_file`` (``fedsketch estimate``).
+"""
 
 from __future__ import annotations
+
+import numpy as np
 
 from fedsketch.strategies.base import Allocation, Federation
 
 
-def planned_allocation(fed: Federation) -> Allocation:
-    """Solve P2 (eq. 21) for this federation's p and profiles with the configured theta."""
-    from fedsketch.planner.solve import plan_for_federation  # numpy-only planner
+def planned_allocation(fed: Federation, q_fixed: np.ndarray | None = None,
+                       k_fixed: np.ndarray | None = None) -> Allocation:
+    """Solve P2 (eq. 21) for this federation's p and profiles, holding ``q`` or ``k`` fixed if given."""
+    from fedsketch.planner.api import problem_from_config
+    from fedsketch.planner.kstep import k_step
+    from fedsketch.planner.qstep import q_step
+    from fedsketch.planner.solve import plan_for_federation
 
-    plan = plan_for_federation(fed)
-    return Allocation(q=plan.q, k=plan.k, info={"planned_rounds": plan.rounds,
-                                                "planned_round_time": plan.round_time,
-                                                "planned_total_time": plan.total_time})
+    prob = problem_from_config(fed.cfg, p=fed.p, profiles=fed.profiles)
+    if q_fixed is None and k_fixed is None:
+        plan = plan_for_federation(fed)
+        q, k = plan.q, plan.k
+    else:
+        prob.require_reachable()
+        if k_fixed is not None:
+            k = np.asarray(k_fixed, dtype=np.int64)
+            q = q_step(prob, k, solver=fed.cfg.planner.q_solver).q
+        else:
+            q = np.asarray(q_fixed, dtype=float)
+            k = k_step(prob, q, np.full(fed.num_clients, fed.cfg.lora.rank, dtype=np.int64),
+                       moves=fed.cfg.planner.k_moves).k
+        bad = prob.violations(q, k)
+        if bad:
+            raise ValueError(f"planner: with the fixed part the plan is infeasible: {bad[:3]}")
+    rounds, rt = prob.rounds(q, k), prob.round_time(q, k)
+    return Allocation(q=q, k=k, info={"planned_rounds": rounds, "planned_round_time": rt,
+                                      "planned_total_time": rounds * rt})

@@ -19,21 +19,27 @@ def fixed(fed: Federation, k: np.ndarray) -> np.ndarray:
     return np.full(fed.num_clients, fed.cfg.fl.q)
 
 
-def uniform(fed: Federation, k: np.ndarray) -> np.ndarray:
-    """Identical q_n for everyone, set to the expected participation fraction ``fl.q``.
+def _fraction(fed: Federation, k: np.ndarray) -> float:
+    """Expected participation fraction: ``fl.q``, or with ``fl.match_planned_cohort`` the
+    ``sum(q*)/N`` of the planner's q for these ranks (PAPER.md §6 decision for Fig. 2)."""
+    if not fed.cfg.fl.match_planned_cohort:
+        return fed.cfg.fl.q
+    from fedsketch.strategies.optimized import planned_allocation
 
-    In the Fig. 2 comparison ``fl.q`` is set to ``sum(q*)/N`` of the optimised plan, so that both
-    have the same expected cohort (PAPER.md §6).
-    """
-    return np.full(fed.num_clients, fed.cfg.fl.q)
+    return float(np.mean(planned_allocation(fed, k_fixed=k).q))
+
+
+def uniform(fed: Federation, k: np.ndarray) -> np.ndarray:
+    """Identical q_n for everyone, equal to the expected participation fraction (``_fraction``)."""
+    return np.full(fed.num_clients, _fraction(fed, k))
 
 
 def weighted(fed: Federation, k: np.ndarray) -> np.ndarray:
-    """q_n proportional to p_n, scaled to ``sum q = fl.q * N`` and capped at 1 (PAPER.md §6).
+    """q_n proportional to p_n, scaled to ``sum q = fraction * N`` and capped at 1 (PAPER.md §6).
 
     The mass cut by the cap is given to the uncapped clients until it is spent (water filling).
     """
-    return proportional_capped(fed.p, fed.cfg.fl.q * fed.num_clients)
+    return proportional_capped(fed.p, _fraction(fed, k) * fed.num_clients)
 
 
 def explicit(fed: Federation, k: np.ndarray) -> np.ndarray:
