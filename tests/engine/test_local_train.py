@@ -89,3 +89,22 @@ def test_sketch_scale_is_r_over_k(engine):
     B, A = st[name]
     want = eng.scaling * x.numpy() @ sketched_product(B, A, idx[name]).T
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+
+
+def test_model_loads_from_a_local_folder(tiny_cfg, tmp_path):
+    """Any Hugging Face causal LM in a local folder (here: the tiny model saved to disk)."""
+    from fedsketch.engine.model import ModelError, load_base_model
+
+    cfg = tiny_cfg()
+    model, tok = load_base_model(cfg.model)
+    folder = tmp_path / "my-model"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    local = tiny_cfg(f"model.name='{folder}'", "model.num_layers=1")
+    m2, _ = load_base_model(local.model)
+    assert len(m2.model.layers) == 1
+    x = torch.tensor([[1, 2, 3]])
+    full, _ = load_base_model(tiny_cfg(f"model.name='{folder}'").model)
+    torch.testing.assert_close(full(x).logits, model(x).logits)
+    with pytest.raises(ModelError, match="model.name='/nonexistent/model'"):
+        load_base_model(tiny_cfg("model.name='/nonexistent/model'").model)

@@ -9,6 +9,7 @@ their data weights (stream ``probe``), so every pilot is judged on the same exam
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -23,6 +24,7 @@ from fedsketch.strategies import Allocation
 
 PROBE_SIZE = 32  # examples in the probe set of the global training loss
 DEFAULT_FRACTION = 0.9  # F_s = 90 % of the initial probe loss when planner.pilot_loss = 0
+log = logging.getLogger(__name__)
 
 
 def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], int | None]:
@@ -50,7 +52,9 @@ def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], int | Non
         state = x0
         for t in range(1, cfg.planner.pilot_max_rounds + 1):
             state, _ = run_round(t, state, engine, fed, alloc, t_cp, t_cm)
-            if probe_loss(state) <= target:
+            loss = probe_loss(state)
+            log.info("pilot q=%g k=%d round %d: probe loss %.4f (target %.4f)", q, k, t, loss, target)
+            if loss <= target:
                 return t
         return None
 
