@@ -13,7 +13,7 @@ from fedsketch.network import ClientProfiles, load_profiles_csv, sketch_times
 from fedsketch.network.profiles import profiles_from_config
 from fedsketch.rng import Streams
 from fedsketch.strategies import Federation, resolve_allocation
-from fedsketch.strategies.sampling import proportional_capped
+from fedsketch.planner.baselines import capped_proportional
 
 
 def test_math_core_imports_no_torch():
@@ -74,8 +74,8 @@ def test_sampling_policies():
     np.testing.assert_allclose(q[free] / fed.p[free], (q[free] / fed.p[free])[0])  # proportional where uncapped
 
 
-def test_proportional_capped_water_fills():
-    q = proportional_capped(np.array([0.7, 0.1, 0.1, 0.1]), 2.0)
+def test_capped_proportional_water_fills():
+    q = capped_proportional(np.array([0.7, 0.1, 0.1, 0.1]), 2.0)
     assert q[0] == 1.0 and q.sum() == pytest.approx(2.0)
     np.testing.assert_allclose(q[1:], 1 / 3)
 

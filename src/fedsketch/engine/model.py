@@ -82,19 +82,13 @@ def _embedded_tokenizer(name: str, cache_dir: str) -> Any:
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 
 
-def load_tokenizer(cfg: ModelConfig) -> Any:
-    return load_base_model(cfg, tokenizer_only=True)[1]
-
-
-def load_base_model(cfg: ModelConfig, tokenizer_only: bool = False) -> tuple[Any, Any]:
+def load_base_model(cfg: ModelConfig) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` in float32, truncated to ``cfg.num_layers`` decoder layers."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     name = cfg.name
     if name == TINY:
         tok = copy.deepcopy(_embedded_tokenizer("embedded:smollm2-135m-instruct", cfg.cache_dir))
-        if tokenizer_only:
-            return None, tok
         conf = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                            tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
@@ -106,7 +100,7 @@ def load_base_model(cfg: ModelConfig, tokenizer_only: bool = False) -> tuple[Any
     else:
         try:
             tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
-            model = None if tokenizer_only else AutoModelForCausalLM.from_pretrained(
+            model = AutoModelForCausalLM.from_pretrained(
                 name, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:
             raise ModelError(
@@ -116,8 +110,6 @@ def load_base_model(cfg: ModelConfig, tokenizer_only: bool = False) -> tuple[Any
             ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if model is None:
-        return None, tok
     if cfg.num_layers:
         layers = model.model.layers
         if cfg.num_layers > len(layers):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedsketch.planner.baselines import normal_ranks, uniform_ranks
 from fedsketch.strategies.base import Federation
 
 
@@ -22,15 +23,12 @@ def fixed(fed: Federation) -> np.ndarray:
 def normal(fed: Federation) -> np.ndarray:
     """Truncated normal ranks as in FSLoRA ``src/main.py``: mean (1+r)/2, std (r-1)/6, clipped to
     [1, r] and rounded (PAPER.md §6 decision), drawn from the ``ranks`` stream."""
-    r = fed.cfg.lora.rank
-    rng = fed.streams.generator("ranks")
-    k = rng.normal((1 + r) / 2, max(r - 1, 1e-9) / 6, fed.num_clients)
-    return np.clip(np.round(k), 1, r).astype(int)
+    return normal_ranks(fed.cfg.lora.rank, fed.num_clients, fed.streams.generator("ranks"))
 
 
 def uniform(fed: Federation) -> np.ndarray:
     """k_n ~ U{1, ..., r}, drawn from the ``ranks`` stream."""
-    return fed.streams.generator("ranks").integers(1, fed.cfg.lora.rank + 1, fed.num_clients)
+    return uniform_ranks(fed.cfg.lora.rank, fed.num_clients, fed.streams.generator("ranks"))
 
 
 def capability(fed: Federation) -> np.ndarray:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedsketch.planner.baselines import capped_proportional
 from fedsketch.strategies.base import Federation
 
 
@@ -39,29 +40,12 @@ def weighted(fed: Federation, k: np.ndarray) -> np.ndarray:
 
     The mass cut by the cap is given to the uncapped clients until it is spent (water filling).
     """
-    return proportional_capped(fed.p, _fraction(fed, k) * fed.num_clients)
+    return capped_proportional(fed.p, _fraction(fed, k) * fed.num_clients)
 
 
 def explicit(fed: Federation, k: np.ndarray) -> np.ndarray:
     """q from ``fl.q_list``."""
     return np.asarray(fed.cfg.fl.q_list, dtype=float)
-
-
-def proportional_capped(p: np.ndarray, total: float) -> np.ndarray:
-    """``q = min(1, c p)`` with c chosen so that ``sum q = min(total, N)``; q_n > 0."""
-    p = np.maximum(np.asarray(p, float), 1e-12)
-    total = min(total, p.size)
-    q = np.zeros_like(p)
-    free = np.ones(p.size, bool)
-    for _ in range(p.size):
-        rest = total - (~free).sum()
-        q[free] = rest * p[free] / p[free].sum()
-        over = free & (q >= 1.0)
-        if not over.any():
-            break
-        q[over] = 1.0
-        free &= ~over
-    return np.clip(q, 1e-6, 1.0)
 
 
 SAMPLING_POLICIES: dict[str, Callable[[Federation, np.ndarray], np.ndarray]] = {
