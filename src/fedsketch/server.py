@@ -220,7 +220,7 @@ def close_run(sess: RunSession) -> RunResult:
         sess.engine.save_adapter(sess.state, sess.out / "adapter")
         if cfg.output.plot:
             report.plot_accuracy(sess.out / "accuracy_vs_time.png", sess.records,
-                                 f"{cfg.data.task}: sampling={cfg.fl.sampling}, ranks={cfg.fl.ranks}, seed={cfg.seed}")
+                                 f"{cfg.data.task}: {cfg.fl.method}, sampling={cfg.fl.sampling}, ranks={cfg.fl.ranks}, seed={cfg.seed}")
     return RunResult(run_dir=sess.out, records=sess.records, state=sess.state, allocation=sess.alloc)
 
 
