@@ -62,6 +62,16 @@ def save(path: str | Path, rs: RunState) -> None:
     atomic_write_dir(path, write)
 
 
+def find(path: str | Path) -> Path | None:
+    """The checkpoint folder to resume from: ``path``, or the previous one that a crash in the
+    middle of :func:`save`'s directory swap left at ``.<name>.old``; None if there is none."""
+    path = Path(path)
+    for cand in (path, path.with_name(f".{path.name}.old")):
+        if (cand / "manifest.json").is_file():
+            return cand
+    return None
+
+
 def load(path: str | Path, config_hash: str | None = None) -> RunState:
     """Read a checkpoint, verifying its schema, checksum and (if given) config hash."""
     from safetensors.numpy import load_file
@@ -79,7 +89,8 @@ def load(path: str | Path, config_hash: str | None = None) -> RunState:
     if config_hash is not None and manifest["config_hash"] != config_hash:
         raise CheckpointError(
             f"{path}: written by config {manifest['config_hash']}, this run's config is {config_hash}; "
-            "use a new output.name or --fresh to start over")
+            "start it over with `fedsketch run --fresh`, or give this config its own output.name "
+            "(under `fedsketch compare`: a new output folder)")
     return RunState(round=manifest["round"], state=_unflatten(load_file(str(path / "state.safetensors"))),
                     sim_seconds=manifest["sim_seconds"], real_seconds=manifest["real_seconds"],
                     records=manifest["records"], config_hash=manifest["config_hash"])

@@ -105,14 +105,17 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
 
 
 def _finished_records(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
+    """The records of a run of exactly this config that reached its last round, else None."""
+    from fedsketch.report import read_metrics
     from fedsketch.server import run_dir_for
 
-    manifest = run_dir_for(cfg) / "checkpoint" / "manifest.json"
-    if manifest.is_file():
-        m = json.loads(manifest.read_text())
-        if m.get("round") == cfg.fl.rounds and m.get("config_hash") == cfg.hash():
-            return m["records"]
-    return None
+    out = run_dir_for(cfg)
+    try:
+        same = json.loads((out / "run.json").read_text()).get("config_hash") == cfg.hash()
+        records = read_metrics(out / "metrics.jsonl") if same else []
+    except (OSError, json.JSONDecodeError):
+        return None
+    return records if records and records[-1].get("round") == cfg.fl.rounds else None
 
 
 def run_suite(suite: Suite, log: Any = print) -> dict[str, list[list[dict[str, Any]]]]:
@@ -155,7 +158,7 @@ def summarise(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list
                      "total_sim_minutes_mean": float(np.mean([r[-1]["sim_seconds"] / 60 for r in seed_runs]))})
     ref = next(r for r in rows if r["strategy"] == suite.reference)
     for r in rows:
-        ok = r["minutes_mean"] and ref["minutes_mean"]
+        ok = r["minutes_mean"] is not None and ref["minutes_mean"] is not None and r["minutes_mean"] > 0
         r["speedup_vs_" + suite.reference] = ref["minutes_mean"] / r["minutes_mean"] if ok else None
     return rows
 
@@ -194,12 +197,14 @@ def plot_suite(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> Non
     for name, seed_runs in runs.items():
         curves = [[(r["sim_seconds"] / 60, 100 * r["accuracy"]) for r in recs if r.get("accuracy") is not None]
                   for recs in seed_runs]
-        end = min(c[-1][0] for c in curves)
+        end = max(c[-1][0] for c in curves)  # a finished run holds its last value to the end
         grid = np.linspace(0, end, 200)
         # the accuracy a run shows at time x is that of its last evaluation at or before x
         ys = np.array([[c[max(i for i, (t, _) in enumerate(c) if t <= x)][1] for x in grid] for c in curves])
         mean, std = ys.mean(0), ys.std(0)
-        ax.plot(grid, mean, label=name, drawstyle="steps-post")
+        line, = ax.plot(grid, mean, label=name, drawstyle="steps-post")
+        for c in curves:  # where each seed's run ended
+            ax.plot([c[-1][0]], [c[-1][1]], marker="|", color=line.get_color(), ms=8)
         ax.fill_between(grid, mean - std, mean + std, alpha=0.2, step="post")
     ax.axhline(100 * suite.target, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("simulated wall-clock time (min)")

@@ -230,12 +230,20 @@ def _coerce(value: Any, typ: Any, key: str, errors: list[str]) -> Any:
     elif origin is list:
         if isinstance(value, list):
             return value
-        if isinstance(value, str):  # "a,b" on the command line
-            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # "a,b" on the command line: numbers stay numbers
+            return [_scalar(v.strip()) for v in value.split(",") if v.strip()]
         errors.append(f"{key}: expected a list, got {value!r}")
     else:  # pragma: no cover - all fields use the types above
         return value
     return None
+
+
+def _scalar(text: str) -> Any:
+    """A bare word from a comma list: a TOML number/bool if it parses as one, else the string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def _check_field(key: str, value: Any, meta: typing.Mapping[str, Any], errors: list[str]) -> None:

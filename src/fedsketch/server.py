@@ -77,7 +77,12 @@ def finish_round(plan: RoundPlan, state: LoraState, results: dict[int, ClientUpd
     failed: list[dict[str, Any]] = []
     for n in plan.sampled.tolist():
         res = results.get(n, "no reply")
-        why = res if isinstance(res, str) else validate_update(res, state, plan.sketches[n])
+        if isinstance(res, str):
+            why = res
+        elif res.client != n or res.round != plan.round:
+            why = f"stale or misattributed upload (client {res.client}, round {res.round})"
+        else:
+            why = validate_update(res, state, plan.sketches[n])
         if why is None:
             updates.append(res)  # type: ignore[arg-type]
         else:
@@ -169,13 +174,13 @@ def open_run(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
     wall0 = time.perf_counter()
     engine, fed, alloc, t_cp, t_cm = prepare(cfg, engine)
     out = run_dir_for(cfg)
-    ckpt = out / "checkpoint"
+    found = None if fresh else checkpoint.find(out / "checkpoint")
+    rs = checkpoint.load(found, cfg.hash()) if found is not None else None  # verify before writing anything
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", to_toml(cfg))
     atomic_write_json(out / "run.json", _run_info(cfg, fed, alloc, t_cp, t_cm))
 
-    if not fresh and (ckpt / "manifest.json").is_file():
-        rs = checkpoint.load(ckpt, cfg.hash())
+    if rs is not None:
         state, start, sim, real0, records = rs.state, rs.round, rs.sim_seconds, rs.real_seconds, rs.records
     else:
         state, start, sim, real0, records = engine.initial_state(), 0, 0.0, 0.0, []
@@ -184,7 +189,12 @@ def open_run(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
                         "sampled": [], "failed": [], "uploaded_bytes": 0, "train_loss": None, **ev})
     R = cfg.fl.rounds
     last = R if stop_after is None else min(R, start + stop_after)
-    return RunSession(cfg, engine, fed, alloc, t_cp, t_cm, out, state, start, sim, real0, records, wall0, last)
+    sess = RunSession(cfg, engine, fed, alloc, t_cp, t_cm, out, state, start, sim, real0, records, wall0, last)
+    for rec in reversed(records[1:]):  # restore the min_completion count on resume
+        if not (rec["sampled"] and len(rec["failed"]) == len(rec["sampled"])):
+            break
+        sess.consecutive_fail += 1
+    return sess
 
 
 def commit_round(sess: RunSession, t: int, state: LoraState, rec: dict[str, Any]) -> dict[str, Any]:

@@ -108,3 +108,11 @@ def test_model_loads_from_a_local_folder(tiny_cfg, tmp_path):
     torch.testing.assert_close(full(x).logits, model(x).logits)
     with pytest.raises(ModelError, match="model.name='/nonexistent/model'"):
         load_base_model(tiny_cfg("model.name='/nonexistent/model'").model)
+
+
+def test_encode_keeps_a_prompt_token_and_the_response(engine):
+    from fedsketch.engine.tokens import encode
+
+    eng, _ = engine
+    e = encode(eng.tok, "Question: " + "word " * 100, " a long answer " * 20, 16)
+    assert len(e.ids) <= 16 and e.n_prompt >= 1 and len(e.ids) - e.n_prompt == 15

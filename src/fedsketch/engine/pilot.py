@@ -9,6 +9,7 @@ their data weights (stream ``probe``), so every pilot is judged on the same exam
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], int | None]:
     """Load data and model once; return ``run_pilot(q, k) -> rounds to reach F_s`` (None if never)."""
+    # Pilots are Algorithm 1 (spec §2.8) whatever the config's strategy: no planner, no other method.
+    cfg = cfg.replace(fl=dataclasses.replace(cfg.fl, method="independent", sampling="full", ranks="full",
+                                             match_planned_cohort=False))
     engine, fed, _, _, _ = prepare(cfg)
     rng = fed.streams.generator("probe")
     clients = rng.choice(fed.num_clients, size=PROBE_SIZE, p=fed.p)

@@ -16,7 +16,7 @@ import torch
 
 from fedsketch.config import ExperimentConfig
 from fedsketch.engine import lora
-from fedsketch.engine.model import add_lora, load_base_model
+from fedsketch.engine.model import add_lora, load_base_model, scoped_seed
 from fedsketch.engine.tokens import Encoded, collate, encode, mean_response_loss, response_logprobs
 from fedsketch.io import atomic_write_dir
 from fedsketch.rng import Streams
@@ -62,8 +62,7 @@ class TorchEngine:
         if model is None:
             model, tokenizer = load_base_model(cfg.model)
         self.tok = tokenizer
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(streams.integer_seed("lora_init"))  # scoped: A_0 random, B_0 = 0 (Algorithm 1)
+        with scoped_seed(streams.integer_seed("lora_init")):  # A_0 random, B_0 = 0 (Algorithm 1)
             self.model = add_lora(model, cfg.lora).to(self.device)
         self.modules = lora.lora_modules(self.model)
         self.scaling = lora.base_scaling(self.modules)
@@ -116,8 +115,7 @@ class TorchEngine:
         self.model.train()
         losses = []
         try:
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                torch.manual_seed(self.streams.integer_seed("dropout", rnd, client))
+            with scoped_seed(self.streams.integer_seed("dropout", rnd, client)):
                 for _ in range(fl.local_steps):
                     pick = rng.choice(len(data), size=fl.batch_size, replace=len(data) < fl.batch_size)
                     batch = {key: v.to(self.device) for key, v in collate([data[i] for i in pick], self.tok.pad_token_id).items()}

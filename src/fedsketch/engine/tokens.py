@@ -21,10 +21,10 @@ class Encoded:
 def encode(tok: Any, prompt: str, response: str, max_len: int) -> Encoded:
     """Token ids of prompt + response, truncating the prompt from the left to fit ``max_len``."""
     p = tok(prompt, add_special_tokens=False)["input_ids"]
-    r = tok(response, add_special_tokens=False)["input_ids"][:max_len]
-    if not r:
-        raise ValueError(f"empty response after tokenisation for prompt {prompt[:60]!r}")
-    p = p[max(0, len(p) - (max_len - len(r))):]
+    r = tok(response, add_special_tokens=False)["input_ids"][: max_len - 1]
+    if not r or not p:
+        raise ValueError(f"empty prompt or response after tokenisation: {prompt[:60]!r} -> {response[:60]!r}")
+    p = p[len(p) - max(1, max_len - len(r)):]  # keep >= 1 prompt token: the first response token is predicted
     return Encoded(ids=tuple(p) + tuple(r), n_prompt=len(p))
 
 

@@ -2,8 +2,8 @@
 
 Decisions (PAPER.md §6 "Baseline mechanics"; FSLoRA ``src/LoRA_Sketching.py``):
 - Sampling: a fixed number m of clients per round, uniformly without replacement. m is
-  ``fl.clients_per_round``, or ``round(sum q)`` of the allocation when 0, so it matches the
-  expected cohort of the method it is compared with.
+  ``fl.clients_per_round``, or ``round(sum q)`` of this run's allocation (``fl.sampling``)
+  when 0.
 - Sketch: random k_n-subsets with the r/k_n scale, as in the paper (FSLoRA's per-client sketching
   ratios come from client capability; set them with ``fl.ranks`` — ``capability`` gives
   k_n proportional to the client's speed).
