@@ -21,3 +21,25 @@ def test_pilot_counts_rounds_to_target(tiny_cfg):
     assert rounds is not None and 1 <= rounds <= 4
     impossible = make_pilot_runner(tiny_cfg("planner.pilot_max_rounds=2", "planner.pilot_loss=0.001"))
     assert impossible(1.0, 8) is None
+
+
+def test_pilot_seeds_average_rounds(tiny_cfg, monkeypatch):
+    import fedsketch.engine.pilot as pilot
+
+    probe = make_pilot_runner(tiny_cfg()).initial_loss
+    seen = []
+    real = pilot.run_round
+
+    def spy(t, state, engine, fed, *args):
+        seen.append((fed.streams.seed, engine.streams.seed))
+        return real(t, state, engine, fed, *args)
+
+    monkeypatch.setattr(pilot, "run_round", spy)
+    cfg = tiny_cfg("planner.pilot_max_rounds=4", "fl.local_steps=3", "train.lr=2.0",
+                   f"planner.pilot_loss={probe - 0.02}", "planner.pilot_seeds=3")
+    run = make_pilot_runner(cfg)
+    mean = run(1.0, 8)
+    assert mean is not None and 1 <= mean <= 4
+    seeds = {a for a, _ in seen}
+    assert len(seeds) == 3 and all(a == b for a, b in seen)  # coins, sketches and batches all redrawn
+    assert cfg.seed in seeds  # repetition 0 is the single-seed pilot

@@ -20,6 +20,7 @@ from fedsketch.config import ExperimentConfig
 from fedsketch.engine import lora
 from fedsketch.engine.tokens import collate, mean_response_loss
 from fedsketch.server import prepare, run_round
+from fedsketch.rng import Streams
 from fedsketch.sketch import LoraState
 from fedsketch.strategies import Allocation
 
@@ -28,8 +29,9 @@ DEFAULT_FRACTION = 0.9  # F_s = 90 % of the initial probe loss when planner.pilo
 log = logging.getLogger(__name__)
 
 
-def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], int | None]:
-    """Load data and model once; return ``run_pilot(q, k) -> rounds to reach F_s`` (None if never)."""
+def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], float | None]:
+    """Load data and model once; return ``run_pilot(q, k) -> rounds to reach F_s`` (None if never),
+    averaged over ``planner.pilot_seeds`` repetitions."""
     # Pilots are Algorithm 1 (spec §2.8) whatever the config's strategy: no planner, no other method.
     cfg = cfg.replace(fl=dataclasses.replace(cfg.fl, method="independent", sampling="full", ranks="full",
                                              match_planned_cohort=False))
@@ -50,17 +52,29 @@ def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], int | Non
     initial = probe_loss(x0)
     target = cfg.planner.pilot_loss or DEFAULT_FRACTION * initial
 
-    def run_pilot(q: float, k: int) -> int | None:
+    def rounds_to_target(q: float, k: int, seed: int) -> int | None:
+        # repetition `seed` redraws coins, sketches and mini-batches; the partition stays the same
+        streams = Streams(cfg.seed) if seed == 0 else Streams(int(Streams(cfg.seed).integer_seed("pilot_seed", seed)))
+        fed_s = dataclasses.replace(fed, streams=streams)
+        engine.streams = streams
         alloc = Allocation(q=np.full(fed.num_clients, q), k=np.full(fed.num_clients, k)).check(cfg.lora.rank)
         t_cp = t_cm = np.ones(fed.num_clients)  # time is irrelevant here: pilots count rounds
         state = x0
         for t in range(1, cfg.planner.pilot_max_rounds + 1):
-            state, _ = run_round(t, state, engine, fed, alloc, t_cp, t_cm)
+            state, _ = run_round(t, state, engine, fed_s, alloc, t_cp, t_cm)
             loss = probe_loss(state)
-            log.info("pilot q=%g k=%d round %d: probe loss %.4f (target %.4f)", q, k, t, loss, target)
+            log.info("pilot q=%g k=%d seed %d round %d: probe loss %.4f (target %.4f)", q, k, seed, t, loss, target)
             if loss <= target:
                 return t
         return None
+
+    def run_pilot(q: float, k: int) -> float | None:
+        """Mean rounds over ``planner.pilot_seeds`` repetitions (None if any never reaches F_s)."""
+        try:
+            rounds = [rounds_to_target(q, k, s) for s in range(cfg.planner.pilot_seeds)]
+        finally:
+            engine.streams = fed.streams
+        return None if any(r is None for r in rounds) else float(np.mean(rounds))
 
     run_pilot.initial_loss = initial  # type: ignore[attr-defined]
     run_pilot.target_loss = target  # type: ignore[attr-defined]
