@@ -55,10 +55,15 @@ def _embedded_gguf(name: str) -> Path:
     raise ModelError(f"package {package!r} is installed but ships no {suffix} file")
 
 
+def _cache_path(name: str, cache_dir: str) -> Path | None:
+    """Where the float copy of embedded model ``name`` is cached (None: no cache)."""
+    return Path(cache_dir) / name.replace(":", "-") if cache_dir else None
+
+
 def _load_embedded(name: str, cache_dir: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cache = Path(cache_dir) / name.replace(":", "-") if cache_dir else None
+    cache = _cache_path(name, cache_dir)
     if cache is not None and (cache / "config.json").is_file():
         tok = AutoTokenizer.from_pretrained(cache)
         model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
@@ -85,7 +90,7 @@ def _embedded_tokenizer(name: str, cache_dir: str) -> Any:
     """The embedded model's tokenizer alone (from the float cache if present, else the GGUF)."""
     from transformers import AutoTokenizer
 
-    cache = Path(cache_dir) / name.replace(":", "-") if cache_dir else None
+    cache = _cache_path(name, cache_dir)
     if cache is not None and (cache / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(cache)
     gguf = _embedded_gguf(name)

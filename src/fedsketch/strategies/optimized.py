@@ -18,14 +18,13 @@ from fedsketch.strategies.base import Allocation, Federation
 def planned_allocation(fed: Federation, q_fixed: np.ndarray | None = None,
                        k_fixed: np.ndarray | None = None) -> Allocation:
     """Solve P2 (eq. 21) for this federation's p and profiles, holding ``q`` or ``k`` fixed if given."""
-    from fedsketch.planner.api import problem_from_config
+    from fedsketch.planner.api import plan_problem, problem_from_config
     from fedsketch.planner.kstep import k_step
     from fedsketch.planner.qstep import q_step
-    from fedsketch.planner.solve import plan_for_federation
 
     prob = problem_from_config(fed.cfg, p=fed.p, profiles=fed.profiles)
     if q_fixed is None and k_fixed is None:
-        plan = plan_for_federation(fed)
+        plan = plan_problem(prob, fed.cfg)[0]  # the same solve as plan_for_federation, on this prob
         q, k = plan.q, plan.k
     else:
         prob.require_reachable()
