@@ -83,13 +83,19 @@ def defaults(config: Annotated[Optional[Path], typer.Argument(help="show this co
 @app.command()
 def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)")], set_: SetOpt = None,
             data_dir: DataDirOpt = None,
-            output: Annotated[Optional[Path], typer.Option(help="write results here instead of the suite's output")] = None) -> None:
+            output: Annotated[Optional[Path], typer.Option(help="write results here instead of the suite's output")] = None,
+            seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds replacing the suite's list, e.g. 0,1")] = None) -> None:
     """Run several strategies x seeds on one partition; write a time-to-target table and plot."""
     from fedsketch.compare import compare as run_compare
 
     sets = list(set_ or []) + ([f"data.data_dir={str(data_dir)!r}"] if data_dir is not None else [])
     try:
-        rows = run_compare(suite, sets, output, log=console.print)
+        seed_list = [int(x) for x in seeds.split(",")] if seeds else None
+    except ValueError:
+        console.print(f"[red]--seeds must be comma-separated integers, got {seeds!r}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        rows = run_compare(suite, sets, output, log=console.print, seeds=seed_list)
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None

@@ -6,6 +6,7 @@ A suite file::
     base = "../configs/suite-cpu.toml"   # relative to the suite file
     seeds = [0, 1, 2]
     target = 0.55                          # test accuracy to reach
+    stop_at_target = true                  # optional: end each run at its first evaluation >= target
     reference = "full"                     # speed-ups are relative to this strategy
     output = "../results/fig2-sampling"    # relative to the suite file
 
@@ -51,8 +52,12 @@ class Suite:
                                        f"output.dir='{self.output / 'runs'}'", f"output.name='{strategy}-seed{seed}'"])
 
 
-def load_suite(path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None) -> Suite:
-    """Read and check a suite file; every problem is reported at once (ConfigError)."""
+def load_suite(path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None,
+               seeds: list[int] | None = None) -> Suite:
+    """Read and check a suite file; every problem is reported at once (ConfigError).
+
+    ``seeds`` replaces the file's seed list (e.g. to run seed 0 of every strategy first).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"{path}: suite file not found"])
@@ -61,9 +66,9 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
     errors: list[str] = []
-    allowed = {"name", "base", "seeds", "target", "reference", "output", "strategy", "set"}
+    allowed = {"name", "base", "seeds", "target", "reference", "output", "strategy", "set", "stop_at_target"}
     errors += [f"{path}: unknown key {k!r}; allowed: {', '.join(sorted(allowed))}" for k in raw if k not in allowed]
-    seeds = raw.get("seeds", [0])
+    seeds = raw.get("seeds", [0]) if seeds is None else list(seeds)
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)):
         errors.append(f"{path}: seeds must be a non-empty list of integers >= 0, got {seeds!r}")
     target = raw.get("target")
@@ -87,12 +92,16 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
     ref = raw.get("reference", names[0] if names else "")
     if names and ref not in names:
         errors.append(f"{path}: reference {ref!r} is not a strategy; choose one of {names}")
+    stop = raw.get("stop_at_target", False)
+    if not isinstance(stop, bool):
+        errors.append(f"{path}: stop_at_target must be true or false, got {stop!r}")
+    stop_set = [f"fl.stop_accuracy={float(target)!r}"] if stop is True and isinstance(target, (int, float)) else []
     base = (path.parent / raw["base"]).resolve() if raw.get("base") else None
     suite = Suite(name=raw.get("name", path.stem), base=base, seeds=seeds if isinstance(seeds, list) else [0],
                   target=float(target or 0), reference=ref,
                   output=Path(output).resolve() if output is not None else
                   (path.parent / raw.get("output", f"../results/{path.stem}")).resolve(),
-                  strategies=strategies, overrides=list(raw.get("set", [])) + list(overrides or []))
+                  strategies=strategies, overrides=list(raw.get("set", [])) + stop_set + list(overrides or []))
     if not errors:  # every strategy x seed must give a valid config
         for n, _ in strategies:
             try:
@@ -105,7 +114,7 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
 
 
 def _finished_records(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
-    """The records of a run of exactly this config that reached its last round, else None."""
+    """The records of a run of exactly this config that finished (any stop rule), else None."""
     from fedsketch.report import read_metrics
     from fedsketch.server import run_dir_for
 
@@ -115,16 +124,17 @@ def _finished_records(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
         records = read_metrics(out / "metrics.jsonl") if same else []
     except (OSError, json.JSONDecodeError):
         return None
-    return records if records and records[-1].get("round") == cfg.fl.rounds else None
+    done = records and (records[-1].get("stop") or records[-1].get("round") == cfg.fl.rounds)
+    return records if done else None
 
 
 def run_suite(suite: Suite, log: Any = print) -> dict[str, list[list[dict[str, Any]]]]:
     """Run every strategy x seed (skipping finished runs); return records per strategy."""
     from fedsketch.server import run_experiment
 
-    out: dict[str, list[list[dict[str, Any]]]] = {}
-    for name, _ in suite.strategies:
-        for seed in suite.seeds:
+    out: dict[str, list[list[dict[str, Any]]]] = {name: [] for name, _ in suite.strategies}
+    for seed in suite.seeds:  # seed-major: an interrupted suite has whole seeds done
+        for name, _ in suite.strategies:
             cfg = suite.config(name, seed)
             recs = _finished_records(cfg)
             if recs is None:
@@ -132,7 +142,7 @@ def run_suite(suite: Suite, log: Any = print) -> dict[str, list[list[dict[str, A
                 recs = run_experiment(cfg).records
             else:
                 log(f"[{suite.name}] {name} seed {seed}: finished earlier, reusing")
-            out.setdefault(name, []).append(recs)
+            out[name].append(recs)
     return out
 
 
@@ -218,9 +228,9 @@ def plot_suite(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> Non
 
 
 def compare(path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None,
-            log: Any = print) -> list[dict[str, Any]]:
+            log: Any = print, seeds: list[int] | None = None) -> list[dict[str, Any]]:
     """Run a suite and write ``table.md``, ``table.csv`` and ``accuracy_vs_time.png`` to its output."""
-    suite = load_suite(path, overrides, output)
+    suite = load_suite(path, overrides, output, seeds)
     runs = run_suite(suite, log)
     rows = summarise(suite, runs)
     write_tables(suite, rows)

@@ -94,6 +94,10 @@ class FLConfig:
     clients_per_round: int = opt(0, range=(0, INF), doc="fixed cohort size of fslora/heterolora (0 = round(sum q))")
     server_lr: float = opt(1.0, range=(1e-9, INF), doc="multiplier of the eq. 6 server step (1.0 = the paper's eta*H)")
     min_completion: int = opt(0, range=(0, INF), doc="abort after this many consecutive rounds with only failures (0 = never)")
+    sim_budget_minutes: float = opt(0.0, range=(0.0, INF),
+                                    doc="stop (with an evaluation) once the simulated clock reaches this many minutes (0 = run all rounds)")
+    stop_accuracy: float = opt(0.0, range=(0.0, 1.0),
+                               doc="stop after the first evaluation with test accuracy >= this (0 = never)")
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     every: int = opt(5, range=(0, INF), doc="evaluate every E rounds (and at round 0 and the end); 0 = only at the ends")
+    every_sim_seconds: float = opt(0.0, range=(0.0, INF),
+                                   doc="also evaluate once the simulated clock has advanced this much since the last evaluation (0 = off)")
     num_samples: int = opt(100, range=(0, INF), doc="seeded test sample size (0 = whole test set)")
     batch_size: int = opt(16, range=(1, 4096), doc="sequences per evaluation forward pass")
 
@@ -159,6 +165,8 @@ class PlannerConfig:
     rtol: float = opt(1e-6, range=(0.0, 1.0), doc="stop alternating when J improves by less than this (relative)")
     estimate_rcond: float = opt(1e-3, range=(0.0, 1.0),
                                 doc="flag theta as ill-conditioned when sigma_3/sigma_1 of the scaled eq. 22 system is below this")
+    estimate_signs: str = opt("check", choices=("check", "constrain"),
+                              doc="sign violations in the theta fit: flag them (paper) or refit with the offending constant pinned to 0")
     baseline_q: float = opt(0.5, range=(1e-6, 1.0), doc="q of the 'fixed' sampling baseline and of the rank baselines (spec §6)")
 
 

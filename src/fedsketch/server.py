@@ -162,6 +162,7 @@ class RunSession:
     wall0: float
     last: int  # last round this session will run
     consecutive_fail: int = 0
+    finished: bool = False  # the run is over (last round, simulated-time budget or target accuracy)
 
     @property
     def ckpt(self) -> Path:
@@ -188,8 +189,10 @@ def open_run(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
         records.append({"round": 0, "sim_seconds": 0.0, "real_seconds": time.perf_counter() - wall0,
                         "sampled": [], "failed": [], "uploaded_bytes": 0, "train_loss": None, **ev})
     R = cfg.fl.rounds
-    last = R if stop_after is None else min(R, start + stop_after)
-    sess = RunSession(cfg, engine, fed, alloc, t_cp, t_cm, out, state, start, sim, real0, records, wall0, last)
+    stopped = bool(records[-1].get("stop")) or start == R  # finished earlier (resume of a finished run)
+    last = start if stopped else R if stop_after is None else min(R, start + stop_after)
+    sess = RunSession(cfg, engine, fed, alloc, t_cp, t_cm, out, state, start, sim, real0, records, wall0, last,
+                      finished=stopped)
     for rec in reversed(records[1:]):  # restore the min_completion count on resume
         if not (rec["sampled"] and len(rec["failed"]) == len(rec["sampled"])):
             break
@@ -200,16 +203,30 @@ def open_run(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
 def commit_round(sess: RunSession, t: int, state: LoraState, rec: dict[str, Any]) -> dict[str, Any]:
     """Advance the clock, evaluate when due, append and write the record, checkpoint.
 
-    Raises ``RuntimeError`` after ``fl.min_completion`` consecutive rounds in which every
-    sampled client failed.
+    The run ends (``sess.finished``, and ``rec["stop"]`` names why) after round ``fl.rounds``,
+    once the simulated clock reaches ``fl.sim_budget_minutes`` (evaluated there), or after the
+    first evaluation with accuracy >= ``fl.stop_accuracy``. Raises ``RuntimeError`` after
+    ``fl.min_completion`` consecutive rounds in which every sampled client failed.
     """
     cfg = sess.cfg
-    every, R = cfg.eval.every, cfg.fl.rounds
+    every, R, fl = cfg.eval.every, cfg.fl.rounds, cfg.fl
     sess.state = state
     sess.sim += rec["round_sim_seconds"]
     rec["sim_seconds"] = sess.sim
-    if (every and t % every == 0) or t == R:
+    over_budget = fl.sim_budget_minutes > 0 and sess.sim >= 60 * fl.sim_budget_minutes
+    dt = cfg.eval.every_sim_seconds  # an evaluation grid in simulated time: equal resolution for every strategy
+    last_eval = next((r["sim_seconds"] for r in reversed(sess.records) if r.get("accuracy") is not None), 0.0)
+    if (every and t % every == 0) or t == R or over_budget or (dt > 0 and sess.sim - last_eval >= dt):
         rec.update(sess.engine.evaluate(state).as_dict())
+    if fl.stop_accuracy > 0 and rec.get("accuracy") is not None and rec["accuracy"] >= fl.stop_accuracy:
+        rec["stop"] = "stop_accuracy"
+    elif over_budget:
+        rec["stop"] = "sim_budget_minutes"
+    elif t == R:
+        rec["stop"] = "rounds"
+    sess.finished = "stop" in rec
+    if sess.finished:
+        sess.last = t
     rec["real_seconds"] = sess.real0 + time.perf_counter() - sess.wall0
     sess.records.append(rec)
     sess.consecutive_fail = sess.consecutive_fail + 1 if rec["sampled"] and len(rec["failed"]) == len(rec["sampled"]) else 0
@@ -226,7 +243,7 @@ def close_run(sess: RunSession) -> RunResult:
     """Write the final metrics, and after the last round the adapter and the plot."""
     cfg = sess.cfg
     report.write_metrics(sess.out / "metrics.jsonl", sess.records)
-    if sess.last == cfg.fl.rounds:
+    if sess.finished:
         sess.engine.save_adapter(sess.state, sess.out / "adapter")
         if cfg.output.plot:
             report.plot_accuracy(sess.out / "accuracy_vs_time.png", sess.records,
@@ -258,6 +275,8 @@ def run_experiment(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = F
             rec = commit_round(sess, t, state, rec)
             acc = f" acc {100 * rec['accuracy']:.1f}%" if rec.get("accuracy") is not None else ""
             bar.update(task, completed=t, info=f"sim {sess.sim / 60:.1f} min, {len(rec['sampled'])} sampled{acc}")
+            if sess.finished:
+                break
     return close_run(sess)
 
 

@@ -82,3 +82,24 @@ def test_estimate_then_plan(tmp_path):
     assert res.exit_code == 1 and "problem" in res.output
     res = CliRunner().invoke(app, ["plan", str(cfg), "--set", f"planner.theta_file='{out}'"])
     assert res.exit_code == 1 and "flagged" in res.output
+
+
+def test_estimate_refits_recorded_pilots_with_sign_constraint(tmp_path):
+    w = np.array([283, 27, 44, 571, 139, 154, 566, 26, 190, 251], dtype=float)
+    rec = tmp_path / "flagged.json"
+    rec.write_text(json.dumps({"theta": [0, 0, 0, 1], "ok": False, "pilots": [
+        {"q": q, "k": k, "rounds": n} for q, k, n in
+        [(1.0, 8, 5), (0.5, 8, 6), (1.0, 2, 7), (0.25, 4, 6), (0.5, 2, 7), (1.0, 4, 5)]]}))
+    cfg = _config(tmp_path)
+    never = lambda cfg: (lambda q, k: pytest.fail("--pilots must not run pilots"))  # noqa: E731
+    app = _app(weights=lambda cfg: w, pilot=never)
+    out = tmp_path / "theta.json"
+    res = CliRunner().invoke(app, ["estimate", str(cfg), "--pilots", str(rec), "--out", str(out),
+                                   "--set", "lora.rank=8"])
+    assert res.exit_code == 1 and "theta2" in res.output  # the paper's check flags it
+    res = CliRunner().invoke(app, ["estimate", str(cfg), "--pilots", str(rec), "--out", str(out),
+                                   "--set", "lora.rank=8", "--set", "planner.estimate_signs='constrain'"])
+    assert res.exit_code == 0, res.output
+    assert "theta2 pinned to 0" in res.output
+    est = json.loads(out.read_text())
+    assert est["ok"] and est["theta"][1] == 0.0 and est["pinned_to_zero"] == ["theta2"]

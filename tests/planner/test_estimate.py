@@ -86,3 +86,68 @@ def test_pilot_errors():
         run_pilots(lambda q, k: None if q < 0.3 else 10, D1)
     with pytest.raises(EstimationError, match="at least 4"):
         estimate_theta([PilotObservation(1.0, 16, 10.0)] * 3, np.ones(5), R)
+
+
+# the six real pilots of results/theta-default-v2.json (r = 8) and the default partition's sizes
+REAL_P = np.array([283, 27, 44, 571, 139, 154, 566, 26, 190, 251], dtype=float)
+REAL_OBS = [PilotObservation(q, k, n) for q, k, n in
+            [(1.0, 8, 5), (0.5, 8, 6), (1.0, 2, 7), (0.25, 4, 6), (0.5, 2, 7), (1.0, 4, 5)]]
+
+
+def _misfit(A, theta):
+    scale = np.linalg.norm(A, axis=0)
+    v = theta * scale
+    return np.linalg.norm((A / scale) @ (v / np.linalg.norm(v)))
+
+
+def test_sign_constrained_fit_pins_theta2_and_is_the_best_such_fit():
+    from fedsketch.planner.estimate import design_matrix
+
+    flagged = estimate_theta(REAL_OBS, REAL_P, 8)
+    assert not flagged.ok and flagged.theta[1] < 0 and "theta2" in flagged.problems[0]
+    est = estimate_theta(REAL_OBS, REAL_P, 8, signs="constrain")
+    assert est.ok and est.pinned == ["theta2"] and est.theta[1] == 0.0
+    assert est.theta[0] > 0 and est.theta[2] > 0 and est.theta[3] > 0
+    assert np.allclose(est.unconstrained, flagged.theta)
+    assert est.residual >= est.unconstrained_residual  # the constraint can only cost misfit
+    # no sign-valid unit vector with theta2 = 0 fits better (random search over the feasible set)
+    A = design_matrix(REAL_OBS, REAL_P, 8)
+    rng = np.random.default_rng(0)
+    best = _misfit(A, est.theta)
+    for _ in range(20000):
+        cand = np.abs(rng.normal(size=4)) * est.theta.clip(1e-3) ** rng.uniform(0, 1)
+        cand[1] = 0.0
+        assert _misfit(A, cand) >= best - 1e-12
+    d = est.to_dict()
+    assert d["pinned_to_zero"] == ["theta2"] and d["ok"] and d["unconstrained_theta"][1] < 0
+
+
+def test_constrain_leaves_a_valid_estimate_alone_and_flags_no_effect_at_all():
+    theta = np.array([1.0, 0.5, 0.5, 100.0])
+    P = float(np.sum((REAL_P / REAL_P.sum()) ** 2))
+    obs = [PilotObservation(q, k, _rounds(theta, P, q, k * 2)) for q, k in
+           [(1.0, 8), (0.5, 8), (1.0, 2), (0.25, 4), (0.5, 2)]]  # _rounds uses R = 16, so pass 2k
+    a = estimate_theta(obs, REAL_P, 8)
+    b = estimate_theta(obs, REAL_P, 8, signs="constrain")
+    assert a.ok and b.ok and not b.pinned and np.allclose(a.theta, b.theta)
+    # fewer rounds at smaller q and k: no sign-valid fit exists even with a constant pinned
+    bad = [PilotObservation(q, k, 10.0 * q * k) for q, k in [(1.0, 8), (0.5, 8), (1.0, 2), (0.25, 4), (0.5, 2)]]
+    c = estimate_theta(bad, REAL_P, 8, signs="constrain")
+    assert not c.ok and any("sign" in m for m in c.problems)
+    with pytest.raises(EstimationError, match="estimate_signs.*check, constrain"):
+        estimate_theta(obs, REAL_P, 8, signs="clip")
+
+
+def test_load_pilots_reads_an_estimate_and_names_bad_rows(tmp_path):
+    import json
+
+    from fedsketch.planner.estimate import load_pilots
+
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(estimate_theta(REAL_OBS, REAL_P, 8).to_dict()))
+    assert load_pilots(f) == REAL_OBS
+    f.write_text(json.dumps({"pilots": [{"q": 1.0, "k": 8, "rounds": 5}, {"q": 2.0, "k": 8, "rounds": 5}]}))
+    with pytest.raises(EstimationError, match=r"pilots\[1\].*0 < q <= 1"):
+        load_pilots(f)
+    with pytest.raises(EstimationError, match="not found"):
+        load_pilots(tmp_path / "missing.json")

@@ -118,6 +118,8 @@ def serve(grid: Grid, opts: ServerOptions) -> RunResult:
             len(rec["sampled"]), len(rec["failed"]), rec["sim_seconds"], acc)
         for f in rec["failed"]:
             log(INFO, "  client %s failed: %s", f["client"], f["reason"])
+        if sess.finished:
+            break
     return close_run(sess)
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from fedsketch.config import ConfigError, load_config
 from fedsketch.planner.api import WeightsFn, default_weights, plan_from_config, plan_json
-from fedsketch.planner.estimate import EstimationError, estimate_theta, pilot_configs, run_pilots
+from fedsketch.planner.estimate import EstimationError, estimate_theta, load_pilots, pilot_configs, run_pilots
 from fedsketch.planner.qstep import SolverError
 
 PilotFactory = Callable[[object], Callable[[float, int], Optional[float]]]
@@ -113,16 +113,22 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
 
     @app.command("estimate")
     def estimate_cmd(config: Annotated[Path, typer.Argument(help="TOML config")], set_: SetOpt = None,
-                     out: OutOpt = None) -> None:
+                     out: OutOpt = None,
+                     pilots: Annotated[Optional[Path], typer.Option(
+                         "--pilots", help="refit from the pilot rounds recorded in an earlier estimate's JSON "
+                                          "instead of running the pilots again")] = None) -> None:
         """Estimate theta1..theta4 from pilot runs (eqs. 22-23) and write them as JSON."""
         cfg = load(config, set_)
         pl = cfg.planner
         try:
             p = (weights_fn or default_weights)(cfg)
-            configs = pilot_configs(pl.pilot_q, pl.pilot_k_frac, cfg.lora.rank)
-            runner = (pilot_factory or _default_pilot_factory)(cfg)
-            obs = run_pilots(runner, configs)
-            est = estimate_theta(obs, p, cfg.lora.rank, rcond=pl.estimate_rcond)
+            if pilots is not None:
+                obs = load_pilots(pilots)
+            else:
+                configs = pilot_configs(pl.pilot_q, pl.pilot_k_frac, cfg.lora.rank)
+                runner = (pilot_factory or _default_pilot_factory)(cfg)
+                obs = run_pilots(runner, configs)
+            est = estimate_theta(obs, p, cfg.lora.rank, rcond=pl.estimate_rcond, signs=pl.estimate_signs)
         except (ValueError, ImportError) as e:
             fail(e)
         path = out or Path(cfg.output.dir) / f"theta-{cfg.hash()}.json"
@@ -136,6 +142,10 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         th = est.theta
         out_console.print(f"theta = ({th[0]:.6g}, {th[1]:.6g}, {th[2]:.6g}, {th[3]:.6g})  "
                           f"sigma_3/sigma_1 = {est.rcond:.3g}  residual = {est.residual:.3g}")
+        if est.pinned:
+            u = est.unconstrained
+            out_console.print(f"sign-constrained fit: {', '.join(est.pinned)} pinned to 0; the unconstrained fit was "
+                              f"({u[0]:.4g}, {u[1]:.4g}, {u[2]:.4g}, {u[3]:.4g}) with residual {est.unconstrained_residual:.3g}")
         out_console.print(f"saved {path}")
         if not est.ok:
             for msg in est.problems:

@@ -18,6 +18,14 @@ The estimate is *checked*, not returned as if fine: it is flagged when
 - the sign pattern is wrong (``theta1 <= 0`` or ``theta2 < 0`` or ``theta3 < 0``; spec: rerun
   with more widely spread configurations).
 
+With ``signs="constrain"`` (``planner.estimate_signs``; an extension, not in the paper) a
+sign-violating estimate is replaced by the least-squares fit under the physical signs
+``theta2, theta3 >= 0`` (Theorem 1: both are variance constants): the minimum of ``||A theta||``
+on the unit sphere with a negative coefficient pinned to 0 is the smallest right singular vector
+of ``A`` without that column (active-set enumeration over the 3 subsets). The result records which
+constants were pinned and both residuals, so the reader sees what the constraint cost. If both
+would have to be pinned, the pilots show no effect of q or k at all, and the estimate stays flagged.
+
 The engine is reached only through the injected ``run_pilot(q, k) -> rounds`` callable.
 """
 
@@ -79,6 +87,9 @@ class ThetaEstimate:
     ok: bool
     problems: list[str]
     observations: list[PilotObservation] = field(default_factory=list)
+    pinned: list[str] = field(default_factory=list)
+    unconstrained: np.ndarray | None = None
+    unconstrained_residual: float | None = None
 
     def require(self) -> Theta:
         """The estimate as :class:`Theta`, or :class:`EstimationError` listing the problems."""
@@ -95,6 +106,9 @@ class ThetaEstimate:
             "rcond": float(self.rcond),
             "residual": float(self.residual),
             "pilots": [{"q": o.q, "k": o.k, "rounds": o.rounds} for o in self.observations],
+            **({"pinned_to_zero": list(self.pinned),
+                "unconstrained_theta": [float(x) for x in self.unconstrained],
+                "unconstrained_residual": float(self.unconstrained_residual)} if self.pinned else {}),
         }
 
 
@@ -147,8 +161,46 @@ def design_matrix(obs: Sequence[PilotObservation], p: np.ndarray, r: int) -> np.
     return np.stack([R, -R * X, -R * Y, -np.ones_like(R)], axis=1)
 
 
+SIGN_MODES = ("check", "constrain")
+
+
+def _null_vector(A: np.ndarray, cols: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm minimiser of ``||A theta||`` with ``theta`` zero outside ``cols``; returns (theta (4,), s)."""
+    sub = A[:, list(cols)]
+    scale = np.linalg.norm(sub, axis=0)  # column scaling, as in the unconstrained fit
+    _, s, vt = np.linalg.svd(sub / scale, full_matrices=False)
+    theta = np.zeros(A.shape[1])
+    theta[list(cols)] = vt[-1] / scale
+    theta /= np.linalg.norm(theta)
+    if theta[3] < 0:
+        theta = -theta
+    return theta, s
+
+
+def _scaled_misfit(A: np.ndarray, theta: np.ndarray) -> float:
+    """``||(A/scale) v||`` for ``v = theta*scale`` normalised: the quantity the SVD minimises."""
+    scale = np.linalg.norm(A, axis=0)
+    v = theta * scale
+    return float(np.linalg.norm((A / scale) @ (v / np.linalg.norm(v))))
+
+
+def _constrained_fit(A: np.ndarray, tiny: float) -> tuple[np.ndarray, list[str]] | None:
+    """Smallest-residual sign-valid fit with theta2 and/or theta3 pinned to 0, or None."""
+    best = None
+    for pinned in ((1,), (2,)):
+        cols = [c for c in range(4) if c not in pinned]
+        theta, _ = _null_vector(A, cols)
+        if theta[0] > 0 and theta[3] > 0 and all(theta[i] >= -tiny for i in (1, 2)):
+            theta[1:3] = np.maximum(theta[1:3], 0.0)
+            res = _scaled_misfit(A, theta)
+            if best is None or res < best[0]:
+                best = (res, theta, [("theta2", "theta3")[i - 1] for i in pinned])
+    return None if best is None else (best[1], best[2])
+
+
 def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
-                   rcond: float = DEFAULT_RCOND, sign_tol: float = DEFAULT_SIGN_TOL) -> ThetaEstimate:
+                   rcond: float = DEFAULT_RCOND, sign_tol: float = DEFAULT_SIGN_TOL,
+                   signs: str = "check") -> ThetaEstimate:
     """SVD estimate of theta from pilot observations (eqs. 22–23), with identifiability and sign checks.
 
     Parameters
@@ -164,12 +216,17 @@ def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
     sign_tol : float
         ``theta2``/``theta3`` in ``[-sign_tol, 0)`` (relative to ``max |theta|``) are round-off of
         a true 0 and are set to 0; below that they are a sign violation.
+    signs : {"check", "constrain"}
+        ``check`` (the paper): flag a sign violation. ``constrain``: refit with the violating
+        constant pinned to 0 (see the module docstring) and report what was pinned.
 
     Returns
     -------
     ThetaEstimate
         Always returned; check ``ok`` / call ``require()``.
     """
+    if signs not in SIGN_MODES:
+        raise EstimationError(f"planner.estimate_signs = {signs!r}: allowed values are {', '.join(SIGN_MODES)}")
     if len(obs) < 4:
         raise EstimationError(f"eq. 22 has 4 unknowns: need at least 4 pilot runs, got {len(obs)}")
     A = design_matrix(obs, p, r)  # (m, 4)
@@ -190,6 +247,15 @@ def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
         )
     tiny = sign_tol * float(np.max(np.abs(theta)))
     theta[1:3] = np.where((theta[1:3] < 0) & (theta[1:3] >= -tiny), 0.0, theta[1:3])
+    pinned: list[str] = []
+    free, free_res = theta.copy(), float(s[-1] / s[0])
+    if signs == "constrain" and (theta[1] < 0 or theta[2] < 0 or theta[0] <= 0):
+        fit = _constrained_fit(A, tiny)
+        if fit is None:
+            problems.append("no sign-valid fit with theta2 or theta3 pinned to 0: the pilots show no effect of "
+                            "q or k on the rounds needed; spread the pilot configurations or add seeds")
+        else:
+            theta, pinned = fit
     names = ("theta1", "theta2", "theta3")
     if theta[0] <= 0:
         problems.append(f"sign violation: theta1 = {theta[0]:.4g} <= 0 (target unreachable under the fitted model); "
@@ -198,7 +264,34 @@ def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
         if theta[i] < 0:
             problems.append(f"sign violation: {names[i]} = {theta[i]:.4g} < 0; rerun the pilots with more widely "
                             "spread configurations (spec §2.8)")
-    return ThetaEstimate(theta, s, ratio, float(s[-1] / s[0]), not problems, problems, list(obs))
+    residual = float(s[-1] / s[0])
+    if pinned:  # misfit of the constrained fit on the same column-scaled system
+        residual = _scaled_misfit(A, theta) / float(s[0])
+    return ThetaEstimate(theta, s, ratio, residual, not problems, problems, list(obs),
+                         pinned, free if pinned else None, free_res if pinned else None)
+
+
+def load_pilots(path: str | Path) -> list[PilotObservation]:
+    """The pilot observations recorded in a JSON written by ``fedsketch estimate`` (key ``pilots``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EstimationError(f"--pilots: file not found: {path}")
+    try:
+        rows = json.loads(path.read_text()).get("pilots")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise EstimationError(f"{path}: not a JSON object written by 'fedsketch estimate' ({e})") from None
+    if not isinstance(rows, list) or not rows:
+        raise EstimationError(f"{path}: no 'pilots' list")
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            q, k, rounds = float(row["q"]), int(row["k"]), float(row["rounds"])
+        except (KeyError, TypeError, ValueError):
+            raise EstimationError(f"{path}: pilots[{i}] = {row!r} needs numeric 'q', 'k' and 'rounds'") from None
+        if not (0 < q <= 1 and k >= 1 and rounds > 0):
+            raise EstimationError(f"{path}: pilots[{i}] = {row!r}: need 0 < q <= 1, k >= 1, rounds > 0")
+        out.append(PilotObservation(q, k, rounds))
+    return out
 
 
 def load_theta_file(path: str | Path) -> Theta:
