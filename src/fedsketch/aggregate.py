@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsketch.sketch import ClientUpdate, LoraState
+from fedsketch.sketch import ClientUpdate, LoraState, lora_keys
 
 
 def validate_update(update: ClientUpdate, state: LoraState, issued: dict[str, np.ndarray]) -> str | None:
     """Why ``update`` must be rejected, or ``None`` if it is well-formed and finite."""
-    if set(update.delta) != set(state) or set(update.indices) != set(state):
+    modules = set(lora_keys(state))
+    if set(update.delta) != modules or set(update.indices) != modules:
         return "modules differ from the global adapter"
     for m, (dB, dA) in update.delta.items():
         idx = np.asarray(update.indices[m])

@@ -89,9 +89,9 @@ class FLConfig:
                      doc="sketch ranks k (optimized: from the planner)")
     k: int = opt(0, range=(0, 4096), doc="k for ranks='fixed' (1..r)")
     k_list: list = opt([], doc="per-client k for ranks='explicit'")
-    method: str = opt("independent", choices=("independent", "fslora", "heterolora"),
-                      doc="round rule: independent (the paper's Algorithm 1), fslora, heterolora")
-    clients_per_round: int = opt(0, range=(0, INF), doc="fixed cohort size of fslora/heterolora (0 = round(sum q))")
+    method: str = opt("independent", choices=("independent", "fslora", "heterolora", "flora"),
+                      doc="round rule: independent (the paper's Algorithm 1), fslora, heterolora, flora (FedStackLoRA)")
+    clients_per_round: int = opt(0, range=(0, INF), doc="fixed cohort size of fslora/heterolora/flora (0 = round(sum q))")
     server_lr: float = opt(1.0, range=(1e-9, INF), doc="multiplier of the eq. 6 server step (1.0 = the paper's eta*H)")
     min_completion: int = opt(0, range=(0, INF), doc="abort after this many consecutive rounds with only failures (0 = never)")
     sim_budget_minutes: float = opt(0.0, range=(0.0, INF),

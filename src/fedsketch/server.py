@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fedsketch import checkpoint, report
-from fedsketch.aggregate import aggregate, validate_update
+from fedsketch.aggregate import validate_update
 from fedsketch.config import ExperimentConfig, to_toml
 from fedsketch.io import atomic_write_json, atomic_write_text
 from fedsketch.network import allocate_bandwidth, sketch_times
@@ -87,13 +87,15 @@ def finish_round(plan: RoundPlan, state: LoraState, results: dict[int, ClientUpd
             updates.append(res)  # type: ignore[arg-type]
         else:
             failed.append({"client": n, "reason": why})
-    # --- aggregate: X += sum (p_n/q_n) Delta_n (line 12, eq. 6)
+    method = make_method(cfg.fl.method)
+    # --- aggregate: X += sum (p_n/q_n) Delta_n (line 12, eq. 6), or the method's own rule
     if updates:
         ids = np.array([u.client for u in updates], dtype=int)
-        weights = make_method(cfg.fl.method).weights(fed, alloc, ids)
-        state = aggregate(state, updates, weights, cfg.fl.server_lr)
-    # --- simulated time: equal-finish split of W over the sampled clients (line 13, eq. 10)
-    T, _ = allocate_bandwidth(t_cp[plan.sampled], t_cm[plan.sampled], cfg.network.bandwidth_mbps)
+        state = method.aggregate(state, updates, method.weights(fed, alloc, ids), fed)
+    # --- simulated time: equal-finish split of W over the sampled clients (line 13, eq. 10);
+    # a method's extra download (FLoRA's stacked module) joins each client's communication load
+    download = method.download_mbit(plan.round, fed, alloc)[plan.sampled]
+    T, _ = allocate_bandwidth(t_cp[plan.sampled], t_cm[plan.sampled] + download, cfg.network.bandwidth_mbps)
     bits = cfg.network.upload_bits
     record = {
         "round": plan.round,
@@ -104,6 +106,8 @@ def finish_round(plan: RoundPlan, state: LoraState, results: dict[int, ClientUpd
         "train_loss": float(np.mean([u.train_loss for u in updates])) if updates else None,
         "client_compute_seconds": float(sum(u.compute_seconds for u in updates)),
     }
+    if download.any():
+        record["download_mbit"] = float(download.sum())
     return state, record
 
 
@@ -184,7 +188,7 @@ def open_run(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
     if rs is not None:
         state, start, sim, real0, records = rs.state, rs.round, rs.sim_seconds, rs.real_seconds, rs.records
     else:
-        state, start, sim, real0, records = engine.initial_state(), 0, 0.0, 0.0, []
+        state, start, sim, real0, records = make_method(cfg.fl.method).initial_state(engine.initial_state()), 0, 0.0, 0.0, []
         ev = engine.evaluate(state).as_dict()
         records.append({"round": 0, "sim_seconds": 0.0, "real_seconds": time.perf_counter() - wall0,
                         "sampled": [], "failed": [], "uploaded_bytes": 0, "train_loss": None, **ev})

@@ -17,6 +17,19 @@ import numpy as np
 
 LoraState = dict[str, tuple[np.ndarray, np.ndarray]]
 
+#: key prefix of a dense base-weight delta ``(dW: (d, m), empty (0, m))`` that a method merged into
+#: the base model (FedStackLoRA/FLoRA); absent for every other method
+MERGED = "merged::"
+
+
+def is_merged(name: str) -> bool:
+    return name.startswith(MERGED)
+
+
+def lora_keys(state: LoraState) -> list[str]:
+    """The adapted modules of ``state`` (without merged base deltas)."""
+    return [m for m in state if not is_merged(m)]
+
 
 def draw_indices(rng: np.random.Generator, modules: list[str], r: int, k: int) -> dict[str, np.ndarray]:
     """One uniformly random k-subset of ``{0..r-1}`` per module (spec Algorithm 1, line 2).
@@ -82,6 +95,9 @@ def masked(state: LoraState, indices: dict[str, np.ndarray]) -> LoraState:
     """
     out: LoraState = {}
     for m, (B, A) in state.items():
+        if is_merged(m):  # a merged base delta is part of the client's starting model as it is
+            out[m] = (B, A)
+            continue
         idx = indices[m]
         Bz, Az = np.zeros_like(B), np.zeros_like(A)
         Bz[:, idx], Az[idx, :] = B[:, idx], A[idx, :]

@@ -58,3 +58,54 @@ def test_heterolora_leading_ranks_unscaled():
 def test_unknown_method_rejected():
     with pytest.raises(ValueError, match="fl.method: 'flora2' is not allowed"):
         make_method("flora2")
+
+
+def _flora_round(fed, alloc, t=2, seed=0):
+    from fedsketch.sketch import ClientUpdate
+
+    rng = np.random.default_rng(seed)
+    method = make_method("flora")
+    r, d, m = fed.cfg.lora.rank, 6, 5
+    base = {mod: (np.zeros((d, r)), rng.normal(size=(r, m))) for mod in MODS}  # B_0 = 0, A_0 random
+    state = method.initial_state(base)
+    plan = plan_round(t, fed, alloc, MODS)
+    ups = [ClientUpdate(int(n), t, plan.sketches[int(n)],
+                        {mod: (rng.normal(size=(d, len(i))), rng.normal(size=(len(i), m)))
+                         for mod, i in plan.sketches[int(n)].items()}) for n in plan.sampled]
+    return method, state, plan, ups
+
+
+def test_flora_merges_the_stacked_module_exactly():
+    from fedsketch.sketch import MERGED
+    from fedsketch.strategies.methods.flora import lora_scale
+
+    fed, alloc = _setup("fl.method='flora'", "fl.ranks='uniform'", "fl.clients_per_round=4", "lora.alpha=4.0")
+    method, state, plan, ups = _flora_round(fed, alloc)
+    assert set(state) == {*MODS, *(MERGED + m for m in MODS)} and not state[MERGED + MODS[0]][0].any()
+    w = method.weights(fed, alloc, plan.sampled)
+    new = method.aggregate(state, ups, w, fed)
+    s = lora_scale(fed)
+    assert s == 4.0 / 8
+    for mod in MODS:
+        # the stacked module [w_1 B_1, ..., w_K B_K] @ [A_1; ...; A_K] of FLoRA, built explicitly
+        Bs = np.concatenate([wn * (state[mod][0][:, u.indices[mod]] + u.delta[mod][0]) for u, wn in zip(ups, w)], 1)
+        As = np.concatenate([state[mod][1][u.indices[mod], :] + u.delta[mod][1] for u in ups], 0)
+        assert Bs.shape[1] == sum(int(alloc.k[n]) for n in plan.sampled)  # rank = sum of client ranks
+        np.testing.assert_allclose(new[MERGED + mod][0], s * Bs @ As, rtol=1e-12)
+        np.testing.assert_array_equal(new[mod][0], state[mod][0])  # factors re-start from (0, A_0)
+        np.testing.assert_array_equal(new[mod][1], state[mod][1])
+    assert not state[MERGED + MODS[0]][0].any()  # input state untouched
+    again = method.aggregate(new, ups, w, fed)  # merging accumulates
+    np.testing.assert_allclose(again[MERGED + MODS[0]][0], 2 * new[MERGED + MODS[0]][0])
+
+
+def test_flora_download_grows_with_the_previous_cohort():
+    fed, alloc = _setup("fl.method='flora'", "fl.ranks='full'", "fl.clients_per_round=2")
+    fed6, alloc6 = _setup("fl.method='flora'", "fl.ranks='full'", "fl.clients_per_round=6")
+    m = make_method("flora")
+    assert not m.download_mbit(1, fed, alloc).any()  # nothing stacked before round 1
+    d2, d6 = m.download_mbit(2, fed, alloc), m.download_mbit(2, fed6, alloc6)
+    np.testing.assert_allclose(d2, fed.profiles.tau_cm * 2)  # 2 clients x k = r: twice a full-rank module
+    np.testing.assert_allclose(d6, 3 * d2)
+    for other in ("independent", "fslora", "heterolora"):
+        assert not make_method(other).download_mbit(2, fed, alloc).any()

@@ -20,17 +20,17 @@ def test_smoke_suite_end_to_end(data_dir, tmp_path):
                                    "--output", str(tmp_path)])
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader((tmp_path / "table.csv").open()))
-    assert [r["strategy"] for r in rows] == ["independent", "fslora", "heterolora"]
+    assert [r["strategy"] for r in rows] == ["independent", "fslora", "heterolora", "flora"]
     assert all(r["seeds"] == "2" for r in rows)
     md = (tmp_path / "table.md").read_text()
     assert "speed-up vs fslora" in md
     assert (tmp_path / "accuracy_vs_time.png").read_bytes()[:4] == b"\x89PNG"
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert runs == sorted(f"{s}-seed{k}" for s in ("independent", "fslora", "heterolora") for k in (0, 1))
+    assert runs == sorted(f"{s}-seed{k}" for s in ("independent", "fslora", "heterolora", "flora") for k in (0, 1))
     # a second call reuses the finished runs (no retraining)
     res2 = CliRunner().invoke(app, ["compare", str(REPO / "suites" / "smoke.toml"), "--data-dir", str(data_dir),
                                     "--output", str(tmp_path)])
-    assert res2.exit_code == 0 and res2.output.count("finished earlier, reusing") == 6
+    assert res2.exit_code == 0 and res2.output.count("finished earlier, reusing") == 8
 
 
 def test_time_to_target_and_unreached():

@@ -201,3 +201,42 @@ def test_stop_accuracy_ends_the_run_at_the_first_evaluation_reaching_it(tiny_cfg
     res = run_experiment(tiny_cfg("fl.rounds=4", "output.name='acc'", f"fl.stop_accuracy={target!r}")).records
     assert res[-1]["round"] == expect and res[-1]["stop"] == "stop_accuracy"
     assert [r["accuracy"] for r in res[1:]] == accs[:expect]  # the same run up to the stop
+
+
+def test_flora_run_merges_into_the_base_and_resumes_exactly(tiny_cfg):
+    import torch
+    from safetensors.numpy import load_file
+
+    from fedsketch.sketch import MERGED, lora_keys
+
+    sets = ("fl.method='flora'", "fl.ranks='uniform'", "fl.clients_per_round=2", "fl.rounds=3")
+    straight = run_experiment(tiny_cfg(*sets, "output.name='flora'"))
+    st = straight.state
+    merged = {m for m in st if m.startswith(MERGED)}
+    assert merged and len(merged) == len(lora_keys(st))
+    assert all(np.abs(st[m][0]).max() > 0 for m in merged)  # the stacked modules were merged
+    assert not any(np.abs(st[m][0]).max() for m in lora_keys(st))  # B stays 0: fresh factors each round
+    assert "download_mbit" not in straight.records[1] and straight.records[2]["download_mbit"] > 0
+    assert (straight.run_dir / "adapter" / "merged_delta.safetensors").is_file()
+    assert set(load_file(str(straight.run_dir / "adapter" / "merged_delta.safetensors"))) == \
+        {m[len(MERGED):] for m in merged}
+    # resume: same records and the same merged deltas
+    cfg = tiny_cfg(*sets, "output.name='flora-resumed'")
+    run_experiment(cfg, stop_after=1)
+    resumed = run_experiment(cfg)
+    drop = ("real_seconds", "client_compute_seconds")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.records] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in straight.records]
+    for m in merged:
+        np.testing.assert_array_equal(resumed.state[m][0], st[m][0])
+    # the engine adds the delta to the base weight, and restores the base without it
+    from fedsketch.server import prepare
+
+    engine, *_ = prepare(cfg)
+    name = lora_keys(st)[0]
+    W = engine.modules[name].get_base_layer().weight
+    W0 = W.detach().clone()
+    engine.load_state(st)
+    torch.testing.assert_close(W, W0 + torch.from_numpy(st[MERGED + name][0]))
+    engine.load_state({m: v for m, v in st.items() if m in lora_keys(st)})
+    torch.testing.assert_close(W, W0)

@@ -58,3 +58,20 @@ def base_scaling(modules: dict[str, Any]) -> float:
 
 def lora_parameters(modules: dict[str, Any]) -> list[torch.nn.Parameter]:
     return [p for m in modules.values() for p in (m.lora_B[ADAPTER].weight, m.lora_A[ADAPTER].weight)]
+
+
+def set_merged(modules: dict[str, Any], base0: dict[str, torch.Tensor], merged: dict[str, np.ndarray]) -> None:
+    """Base weight of each module := its original value + ``merged[name]`` (shape (d, m)).
+
+    ``base0`` caches the original weights the first time a module gets a delta; a module without
+    a delta in ``merged`` is restored to its original weight.
+    """
+    with torch.no_grad():
+        for n, m in modules.items():
+            W = m.get_base_layer().weight  # (d, m)
+            if n in merged:
+                if n not in base0:
+                    base0[n] = W.detach().clone()
+                W.copy_(base0[n] + torch.from_numpy(np.ascontiguousarray(merged[n])).to(W.dtype).to(W.device))
+            elif n in base0:
+                W.copy_(base0[n])

@@ -20,7 +20,7 @@ from fedsketch.engine.model import add_lora, load_base_model, scoped_seed
 from fedsketch.engine.tokens import Encoded, collate, encode, mean_response_loss, response_logprobs
 from fedsketch.io import atomic_write_dir
 from fedsketch.rng import Streams
-from fedsketch.sketch import ClientUpdate, LoraState, extract, masked
+from fedsketch.sketch import MERGED, ClientUpdate, LoraState, extract, is_merged, masked
 
 
 @dataclass
@@ -66,6 +66,7 @@ class TorchEngine:
             self.model = add_lora(model, cfg.lora).to(self.device)
         self.modules = lora.lora_modules(self.model)
         self.scaling = lora.base_scaling(self.modules)
+        self._base0: dict[str, torch.Tensor] = {}  # original base weights, kept once a delta is merged
         self.rank = cfg.lora.rank
         L, fmt = cfg.data.max_seq_len, cfg.data.prompt_format
         self.client_data: list[list[Encoded]] = [
@@ -88,6 +89,12 @@ class TorchEngine:
     def initial_state(self) -> LoraState:
         return lora.get_state(self.modules)
 
+    def load_state(self, state: LoraState) -> None:
+        """Put ``state`` into the model: LoRA factors, and any merged base delta (FLoRA)."""
+        lora.set_state(self.modules, state)
+        lora.set_merged(self.modules, self._base0,
+                        {m[len(MERGED):]: dW for m, (dW, _) in state.items() if is_merged(m)})
+
     def num_values_full_rank(self) -> int:
         """Numbers in a full-rank upload, sum over modules of r (d + m)."""
         return int(sum(B.size + A.size for B, A in self.initial_state().values()))
@@ -108,7 +115,7 @@ class TorchEngine:
         data = self.client_data[client]
         rng = self.streams.generator("batches", rnd, client)
         t0 = time.perf_counter()
-        lora.set_state(self.modules, masked(state, indices))
+        self.load_state(masked(state, indices))
         lora.set_scaling(self.modules, self.scaling * (self.rank / k if scale is None else scale))
         params = lora.lora_parameters(self.modules)
         opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum)
@@ -146,7 +153,7 @@ class TorchEngine:
         token log-probabilities after the prompt; the prediction is the argmax. ``test_loss`` is
         the per-token NLL of the correct candidate, averaged over questions.
         """
-        lora.set_state(self.modules, state)
+        self.load_state(state)
         lora.set_scaling(self.modules, self.scaling)
         self.model.eval()
         flat = [(qi, ci, s) for qi, (cands, _) in enumerate(self.eval_items) for ci, s in enumerate(cands)]
@@ -171,6 +178,20 @@ class TorchEngine:
     # ------------------------------------------------------------------ output
 
     def save_adapter(self, state: LoraState, path: str | Path) -> None:
-        """Save ``state`` as a PEFT adapter folder that ``PeftModel.from_pretrained`` loads."""
-        lora.set_state(self.modules, state)
-        atomic_write_dir(path, lambda tmp: self.model.save_pretrained(tmp, safe_serialization=True))
+        """Save ``state`` as a PEFT adapter folder that ``PeftModel.from_pretrained`` loads.
+
+        A merged base delta (FLoRA) is not part of a PEFT adapter: it is written beside it as
+        ``merged_delta.safetensors`` (module name -> dW of shape (d, m)), to be added to the base
+        weights before loading the adapter.
+        """
+        from safetensors.numpy import save_file
+
+        self.load_state(state)
+        merged = {m[len(MERGED):]: np.ascontiguousarray(dW) for m, (dW, _) in state.items() if is_merged(m)}
+
+        def write(tmp):
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            if merged:
+                save_file(merged, str(Path(tmp) / "merged_delta.safetensors"))
+
+        atomic_write_dir(path, write)

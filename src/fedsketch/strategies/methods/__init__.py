@@ -5,6 +5,7 @@ one from :data:`METHODS`. The round loop (``fedsketch.server``) is the same for 
 """
 
 from fedsketch.strategies.methods.base import Method
+from fedsketch.strategies.methods.flora import FedStackLoRA
 from fedsketch.strategies.methods.fslora import FSLoRA
 from fedsketch.strategies.methods.heterolora import HeteroLoRA
 from fedsketch.strategies.methods.independent import IndependentSketch
@@ -13,6 +14,7 @@ METHODS: dict[str, type[Method]] = {
     "independent": IndependentSketch,
     "fslora": FSLoRA,
     "heterolora": HeteroLoRA,
+    "flora": FedStackLoRA,
 }
 
 

@@ -6,6 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fedsketch.sketch import ClientUpdate, LoraState
 from fedsketch.strategies.base import Allocation, Federation
 
 
@@ -25,3 +26,13 @@ class Method(Protocol):
 
     def weights(self, fed: Federation, alloc: Allocation, clients: np.ndarray) -> np.ndarray:
         """Aggregation weight of each participating client's upload."""
+
+    def initial_state(self, state: LoraState) -> LoraState:
+        """The global state at round 0, from the engine's initial LoRA factors."""
+
+    def aggregate(self, state: LoraState, updates: list[ClientUpdate], weights: np.ndarray,
+                  fed: Federation) -> LoraState:
+        """The next global state from this round's validated uploads."""
+
+    def download_mbit(self, t: int, fed: Federation, alloc: Allocation) -> np.ndarray:
+        """Extra Mbit (at channel quality 1) each client must download before round ``t``, shape (N,)."""

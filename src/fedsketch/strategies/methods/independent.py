@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedsketch.aggregate import aggregate
 from fedsketch.sampling import sample_participants, unbiased_weights
-from fedsketch.sketch import draw_indices
+from fedsketch.sketch import ClientUpdate, LoraState, draw_indices
 from fedsketch.strategies.base import Allocation, Federation
 
 
@@ -31,3 +32,16 @@ class IndependentSketch:
     def weights(self, fed: Federation, alloc: Allocation, clients: np.ndarray) -> np.ndarray:
         """p_n / q_n, no renormalisation (eq. 6)."""
         return unbiased_weights(fed.p, alloc.q, clients)
+
+    def initial_state(self, state: LoraState) -> LoraState:
+        """X_0 = the engine's (B_0 = 0, A_0 random) factors."""
+        return state
+
+    def aggregate(self, state: LoraState, updates: list[ClientUpdate], weights: np.ndarray,
+                  fed: Federation) -> LoraState:
+        """X_{t+1} = X_t + server_lr * sum_n w_n scatter(Delta_n) (eq. 6)."""
+        return aggregate(state, updates, weights, fed.cfg.fl.server_lr)
+
+    def download_mbit(self, t: int, fed: Federation, alloc: Allocation) -> np.ndarray:
+        """Nothing beyond the model broadcast, which the paper's time model leaves out (eq. 10)."""
+        return np.zeros(fed.num_clients)
