@@ -52,3 +52,40 @@ def test_bad_suite_reports_all_errors(tmp_path):
 def test_shipped_suites_load(path):
     suite = load_suite(path)
     assert suite.strategies and suite.reference in dict(suite.strategies)
+
+
+def test_interrupted_suite_resumes_to_the_same_results(data_dir, tmp_path):
+    """Seed-major order, --seeds, and an unfinished run resumed from its checkpoint inside a suite."""
+    from fedsketch.compare import compare
+    from fedsketch.server import run_experiment
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0, 1]\ntarget = 0.99\n'
+                     'stop_at_target = true\nreference = "a"\n'
+                     '[[strategy]]\nname = "a"\nset = ["fl.rounds=3"]\n'
+                     '[[strategy]]\nname = "b"\nset = ["fl.rounds=3", "fl.method=\'flora\'", "fl.clients_per_round=2"]\n')
+    sets = [f"data.data_dir='{data_dir}'", "output.plot=false"]
+    logs: list[str] = []
+    straight = compare(suite, sets, tmp_path / "straight", log=logs.append)
+    assert [m.split("] ")[1] for m in logs] == ["running a seed 0", "running b seed 0",
+                                                "running a seed 1", "running b seed 1"]  # seed-major
+    # interrupted: seed 0 of "a" finished, "b" stopped after one round (a checkpoint on disk)
+    out = tmp_path / "resumed"
+    s = load_suite(suite, sets, out, seeds=[0])
+    logs.clear()
+    compare(suite, sets, out, log=logs.append, seeds=[0])
+    assert len(list((out / "runs").iterdir())) == 2 and all("seed 0" in m for m in logs)
+    run_experiment(s.config("b", 1), stop_after=1)  # seed 1 of b: half done
+    logs.clear()
+    resumed = compare(suite, sets, out, log=logs.append)
+    assert sum("finished earlier" in m for m in logs) == 2 and "running b seed 1" in logs[-1]
+    from fedsketch.report import read_metrics
+
+    for name in ("a", "b"):
+        for seed in (0, 1):
+            r1 = read_metrics(tmp_path / "straight" / "runs" / f"{name}-seed{seed}" / "metrics.jsonl")
+            r2 = read_metrics(out / "runs" / f"{name}-seed{seed}" / "metrics.jsonl")
+            strip = lambda rs: [{k: v for k, v in r.items() if k not in ("real_seconds", "client_compute_seconds")}  # noqa: E731
+                                for r in rs]
+            assert strip(r1) == strip(r2)
+    assert straight == resumed

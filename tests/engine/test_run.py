@@ -240,3 +240,18 @@ def test_flora_run_merges_into_the_base_and_resumes_exactly(tiny_cfg):
     torch.testing.assert_close(W, W0 + torch.from_numpy(st[MERGED + name][0]))
     engine.load_state({m: v for m, v in st.items() if m in lora_keys(st)})
     torch.testing.assert_close(W, W0)
+
+
+def test_evaluation_on_a_simulated_time_grid(tiny_cfg):
+    probe = run_experiment(tiny_cfg("fl.rounds=6", "eval.every=0", "output.name='grid0'")).records
+    dt = 1.5 * probe[1]["sim_seconds"]
+    recs = run_experiment(tiny_cfg("fl.rounds=6", "eval.every=0", f"eval.every_sim_seconds={dt!r}",
+                                   "output.name='grid'")).records
+    assert [r["sim_seconds"] for r in recs] == [r["sim_seconds"] for r in probe]  # same clock
+    last, expect = 0.0, []
+    for r in recs[1:]:
+        if r["sim_seconds"] - last >= dt or r["round"] == 6:
+            expect.append(r["round"])
+            last = r["sim_seconds"]
+    got = [r["round"] for r in recs[1:] if r.get("accuracy") is not None]
+    assert got == expect and 1 < len(got) < 6
