@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from fedsketch.checkpoint import CheckpointError
 from fedsketch.config import ConfigError, ExperimentConfig, load_config, to_toml, validate_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -99,6 +100,9 @@ def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
+    except CheckpointError as e:  # a run folder of an earlier, different version of the suite
+        console.print(f"[red]{e}[/red]\nmove the suite's runs/ folder away (or set --output) to start the suite afresh")
+        raise typer.Exit(1) from None
     for r in rows:
         console.print(r)
 

@@ -180,6 +180,8 @@ def _fmt(x: Any, spec: str = ".2f") -> str:
 def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
     key = "speedup_vs_" + suite.reference
     md = [f"# {suite.name}: simulated minutes to {100 * suite.target:.0f}% test accuracy", "",
+          f"Seeds {', '.join(map(str, suite.seeds))}. A run that stops at its simulated-time budget ends with the first "
+          "round that reaches it, so its last round may run past the budget by less than one round.", "",
           f"| strategy | target | minutes to target (mean ± std) | reached | final accuracy | speed-up vs {suite.reference} |",
           "|---|---|---|---|---|---|"]
     for r in rows:

@@ -151,3 +151,12 @@ def test_load_pilots_reads_an_estimate_and_names_bad_rows(tmp_path):
         load_pilots(f)
     with pytest.raises(EstimationError, match="not found"):
         load_pilots(tmp_path / "missing.json")
+
+
+def test_constrain_keeps_an_unreachable_target_flagged():
+    # pilots whose unconstrained fit has theta1 < 0: no pinning may hide that
+    obs = [PilotObservation(q, k, n) for (q, k), n in
+           zip([(1.0, 8), (0.5, 8), (1.0, 2), (0.25, 4), (0.5, 2)], [11.0, 8.0, 11.0, 2.0, 6.0])]
+    assert estimate_theta(obs, REAL_P, 8).theta[0] < 0
+    est = estimate_theta(obs, REAL_P, 8, signs="constrain")
+    assert not est.ok and not est.pinned and any("theta1" in m for m in est.problems)

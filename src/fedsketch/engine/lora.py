@@ -68,10 +68,13 @@ def set_merged(modules: dict[str, Any], base0: dict[str, torch.Tensor], merged: 
     """
     with torch.no_grad():
         for n, m in modules.items():
-            W = m.get_base_layer().weight  # (d, m)
+            W = m.get_base_layer().weight  # (d, m) for nn.Linear
             if n in merged:
+                dW = merged[n].T if getattr(m, "fan_in_fan_out", False) else merged[n]  # Conv1D stores (m, d)
+                if tuple(dW.shape) != tuple(W.shape):
+                    raise ValueError(f"merged delta of {n} has shape {merged[n].shape}, base weight {tuple(W.shape)}")
                 if n not in base0:
                     base0[n] = W.detach().clone()
-                W.copy_(base0[n] + torch.from_numpy(np.ascontiguousarray(merged[n])).to(W.dtype).to(W.device))
+                W.copy_(base0[n] + torch.from_numpy(np.ascontiguousarray(dW)).to(W.dtype).to(W.device))
             elif n in base0:
                 W.copy_(base0[n])

@@ -22,7 +22,8 @@ With ``signs="constrain"`` (``planner.estimate_signs``; an extension, not in the
 sign-violating estimate is replaced by the least-squares fit under the physical signs
 ``theta2, theta3 >= 0`` (Theorem 1: both are variance constants): the minimum of ``||A theta||``
 on the unit sphere with a negative coefficient pinned to 0 is the smallest right singular vector
-of ``A`` without that column (active-set enumeration over the 3 subsets). The result records which
+of ``A`` without that column (both single-column active sets are tried; the best sign-valid one
+wins). Only a negative theta2/theta3 with theta1 > 0 is refitted. The result records which
 constants were pinned and both residuals, so the reader sees what the constraint cost. If both
 would have to be pinned, the pilots show no effect of q or k at all, and the estimate stays flagged.
 
@@ -249,7 +250,8 @@ def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
     theta[1:3] = np.where((theta[1:3] < 0) & (theta[1:3] >= -tiny), 0.0, theta[1:3])
     pinned: list[str] = []
     free, free_res = theta.copy(), float(s[-1] / s[0])
-    if signs == "constrain" and (theta[1] < 0 or theta[2] < 0 or theta[0] <= 0):
+    # only a sign violation of theta2/theta3 is refitted; theta1 <= 0 (target unreachable) stays flagged
+    if signs == "constrain" and theta[0] > 0 and (theta[1] < 0 or theta[2] < 0):
         fit = _constrained_fit(A, tiny)
         if fit is None:
             problems.append("no sign-valid fit with theta2 or theta3 pinned to 0: the pilots show no effect of "
