@@ -153,6 +153,8 @@ class PlannerConfig:
     q_solver: str = opt("fast", choices=("fast", "reference"), doc="fast: L-BFGS-B; reference: line search + SCA + cvxpy")
     q_min_floor: float = opt(0.01, range=(1e-6, 1.0), doc="lower clip on q_n (variance control, spec §7.9)")
     k_starts: list = opt([1.0, 0.5, 0.25], doc="k^0 starts as fractions of r (multi-start, spec §7.4)")
+    k_min: int = opt(1, range=(1, 4096),
+                     doc="smallest k the planner may choose; set it to the smallest pilot k so the fitted bound is not extrapolated")
     k_moves: str = opt("both", choices=("decrease", "both"), doc="greedy k-step moves: paper's decrease-only or +/-1")
     theta: list = opt([], doc="theta1..theta4 (eq. 22-23); empty = read theta_file")
     theta_file: str = opt("", doc="JSON written by 'fedsketch estimate'")
@@ -202,10 +204,16 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Short hash of the resolved config (output names excluded)."""
-        d = self.to_dict()
+        """Short hash of the settings that differ from the defaults (output section excluded).
+
+        Only non-default values enter, so adding a new option with a default that keeps the old
+        behaviour does not orphan earlier runs and their checkpoints.
+        """
+        d, base = self.to_dict(), type(self)().to_dict()
         d.pop("output", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        diff = {sec: ({k: v for k, v in val.items() if v != base[sec].get(k, object())} if isinstance(val, dict) else val)
+                for sec, val in d.items() if val != base.get(sec)}
+        return hashlib.sha256(json.dumps(diff, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def replace(self, **sections: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **sections)

@@ -201,3 +201,25 @@ def test_bad_inputs_raise_with_client_and_constraint():
         solve(skew)
     exact = PlanProblem(prof, np.array([0.05, 0.05, 0.85, 0.05]), 4, 10.0, Theta(4.0, 1.0, 1.0, 1.0))
     assert exact.violations(*(lambda pl: (pl.q, pl.k))(solve(exact))) == []
+
+
+def test_k_min_bounds_every_planned_rank():
+    import dataclasses
+
+    from fedsketch.planner.bound import Theta
+    from fedsketch.planner.kstep import k_step
+    from fedsketch.planner.solve import make_plan
+    from planner_helpers import synthetic_problem
+
+    # a sketch term so cheap that the unconstrained plan uses k = 1 somewhere
+    prob = synthetic_problem(20, 3, r=8, theta=Theta(1.0, 0.05, 0.001, 100.0))
+    q = np.full(prob.N, 0.5)
+    free = k_step(prob, q, np.full(prob.N, 8, dtype=np.int64)).k
+    assert free.min() == 1
+    bounded = dataclasses.replace(prob, k_min=3)
+    k = k_step(bounded, q, np.full(prob.N, 8, dtype=np.int64)).k
+    assert k.min() == 3 and not bounded.violations(q, k)
+    plan = make_plan(bounded, np.random.default_rng(0))[0]
+    assert plan.k.min() >= 3
+    with pytest.raises(ValueError, match="k_min must be an integer in \\[1, r=8\\]"):
+        dataclasses.replace(prob, k_min=9)

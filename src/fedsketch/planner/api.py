@@ -73,7 +73,8 @@ def problem_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfil
     pl = cfg.planner
     return PlanProblem(profiles, np.asarray(p, dtype=float), int(cfg.lora.rank), float(cfg.network.bandwidth_mbps),
                        theta if theta is not None else resolve_theta(cfg), compute_model=cfg.network.compute_model,
-                       feasibility=pl.feasibility, margin=pl.margin, q_floor=pl.q_min_floor)
+                       feasibility=pl.feasibility, margin=pl.margin, q_floor=pl.q_min_floor,
+                       k_min=min(int(pl.k_min), int(cfg.lora.rank)))
 
 
 def plan_problem(prob: PlanProblem, cfg) -> tuple[Plan, list[Baseline]]:

@@ -105,6 +105,9 @@ class PlanProblem:
         ``mu`` of eq. 39 (per-client forms) or ``delta / theta1`` (exact form).
     q_floor : float
         Lower clip on every ``q_n`` (variance control, spec §7.9).
+    k_min : int
+        Smallest rank the planner may choose (default 1). Set it to the smallest pilot rank so
+        the fitted bound is not extrapolated below the ranks it was estimated on.
     """
 
     profiles: ClientProfiles
@@ -116,6 +119,7 @@ class PlanProblem:
     feasibility: str = "exact"
     margin: float = 1e-3
     q_floor: float = 0.0
+    k_min: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "p", normalise_weights(self.p))
@@ -131,6 +135,8 @@ class PlanProblem:
             raise ValueError(f"compute_model must be one of {COMPUTE_MODELS}, got {self.compute_model!r}")
         if self.feasibility not in FEASIBILITY:
             raise ValueError(f"feasibility must be one of {FEASIBILITY}, got {self.feasibility!r}")
+        if not (isinstance(self.k_min, (int, np.integer)) and 1 <= self.k_min <= self.r):
+            raise ValueError(f"planner.k_min must be an integer in [1, r={self.r}], got {self.k_min!r}")
         if not (0 <= self.margin < 1):
             raise ValueError(f"margin must lie in [0, 1), got {self.margin!r}")
         if not (0 <= self.q_floor <= 1):
@@ -270,7 +276,7 @@ class PlanProblem:
 
     def feasible_k_start(self, k0: np.ndarray) -> np.ndarray:
         """Smallest ranks ``>= k0`` for which the box ``q_lower(k) <= 1`` is non-empty (raises if none)."""
-        k = np.clip(np.asarray(k0, dtype=np.int64), 1, self.r)
+        k = np.clip(np.asarray(k0, dtype=np.int64), self.k_min, self.r)
         self.require_box(np.full(self.N, self.r))
         for _ in range(self.r):
             bad = self.q_lower(k) > 1

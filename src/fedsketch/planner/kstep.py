@@ -97,14 +97,14 @@ def move_gains(prob: PlanProblem, q: np.ndarray, k: np.ndarray, step: int,
     Returns
     -------
     J_new : array (N,)
-        ``J`` after the single move (``inf`` where the move leaves ``[1, r]`` or the constraint).
+        ``J`` after the single move (``inf`` where the move leaves ``[k_min, r]`` or the constraint).
     k_new : int array (N,)
-        The moved ranks (clipped to ``[1, r]`` where invalid).
+        The moved ranks (clipped to ``[k_min, r]`` where invalid).
     """
     pre = _pre if _pre is not None else _precompute(prob, q, k)
     k_new = k + step
-    valid = (k_new >= 1) & (k_new <= prob.r)
-    k_new = np.clip(k_new, 1, prob.r)
+    valid = (k_new >= prob.k_min) & (k_new <= prob.r)
+    k_new = np.clip(k_new, prob.k_min, prob.r)
     t_cp, t_cm = pre["t_cp"], pre["t_cm"]
     t_cp2, t_cm2 = prob.times(k_new)
     c2 = prob.c(k_new)

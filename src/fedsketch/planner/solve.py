@@ -141,7 +141,7 @@ def solve(
     for f in k_starts:
         if not (0 < f <= 1):
             raise ValueError(f"k_starts must be fractions of r in (0, 1], got {f!r}")
-        starts.append((f"k0={f:g}r", None, np.full(prob.N, max(1, int(round(f * prob.r))), dtype=np.int64)))
+        starts.append((f"k0={f:g}r", None, np.full(prob.N, max(prob.k_min, int(round(f * prob.r))), dtype=np.int64)))
     for i, (q0, k0) in enumerate(extra_starts):
         starts.append((f"extra{i}", q0, np.asarray(k0, dtype=np.int64)))
     if not starts:
