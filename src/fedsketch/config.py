@@ -131,6 +131,8 @@ class EvalConfig:
     every_sim_seconds: float = opt(0.0, range=(0.0, INF),
                                    doc="also evaluate once the simulated clock has advanced this much since the last evaluation (0 = off)")
     num_samples: int = opt(100, range=(0, INF), doc="seeded test sample size (0 = whole test set)")
+    sample_seed: int = opt(0, range=(-1, INF),
+                           doc="seed of the test sample; fixed by default so every seed is scored on the same questions (-1 = the run's seed)")
     batch_size: int = opt(16, range=(1, 4096), doc="sequences per evaluation forward pass")
 
 

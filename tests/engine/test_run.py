@@ -255,3 +255,14 @@ def test_evaluation_on_a_simulated_time_grid(tiny_cfg):
             last = r["sim_seconds"]
     got = [r["round"] for r in recs[1:] if r.get("accuracy") is not None]
     assert got == expect and 1 < len(got) < 6
+
+
+def test_every_seed_is_scored_on_the_same_questions_by_default(tiny_cfg):
+    from fedsketch.server import prepare
+
+    def questions(*sets):
+        engine = prepare(tiny_cfg("eval.num_samples=6", *sets))[0]
+        return [tuple(c.ids) for cands, _ in engine.eval_items for c in cands[:1]]
+
+    assert questions("seed=0") == questions("seed=1")
+    assert questions("seed=0", "eval.sample_seed=-1") != questions("seed=1", "eval.sample_seed=-1")

@@ -73,7 +73,9 @@ class TorchEngine:
             [encode(self.tok, *format_train(train_examples[i], fmt), L) for i in idx] for idx in parts]
         n_test = len(test_examples)
         m = n_test if cfg.eval.num_samples in (0, None) else min(cfg.eval.num_samples, n_test)
-        pick = np.sort(streams.generator("eval_sample").choice(n_test, size=m, replace=False))
+        # the same questions for every run seed unless eval.sample_seed = -1
+        es = streams if cfg.eval.sample_seed < 0 else Streams(cfg.eval.sample_seed)
+        pick = np.sort(es.generator("eval_sample").choice(n_test, size=m, replace=False))
         self.eval_items: list[tuple[list[Encoded], int]] = []
         for i in pick:
             ex = test_examples[i]
