@@ -208,8 +208,9 @@ def commit_round(sess: RunSession, t: int, state: LoraState, rec: dict[str, Any]
     """Advance the clock, evaluate when due, append and write the record, checkpoint.
 
     The run ends (``sess.finished``, and ``rec["stop"]`` names why) after round ``fl.rounds``,
-    once the simulated clock reaches ``fl.sim_budget_minutes`` (evaluated there), or after the
-    first evaluation with accuracy >= ``fl.stop_accuracy``. Raises ``RuntimeError`` after
+    once the simulated clock reaches ``fl.sim_budget_minutes`` (evaluated there), after the
+    first evaluation with accuracy >= ``fl.stop_accuracy``, or after an evaluation whose test loss
+    exceeds ``fl.stop_divergence`` times the round-0 test loss. Raises ``RuntimeError`` after
     ``fl.min_completion`` consecutive rounds in which every sampled client failed.
     """
     cfg = sess.cfg
@@ -222,8 +223,12 @@ def commit_round(sess: RunSession, t: int, state: LoraState, rec: dict[str, Any]
     last_eval = next((r["sim_seconds"] for r in reversed(sess.records) if r.get("accuracy") is not None), 0.0)
     if (every and t % every == 0) or t == R or over_budget or (dt > 0 and sess.sim - last_eval >= dt):
         rec.update(sess.engine.evaluate(state).as_dict())
+    loss0 = sess.records[0].get("test_loss")
     if fl.stop_accuracy > 0 and rec.get("accuracy") is not None and rec["accuracy"] >= fl.stop_accuracy:
         rec["stop"] = "stop_accuracy"
+    elif (fl.stop_divergence > 0 and rec.get("test_loss") is not None and loss0 is not None
+          and not rec["test_loss"] <= fl.stop_divergence * loss0):  # NaN counts as diverged
+        rec["stop"] = "stop_divergence"
     elif over_budget:
         rec["stop"] = "sim_budget_minutes"
     elif t == R:
