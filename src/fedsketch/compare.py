@@ -164,6 +164,7 @@ def summarise(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list
         rows.append({"strategy": name, "target": suite.target, "reached": len(hit), "seeds": len(times),
                      "minutes_mean": float(np.mean(hit)) if len(hit) == len(times) else None,
                      "minutes_std": float(np.std(hit)) if len(hit) == len(times) else None,
+                     "minutes_mean_reached": float(np.mean(hit)) if hit else None,
                      "final_accuracy_mean": float(np.mean(final)) if final else None,
                      "total_sim_minutes_mean": float(np.mean([r[-1]["sim_seconds"] / 60 for r in seed_runs]))})
     ref = next(r for r in rows if r["strategy"] == suite.reference)
@@ -186,7 +187,8 @@ def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
           "|---|---|---|---|---|---|"]
     for r in rows:
         t = (f"{_fmt(r['minutes_mean'])} ± {_fmt(r['minutes_std'])}" if r["minutes_mean"] is not None
-             else f"not reached in {r['seeds'] - r['reached']} of {r['seeds']} seeds")
+             else f"not reached in {r['seeds'] - r['reached']} of {r['seeds']} seeds"
+             + (f" (the others: {_fmt(r['minutes_mean_reached'])})" if r["reached"] else ""))
         acc = _fmt(100 * r["final_accuracy_mean"] if r["final_accuracy_mean"] is not None else None, ".1f")
         speed = f"{r[key]:.2f}×" if r[key] is not None else "—"
         md.append(f"| {r['strategy']} | {100 * suite.target:.0f}% | {t} | {r['reached']}/{r['seeds']} | {acc}% | {speed} |")

@@ -89,3 +89,21 @@ def test_interrupted_suite_resumes_to_the_same_results(data_dir, tmp_path):
                                 for r in rs]
             assert strip(r1) == strip(r2)
     assert straight == resumed
+
+
+def test_unreached_seeds_give_no_mean_but_the_reached_ones_are_shown(tmp_path):
+    from fedsketch.compare import summarise, write_tables
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0, 1]\ntarget = 0.5\nreference = "a"\n'
+                     '[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\n')
+    s = load_suite(suite, output=tmp_path / "out")
+    hit = lambda t: [{"sim_seconds": 0, "accuracy": 0.1}, {"sim_seconds": t, "accuracy": 0.6}]  # noqa: E731
+    miss = [{"sim_seconds": 0, "accuracy": 0.1}, {"sim_seconds": 90, "accuracy": 0.4}]
+    rows = summarise(s, {"a": [hit(60), hit(180)], "b": [hit(30), miss]})
+    a, b = rows
+    assert a["minutes_mean"] == 2.0 and a["minutes_std"] == 1.0 and a["speedup_vs_a"] == 1.0
+    assert b["minutes_mean"] is None and b["minutes_mean_reached"] == 0.5 and b["speedup_vs_a"] is None
+    write_tables(s, rows)
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| b | 50% | not reached in 1 of 2 seeds (the others: 0.50) | 1/2 |" in md
