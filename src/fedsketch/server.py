@@ -166,7 +166,7 @@ class RunSession:
     wall0: float
     last: int  # last round this session will run
     consecutive_fail: int = 0
-    finished: bool = False  # the run is over (last round, simulated-time budget or target accuracy)
+    finished: bool = False  # the run is over (a stop rule of commit_round fired; rec["stop"] says which)
 
     @property
     def ckpt(self) -> Path:
