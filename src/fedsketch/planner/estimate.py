@@ -231,13 +231,8 @@ def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
     if len(obs) < 4:
         raise EstimationError(f"eq. 22 has 4 unknowns: need at least 4 pilot runs, got {len(obs)}")
     A = design_matrix(obs, p, r)  # (m, 4)
-    scale = np.linalg.norm(A, axis=0)  # (4,)
-    _, s, vt = np.linalg.svd(A / scale, full_matrices=False)
-    theta = vt[-1] / scale
-    theta /= np.linalg.norm(theta)
+    theta, s = _null_vector(A, range(4))  # column-scaled SVD, unit norm, theta4 >= 0
     problems = []
-    if theta[3] < 0:
-        theta = -theta
     if theta[3] <= 0:
         problems.append("theta4 = 0: the observations are inconsistent with the model R = theta4 / D")
     ratio = float(s[-2] / s[0])
@@ -249,7 +244,8 @@ def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
     tiny = sign_tol * float(np.max(np.abs(theta)))
     theta[1:3] = np.where((theta[1:3] < 0) & (theta[1:3] >= -tiny), 0.0, theta[1:3])
     pinned: list[str] = []
-    free, free_res = theta.copy(), float(s[-1] / s[0])
+    residual = float(s[-1] / s[0])
+    free, free_res = theta.copy(), residual
     # only a sign violation of theta2/theta3 is refitted; theta1 <= 0 (target unreachable) stays flagged
     if signs == "constrain" and theta[0] > 0 and (theta[1] < 0 or theta[2] < 0):
         fit = _constrained_fit(A, tiny)
@@ -266,7 +262,6 @@ def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
         if theta[i] < 0:
             problems.append(f"sign violation: {names[i]} = {theta[i]:.4g} < 0; rerun the pilots with more widely "
                             "spread configurations (spec §2.8)")
-    residual = float(s[-1] / s[0])
     if pinned:  # misfit of the constrained fit on the same column-scaled system
         residual = _scaled_misfit(A, theta) / float(s[0])
     return ThetaEstimate(theta, s, ratio, residual, not problems, problems, list(obs),
