@@ -85,7 +85,9 @@ def defaults(config: Annotated[Optional[Path], typer.Argument(help="show this co
 def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)")], set_: SetOpt = None,
             data_dir: DataDirOpt = None,
             output: Annotated[Optional[Path], typer.Option(help="write results here instead of the suite's output")] = None,
-            seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds replacing the suite's list, e.g. 0,1")] = None) -> None:
+            seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds replacing the suite's list, e.g. 0,1")] = None,
+            run: Annotated[bool, typer.Option("--run/--report-only",
+                                              help="--report-only: train nothing, tabulate the finished runs")] = True) -> None:
     """Run several strategies x seeds on one partition; write a time-to-target table and plot."""
     from fedsketch.compare import compare as run_compare
 
@@ -96,7 +98,7 @@ def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)
         console.print(f"[red]--seeds must be comma-separated integers, got {seeds!r}[/red]")
         raise typer.Exit(2) from None
     try:
-        rows = run_compare(suite, sets, output, log=console.print, seeds=seed_list)
+        rows = run_compare(suite, sets, output, log=console.print, seeds=seed_list, run=run)
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None

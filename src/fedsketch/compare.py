@@ -7,6 +7,7 @@ A suite file::
     seeds = [0, 1, 2]
     target = 0.55                          # test accuracy to reach
     stop_at_target = true                  # optional: end each run at its first evaluation >= target
+    sweep = [0.50, 0.55, 0.60]             # optional: also tabulate minutes to each of these accuracies
     reference = "full"                     # speed-ups are relative to this strategy
     output = "../results/fig2-sampling"    # relative to the suite file
 
@@ -45,6 +46,7 @@ class Suite:
     output: Path
     strategies: list[tuple[str, list[str]]]
     overrides: list[str]
+    sweep: tuple[float, ...] = ()
 
     def config(self, strategy: str, seed: int) -> ExperimentConfig:
         sets = dict(self.strategies)[strategy]
@@ -66,7 +68,7 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
     errors: list[str] = []
-    allowed = {"name", "base", "seeds", "target", "reference", "output", "strategy", "set", "stop_at_target"}
+    allowed = {"name", "base", "seeds", "target", "reference", "output", "strategy", "set", "stop_at_target", "sweep"}
     errors += [f"{path}: unknown key {k!r}; allowed: {', '.join(sorted(allowed))}" for k in raw if k not in allowed]
     seeds = raw.get("seeds", [0]) if seeds is None else list(seeds)
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)):
@@ -74,6 +76,11 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
     target = raw.get("target")
     if not isinstance(target, (int, float)) or not 0 < target <= 1:
         errors.append(f"{path}: target must be an accuracy in (0, 1], got {target!r}")
+    sweep = raw.get("sweep", [])
+    if not (isinstance(sweep, list) and all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                            and 0 < a <= 1 for a in sweep)):
+        errors.append(f"{path}: sweep must be a list of accuracies in (0, 1], got {sweep!r}")
+        sweep = []
     strategies = []
     for i, s in enumerate(raw.get("strategy", [])):
         if not isinstance(s, dict) or not isinstance(s.get("name"), str):
@@ -101,7 +108,8 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
                   target=float(target or 0), reference=ref,
                   output=Path(output).resolve() if output is not None else
                   (path.parent / raw.get("output", f"../results/{path.stem}")).resolve(),
-                  strategies=strategies, overrides=list(raw.get("set", [])) + stop_set + list(overrides or []))
+                  strategies=strategies, overrides=list(raw.get("set", [])) + stop_set + list(overrides or []),
+                  sweep=tuple(sorted(float(a) for a in sweep)))
     if not errors:  # every strategy x seed must give a valid config
         for n, _ in strategies:
             try:
@@ -128,8 +136,12 @@ def _finished_records(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
     return records if done else None
 
 
-def run_suite(suite: Suite, log: Any = print) -> dict[str, list[list[dict[str, Any]]]]:
-    """Run every strategy x seed (skipping finished runs); return records per strategy."""
+def run_suite(suite: Suite, log: Any = print, run: bool = True) -> dict[str, list[list[dict[str, Any]]]]:
+    """Run every strategy x seed (skipping finished runs); return records per strategy.
+
+    With ``run=False`` nothing is trained: only the runs that finished earlier are read, and the
+    others are left out (logged), e.g. to tabulate a suite that was run on another machine.
+    """
     from fedsketch.server import run_experiment
 
     out: dict[str, list[list[dict[str, Any]]]] = {name: [] for name, _ in suite.strategies}
@@ -137,11 +149,14 @@ def run_suite(suite: Suite, log: Any = print) -> dict[str, list[list[dict[str, A
         for name, _ in suite.strategies:
             cfg = suite.config(name, seed)
             recs = _finished_records(cfg)
-            if recs is None:
+            if recs is not None:
+                log(f"[{suite.name}] {name} seed {seed}: finished earlier, reusing")
+            elif run:
                 log(f"[{suite.name}] running {name} seed {seed}")
                 recs = run_experiment(cfg).records
             else:
-                log(f"[{suite.name}] {name} seed {seed}: finished earlier, reusing")
+                log(f"[{suite.name}] {name} seed {seed}: no finished run, left out of the report")
+                continue
             out[name].append(recs)
     return out
 
@@ -161,12 +176,14 @@ def summarise(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list
         times = [time_to_target(r, suite.target) for r in seed_runs]
         hit = [t / 60 for t in times if t is not None]
         final = [r[-1].get("accuracy") for r in seed_runs if r[-1].get("accuracy") is not None]
+        complete = bool(times) and len(hit) == len(times)
         rows.append({"strategy": name, "target": suite.target, "reached": len(hit), "seeds": len(times),
-                     "minutes_mean": float(np.mean(hit)) if len(hit) == len(times) else None,
-                     "minutes_std": float(np.std(hit)) if len(hit) == len(times) else None,
+                     "minutes_mean": float(np.mean(hit)) if complete else None,
+                     "minutes_std": float(np.std(hit)) if complete else None,
                      "minutes_mean_reached": float(np.mean(hit)) if hit else None,
                      "final_accuracy_mean": float(np.mean(final)) if final else None,
-                     "total_sim_minutes_mean": float(np.mean([r[-1]["sim_seconds"] / 60 for r in seed_runs]))})
+                     "total_sim_minutes_mean": float(np.mean([r[-1]["sim_seconds"] / 60 for r in seed_runs]))
+                     if seed_runs else None})
     ref = next(r for r in rows if r["strategy"] == suite.reference)
     for r in rows:
         ok = r["minutes_mean"] is not None and ref["minutes_mean"] is not None and r["minutes_mean"] > 0
@@ -187,7 +204,7 @@ def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
           "|---|---|---|---|---|---|"]
     for r in rows:
         t = (f"{_fmt(r['minutes_mean'])} ± {_fmt(r['minutes_std'])}" if r["minutes_mean"] is not None
-             else f"not reached in {r['seeds'] - r['reached']} of {r['seeds']} seeds"
+             else "no finished run" if r["seeds"] == 0 else f"not reached in {r['seeds'] - r['reached']} of {r['seeds']} seeds"
              + (f" (the others: {_fmt(r['minutes_mean_reached'])})" if r["reached"] else ""))
         acc = _fmt(100 * r["final_accuracy_mean"] if r["final_accuracy_mean"] is not None else None, ".1f")
         speed = f"{r[key]:.2f}×" if r[key] is not None else "—"
@@ -200,8 +217,107 @@ def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(suite.output / "table.csv", buf.getvalue())
 
 
-def plot_suite(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> None:
-    """Accuracy vs simulated minutes, one curve per strategy: mean over seeds and a ±std band."""
+def sweep_rows(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Minutes to each accuracy of ``suite.sweep``, per strategy (mean and std over the seeds that reached it)."""
+    rows = []
+    for name, seed_runs in runs.items():
+        for level in suite.sweep:
+            hit = [t / 60 for t in (time_to_target(r, level) for r in seed_runs) if t is not None]
+            rows.append({"strategy": name, "accuracy": level, "reached": len(hit), "seeds": len(seed_runs),
+                         "minutes_mean": float(np.mean(hit)) if hit else None,
+                         "minutes_std": float(np.std(hit)) if hit else None})
+    return rows
+
+
+def write_sweep(suite: Suite, rows: list[dict[str, Any]]) -> None:
+    """``sweep.md`` (strategies x accuracy levels) and ``sweep.csv`` (one row per pair)."""
+    levels = list(suite.sweep)
+    md = [f"# {suite.name}: simulated minutes to each test accuracy", "",
+          "Mean ± std over the seeds that reached the level, and how many of the strategy's finished "
+          "runs did; — where none did.", "",
+          "| strategy | " + " | ".join(f"{100 * a:g}%" for a in levels) + " |",
+          "|---|" + "---|" * len(levels)]
+    for name, _ in suite.strategies:
+        cells = []
+        for r in (r for r in rows if r["strategy"] == name):
+            t = "—" if r["minutes_mean"] is None else f"{r['minutes_mean']:.2f} ± {r['minutes_std']:.2f}"
+            cells.append(f"{t} ({r['reached']}/{r['seeds']})")
+        md.append(f"| {name} | " + " | ".join(cells) + " |")
+    atomic_write_text(suite.output / "sweep.md", "\n".join(md) + "\n")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(suite.output / "sweep.csv", buf.getvalue())
+
+
+def divergence_onset(records: list[dict[str, Any]], factor: float = 1.5) -> float | None:
+    """Simulated seconds of the first evaluation whose test loss exceeds ``factor`` times the best
+    test loss of the run so far (None if none does)."""
+    best = float("inf")
+    for r in records:
+        loss = r.get("test_loss")
+        if loss is None:
+            continue
+        if loss > factor * best:
+            return float(r["sim_seconds"])
+        best = min(best, loss)
+    return None
+
+
+def stability_rows(suite: Suite) -> list[dict[str, Any]]:
+    """Per run: Theorem 1's step-size factor ``kappa_max * Omega`` of its plan and whether it diverged.
+
+    ``q``, ``k`` and ``p`` come from the run's ``run.json``; ``kappa_n`` is the LoRA scale the
+    method trains client n at (``Method.client_scale``: r/k_n for the sketched methods, 1 for
+    HeteroLoRA and FLoRA). Sorted by the factor, so a threshold between stable and diverged runs
+    shows at a glance.
+    """
+    from fedsketch.planner.bound import step_size_factor
+    from fedsketch.server import run_dir_for
+    from fedsketch.strategies.methods import make_method
+
+    rows = []
+    for name, _ in suite.strategies:
+        for seed in suite.seeds:
+            cfg = suite.config(name, seed)
+            recs = _finished_records(cfg)
+            if recs is None:  # not run, or unfinished: not part of the report
+                continue
+            info = json.loads((run_dir_for(cfg) / "run.json").read_text())
+            method, r = make_method(cfg.fl.method), cfg.lora.rank
+            kappa = [method.client_scale(int(k), r) for k in info["k"]]
+            factor, omega, kmax = step_size_factor(info["p"], info["q"], kappa)
+            onset = divergence_onset(recs)
+            rows.append({"strategy": name, "seed": seed, "step_factor": factor, "omega": omega, "kappa_max": kmax,
+                         "sum_q": float(np.sum(info["q"])),
+                         "diverged_at_minutes": None if onset is None else onset / 60})
+    return sorted(rows, key=lambda x: (x["step_factor"], x["strategy"], x["seed"]))
+
+
+def write_stability(suite: Suite, rows: list[dict[str, Any]]) -> None:
+    """``stability.md`` and ``stability.csv``: one row per finished run, by step-size factor."""
+    md = [f"# {suite.name}: Theorem 1 step-size factor and divergence, per run", "",
+          "`kappa_max * Omega` with `Omega = sum_n p_n (1 - p_n) + p_n^2 / q_n` and `kappa_n` the LoRA scale "
+          "client n trains at; Theorem 1 needs `eta <= 1 / (32 L H beta kappa_max Omega)`. A run counts "
+          "as diverged at its first evaluation whose test loss exceeds 1.5x its best so far.", "",
+          "| strategy | seed | kappa_max * Omega | Omega | kappa_max | sum q | diverged at (min) |",
+          "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['strategy']} | {r['seed']} | {r['step_factor']:.2f} | {r['omega']:.2f} | "
+                  f"{r['kappa_max']:.0f} | {r['sum_q']:.2f} | {_fmt(r['diverged_at_minutes'])} |")
+    atomic_write_text(suite.output / "stability.md", "\n".join(md) + "\n")
+    if rows:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(suite.output / "stability.csv", buf.getvalue())
+
+
+def plot_suite(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]], metric: str = "accuracy") -> None:
+    """``metric`` (accuracy or test_loss) vs simulated minutes, one curve per strategy: mean over
+    seeds and a ±std band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +325,10 @@ def plot_suite(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> Non
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for name, seed_runs in runs.items():
-        curves = [[(r["sim_seconds"] / 60, 100 * r["accuracy"]) for r in recs if r.get("accuracy") is not None]
+        if not seed_runs:
+            continue
+        scale = 100 if metric == "accuracy" else 1
+        curves = [[(r["sim_seconds"] / 60, scale * r[metric]) for r in recs if r.get(metric) is not None]
                   for recs in seed_runs]
         end = max(c[-1][0] for c in curves)  # a finished run holds its last value to the end
         grid = np.linspace(0, end, 200)
@@ -220,23 +339,31 @@ def plot_suite(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> Non
         for c in curves:  # where each seed's run ended
             ax.plot([c[-1][0]], [c[-1][1]], marker="|", color=line.get_color(), ms=8)
         ax.fill_between(grid, mean - std, mean + std, alpha=0.2, step="post")
-    ax.axhline(100 * suite.target, color="grey", ls="--", lw=0.8)
+    if metric == "accuracy":
+        ax.axhline(100 * suite.target, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("simulated wall-clock time (min)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy (%)" if metric == "accuracy" else "test loss (answer NLL per token)")
     ax.set_title(f"{suite.name} (mean ± std over {len(suite.seeds)} seeds)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write_with(suite.output / "accuracy_vs_time.png", lambda tmp: fig.savefig(tmp, format="png"))
+    name = "accuracy_vs_time.png" if metric == "accuracy" else "loss_vs_time.png"
+    atomic_write_with(suite.output / name, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
 
 def compare(path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None,
-            log: Any = print, seeds: list[int] | None = None) -> list[dict[str, Any]]:
-    """Run a suite and write ``table.md``, ``table.csv`` and ``accuracy_vs_time.png`` to its output."""
+            log: Any = print, seeds: list[int] | None = None, run: bool = True) -> list[dict[str, Any]]:
+    """Run a suite and write ``table.md``, ``table.csv``, ``accuracy_vs_time.png`` and
+    ``loss_vs_time.png`` to its output, ``stability.md``/``.csv`` (Theorem 1's step-size factor per
+    run), and ``sweep.md``/``.csv`` if the suite has a sweep. ``run=False`` only reports finished runs."""
     suite = load_suite(path, overrides, output, seeds)
-    runs = run_suite(suite, log)
+    runs = run_suite(suite, log, run)
     rows = summarise(suite, runs)
     write_tables(suite, rows)
+    if suite.sweep:
+        write_sweep(suite, sweep_rows(suite, runs))
     plot_suite(suite, runs)
+    plot_suite(suite, runs, "test_loss")
+    write_stability(suite, stability_rows(suite))
     return rows

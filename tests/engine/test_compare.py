@@ -25,6 +25,9 @@ def test_smoke_suite_end_to_end(data_dir, tmp_path):
     md = (tmp_path / "table.md").read_text()
     assert "speed-up vs fslora" in md
     assert (tmp_path / "accuracy_vs_time.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "loss_vs_time.png").read_bytes()[:4] == b"\x89PNG"
+    stab = list(csv.DictReader((tmp_path / "stability.csv").open()))
+    assert len(stab) == 8 and all(float(x["step_factor"]) >= 1.0 for x in stab)
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert runs == sorted(f"{s}-seed{k}" for s in ("independent", "fslora", "heterolora", "flora") for k in (0, 1))
     # a second call reuses the finished runs (no retraining)
@@ -107,3 +110,77 @@ def test_unreached_seeds_give_no_mean_but_the_reached_ones_are_shown(tmp_path):
     write_tables(s, rows)
     md = (tmp_path / "out" / "table.md").read_text()
     assert "| b | 50% | not reached in 1 of 2 seeds (the others: 0.50) | 1/2 |" in md
+
+
+def _fake_run(suite, strategy: str, seed: int, records: list[dict], p, q, k) -> None:
+    """A run folder as run_experiment leaves it (run.json + metrics.jsonl), without training."""
+    import json
+
+    from fedsketch.server import run_dir_for
+
+    cfg = suite.config(strategy, seed)
+    out = run_dir_for(cfg)
+    out.mkdir(parents=True)
+    (out / "run.json").write_text(json.dumps({"config_hash": cfg.hash(), "p": p, "q": q, "k": k}))
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_report_only_tabulates_finished_runs_with_sweep_and_stability(tmp_path):
+    """--report-only trains nothing: unfinished and missing runs are left out and said so."""
+    from fedsketch.compare import compare
+
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0, 1]\ntarget = 0.6\n'
+                          'sweep = [0.7, 0.5]\nreference = "a"\n'
+                          '[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\n[[strategy]]\nname = "c"\n')
+    s = load_suite(suite_file, output=tmp_path / "out")
+    r = s.config("a", 0).lora.rank
+
+    def recs(*pts, stop="sim_budget_minutes"):
+        rows = [{"round": i, "sim_seconds": t, "accuracy": a, "test_loss": loss} for i, (t, a, loss) in enumerate(pts)]
+        rows[-1]["stop"] = stop
+        return rows
+
+    p = [0.5, 0.5]
+    _fake_run(s, "a", 0, recs((0, 0.5, 3.0), (60, 0.6, 2.0), (120, 0.7, 1.9)), p, [1.0, 1.0], [r, r])
+    _fake_run(s, "a", 1, recs((0, 0.5, 3.0), (120, 0.65, 2.0), (180, 0.66, 1.9)), p, [1.0, 1.0], [r, r])
+    # b: small q and half rank (kappa_max * Omega = 2 * (0.5 + 2 * 0.25/0.25) = 5); diverges at 90 s
+    _fake_run(s, "b", 0, recs((0, 0.5, 3.0), (30, 0.62, 2.0), (90, 0.3, 9.0), stop="stop_divergence"),
+              p, [0.25, 0.25], [r // 2, r // 2])
+    _fake_run(s, "b", 1, recs((0, 0.5, 3.0), (30, 0.55, 2.5), stop=None), p, [0.25, 0.25], [r, r])  # unfinished
+    logs: list[str] = []
+    rows = compare(suite_file, output=tmp_path / "out", run=False, log=logs.append)
+
+    assert not (tmp_path / "out" / "runs" / "c-seed0").exists()  # nothing was trained
+    assert sum("left out of the report" in m for m in logs) == 3  # b seed 1, c seeds 0 and 1
+    a, b, c = rows
+    assert (a["seeds"], a["minutes_mean"], a["minutes_std"]) == (2, 1.5, 0.5)
+    assert (b["seeds"], b["minutes_mean"], b["final_accuracy_mean"]) == (1, 0.5, 0.3)
+    assert c["seeds"] == 0 and c["minutes_mean"] is None
+    out = tmp_path / "out"
+    assert "| c | 60% | no finished run | 0/0 |" in (out / "table.md").read_text()
+    sweep = (out / "sweep.md").read_text()
+    assert "| strategy | 50% | 70% |" in sweep
+    assert "| a | 0.00 ± 0.00 (2/2) | 2.00 ± 0.00 (1/2) |" in sweep and "| b | 0.00 ± 0.00 (1/1) | — (0/1) |" in sweep
+    stab = list(csv.DictReader((out / "stability.csv").open()))
+    assert [(x["strategy"], x["seed"]) for x in stab] == [("a", "0"), ("a", "1"), ("b", "0")]
+    assert float(stab[0]["step_factor"]) == 1.0 and stab[0]["diverged_at_minutes"] == ""
+    assert float(stab[2]["step_factor"]) == 5.0 and float(stab[2]["diverged_at_minutes"]) == 1.5
+    for png in ("accuracy_vs_time.png", "loss_vs_time.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_divergence_onset():
+    from fedsketch.compare import divergence_onset
+
+    recs = [{"sim_seconds": 0, "test_loss": 5.0}, {"sim_seconds": 10}, {"sim_seconds": 20, "test_loss": 2.0},
+            {"sim_seconds": 30, "test_loss": 2.9}, {"sim_seconds": 40, "test_loss": 3.1}]
+    assert divergence_onset(recs) == 40  # 3.1 > 1.5 x 2.0; 2.9 is not
+    assert divergence_onset(recs[:4]) is None
+
+
+def test_bad_sweep_is_reported(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\ntarget = 0.5\nsweep = [0.5, 1.5]\n[[strategy]]\nname = "a"\n')
+    with pytest.raises(ConfigError, match="sweep must be a list of accuracies in"):
+        load_suite(p)

@@ -31,6 +31,24 @@ from fedsketch.network.round_time import _emax_and_grad_sorted, expected_bandwid
 FEASIBILITY = ("per_client", "p_weighted", "exact")
 
 
+
+def step_size_factor(p: Sequence[float], q: Sequence[float], kappa: Sequence[float]) -> tuple[float, float, float]:
+    """Theorem 1's step-size condition ``eta <= 1 / (32 L H beta kappa_max Omega)`` in its plan part.
+
+    Returns ``(kappa_max * Omega, Omega, kappa_max)`` with ``Omega = sum_n p_n (1 - p_n) + p_n^2 / q_n``
+    (PAPER.md §2.3) and ``kappa_max = max_n kappa_n`` (``kappa_n`` the LoRA scale a client trains at,
+    ``r / k_n`` for the sketched methods). The largest stable learning rate shrinks in proportion to
+    this product, so a plan that multiplies it by c needs about a c times smaller ``eta``; P2 itself
+    (eq. 21) keeps ``eta`` fixed and does not see it.
+    """
+    p, q, kappa = (np.asarray(x, dtype=float) for x in (p, q, kappa))
+    if p.shape != q.shape or p.shape != kappa.shape:
+        raise ValueError(f"p, q and kappa need one entry per client, got shapes {p.shape}, {q.shape}, {kappa.shape}")
+    if np.any(q <= 0) or np.any(q > 1):
+        raise ValueError(f"q must be in (0, 1] for every client, got {q.tolist()}")
+    omega = float(np.sum(p * (1 - p) + p**2 / q))
+    return omega * float(kappa.max()), omega, float(kappa.max())
+
 @dataclass(frozen=True)
 class Theta:
     """The four lumped constants of the P2-ready bound (PAPER.md §2.3, eqs. 22–23).
