@@ -195,6 +195,14 @@ def _fmt(x: Any, spec: str = ".2f") -> str:
     return "—" if x is None else format(x, spec)
 
 
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
 def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
     key = "speedup_vs_" + suite.reference
     md = [f"# {suite.name}: simulated minutes to {100 * suite.target:.0f}% test accuracy", "",
@@ -210,11 +218,7 @@ def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
         speed = f"{r[key]:.2f}×" if r[key] is not None else "—"
         md.append(f"| {r['strategy']} | {100 * suite.target:.0f}% | {t} | {r['reached']}/{r['seeds']} | {acc}% | {speed} |")
     atomic_write_text(suite.output / "table.md", "\n".join(md) + "\n")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(suite.output / "table.csv", buf.getvalue())
+    _write_csv(suite.output / "table.csv", rows)
 
 
 def sweep_rows(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
@@ -244,11 +248,7 @@ def write_sweep(suite: Suite, rows: list[dict[str, Any]]) -> None:
             cells.append(f"{t} ({r['reached']}/{r['seeds']})")
         md.append(f"| {name} | " + " | ".join(cells) + " |")
     atomic_write_text(suite.output / "sweep.md", "\n".join(md) + "\n")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(suite.output / "sweep.csv", buf.getvalue())
+    _write_csv(suite.output / "sweep.csv", rows)
 
 
 def divergence_onset(records: list[dict[str, Any]], factor: float = 1.5) -> float | None:
@@ -308,11 +308,7 @@ def write_stability(suite: Suite, rows: list[dict[str, Any]]) -> None:
                   f"{r['kappa_max']:.0f} | {r['sum_q']:.2f} | {_fmt(r['diverged_at_minutes'])} |")
     atomic_write_text(suite.output / "stability.md", "\n".join(md) + "\n")
     if rows:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(suite.output / "stability.csv", buf.getvalue())
+        _write_csv(suite.output / "stability.csv", rows)
 
 
 def plot_suite(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]], metric: str = "accuracy") -> None:
