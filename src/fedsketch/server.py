@@ -21,7 +21,7 @@ from fedsketch.aggregate import validate_update
 from fedsketch.config import ExperimentConfig, to_toml
 from fedsketch.io import atomic_write_json, atomic_write_text
 from fedsketch.network import allocate_bandwidth, sketch_times
-from fedsketch.network.profiles import profiles_from_config
+from fedsketch.network.profiles import full_rank_payload_mbit, profiles_from_config
 from fedsketch.rng import Streams
 from fedsketch.sketch import ClientUpdate, LoraState
 from fedsketch.strategies import Allocation, Federation, resolve_allocation
@@ -134,7 +134,7 @@ def prepare(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation,
         from fedsketch.engine.runtime import TorchEngine
 
         engine = TorchEngine(cfg, data.train, data.test, data.parts, streams)
-    payload = cfg.network.payload_mbit or engine.num_values_full_rank() * cfg.network.upload_bits / 1e6
+    payload = full_rank_payload_mbit(cfg, engine.num_values_full_rank())  # the rule `fedsketch plan` uses too
     profiles = profiles_from_config(cfg, payload_mbit=payload)
     fed = Federation(p=data.weights, profiles=profiles, cfg=cfg, streams=streams)
     alloc = resolve_allocation(fed)

@@ -99,16 +99,13 @@ def _embedded_tokenizer(name: str, cache_dir: str) -> Any:
 
 def load_base_model(cfg: ModelConfig) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` in float32, truncated to ``cfg.num_layers`` decoder layers."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     name = cfg.name
     if name == TINY:
         tok = copy.deepcopy(_embedded_tokenizer("embedded:smollm2-135m-instruct", cfg.cache_dir))
-        conf = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                           tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         with scoped_seed(0):  # the tiny model's weights are fixed
-            model = LlamaForCausalLM(conf)
+            model = LlamaForCausalLM(_tiny_config(tok))
     elif name in EMBEDDED:
         model, tok = _load_embedded(name, cfg.cache_dir)
     else:
@@ -124,16 +121,57 @@ def load_base_model(cfg: ModelConfig) -> tuple[Any, Any]:
             ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if cfg.num_layers:
-        layers = model.model.layers
-        if cfg.num_layers > len(layers):
-            raise ModelError(f"model.num_layers={cfg.num_layers} exceeds the model's {len(layers)} layers")
-        model.model.layers = layers[: cfg.num_layers]
-        model.config.num_hidden_layers = cfg.num_layers
-        if hasattr(model.config, "layer_types") and model.config.layer_types:
-            model.config.layer_types = model.config.layer_types[: cfg.num_layers]
+    truncate_layers(model, cfg.num_layers)
     model.config.use_cache = False
     return model, tok
+
+
+def truncate_layers(model: Any, num_layers: int) -> None:
+    """Keep the first ``num_layers`` decoder layers of ``model`` (0 = all), in place."""
+    if num_layers:
+        layers = model.model.layers
+        if num_layers > len(layers):
+            raise ModelError(f"model.num_layers={num_layers} exceeds the model's {len(layers)} layers")
+        model.model.layers = layers[:num_layers]
+        model.config.num_hidden_layers = num_layers
+        if hasattr(model.config, "layer_types") and model.config.layer_types:
+            model.config.layer_types = model.config.layer_types[:num_layers]
+
+
+def _tiny_config(tok: Any) -> Any:
+    """The architecture of ``random:tiny-llama`` (a 2-layer Llama, hidden 64) for tokenizer ``tok``."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                       tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+
+
+def base_config(cfg: ModelConfig) -> Any:
+    """The transformers config of ``cfg.name`` without loading any weights (shapes only).
+
+    ``random:tiny-llama``: its fixed Llama config; the embedded model: the float cache's
+    ``config.json`` if present, else the GGUF metadata; otherwise ``AutoConfig.from_pretrained``
+    on the hub id or local folder (offline this needs a local folder or the hub cache).
+    """
+    from transformers import AutoConfig
+
+    name = cfg.name
+    try:
+        if name == TINY:
+            return _tiny_config(_embedded_tokenizer("embedded:smollm2-135m-instruct", cfg.cache_dir))
+        if name in EMBEDDED:
+            cache = _cache_path(name, cfg.cache_dir)
+            if cache is not None and (cache / "config.json").is_file():
+                return AutoConfig.from_pretrained(cache)
+            gguf = _embedded_gguf(name)
+            return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        return AutoConfig.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(
+            f"model.name={name!r}: could not read its config as a local folder or hub id ({e.__class__.__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
 
 
 def add_lora(model: Any, cfg: LoraConfig) -> Any:

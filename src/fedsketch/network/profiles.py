@@ -138,40 +138,29 @@ def load_profiles_csv(path: str | Path, num_clients: int) -> ClientProfiles:
     )
 
 
-def profiles_from_config(cfg: "ExperimentConfig", payload_mbit: float | None = None) -> ClientProfiles:  # noqa: F821
-    """Client profiles described by ``cfg.network`` (explicit lists, CSV, or a seeded draw).
-
-    ``payload_mbit`` is the full-rank upload size the engine measured; ``network.payload_mbit``
-    overrides it when non-zero. The seeded draw uses the ``network`` stream of ``cfg.seed`` and
-    ``round_compute_s = network.step_seconds * fl.local_steps``.
-    """
-    from fedsketch.rng import Streams
-
-    net, n = cfg.network, cfg.data.num_clients
-    if net.profile == "explicit":
-        tau_cp = np.asarray(net.tau_cp, float)
-        return ClientProfiles(tau_cp=tau_cp, tau_cm=np.asarray(net.tau_cm, float), tau_0=net.base_fraction * tau_cp)
-    if net.profile == "csv":
-        return load_profiles_csv(net.profile_csv, n)
-    payload = net.payload_mbit or payload_mbit
-    if not payload:
-        raise ValueError("network.payload_mbit: set it (> 0) when no engine measures the LoRA upload size")
-    return draw_profiles(n, Streams(cfg.seed).generator("network"), round_compute_s=net.step_seconds * cfg.fl.local_steps,
-                         speed_sigma=net.speed_sigma, payload_mbit=payload, rate_min=net.rate_min,
-                         base_fraction=net.base_fraction)
-
-
-#: Fallback full-rank LoRA payload when neither the caller nor ``network.payload_mbit`` gives one:
-#: LoRA on q_proj and v_proj of the embedded default model SmolLM2-135M (30 layers, hidden 576,
-#: 3 KV heads x 64 = 192 k/v outputs) has r * (576 + 576 + 576 + 192) = 1920 r parameters per
-#: layer, i.e. FALLBACK_LORA_PARAMS_PER_RANK * r in all. The engine passes the measured payload.
-FALLBACK_LORA_PARAMS_PER_RANK = 30 * 1920
 _BITS_PER_MBIT = 1e6
 
 
-def fallback_payload_mbit(rank: int, upload_bits: int) -> float:
-    """Full-rank upload size (Mbit) of q/v LoRA on SmolLM2-135M at rank ``rank`` (see constant above)."""
-    return FALLBACK_LORA_PARAMS_PER_RANK * rank * upload_bits / _BITS_PER_MBIT
+def payload_from_model(cfg) -> bool:
+    """Whether ``cfg``'s profiles need the model's full-rank LoRA size: the seeded draw with
+    ``network.payload_mbit = 0`` (explicit and CSV profiles give ``tau_cm`` themselves)."""
+    return cfg.network.profile == "lognormal" and not cfg.network.payload_mbit
+
+
+def full_rank_payload_mbit(cfg, num_values: int | None) -> float | None:
+    """Full-rank upload size in Mbit: ``network.payload_mbit`` when non-zero, else
+    ``num_values * network.upload_bits / 1e6`` for the ``num_values`` numbers of a full-rank
+    upload (sum over LoRA modules of r (d + m)), which the engine counts from the model.
+
+    The one rule both ``fedsketch run`` (measured on the loaded model) and ``fedsketch plan``
+    (counted from the model's shapes, :mod:`fedsketch.engine.payload`) use. None when neither
+    is given.
+    """
+    if cfg.network.payload_mbit:
+        return float(cfg.network.payload_mbit)
+    if num_values is None:
+        return None
+    return float(num_values) * cfg.network.upload_bits / _BITS_PER_MBIT
 
 
 def profiles_from_config(cfg, payload_mbit: float | None = None) -> ClientProfiles:
@@ -182,8 +171,10 @@ def profiles_from_config(cfg, payload_mbit: float | None = None) -> ClientProfil
     cfg : fedsketch.config.ExperimentConfig
         Uses ``data.num_clients``, ``seed``, ``fl.local_steps``, ``lora.rank`` and ``network.*``.
     payload_mbit : float, optional
-        Full-rank LoRA upload size in Mbit (the engine passes the size it measures). If omitted,
-        ``network.payload_mbit`` is used, and if that is 0, :func:`fallback_payload_mbit`.
+        Full-rank LoRA upload size in Mbit, :func:`full_rank_payload_mbit` of the model (the run
+        measures it on the loaded model, ``fedsketch plan`` counts it from the model's shapes).
+        If omitted, ``network.payload_mbit``; when that is 0 too the seeded draw is refused with
+        a message, since no size could be assumed that the run would also use.
 
     Notes
     -----
@@ -202,7 +193,11 @@ def profiles_from_config(cfg, payload_mbit: float | None = None) -> ClientProfil
     if net.profile == "csv":
         return load_profiles_csv(net.profile_csv, n)
     if payload_mbit is None:
-        payload_mbit = net.payload_mbit or fallback_payload_mbit(cfg.lora.rank, net.upload_bits)
+        payload_mbit = full_rank_payload_mbit(cfg, None)
+    if payload_mbit is None:
+        raise ValueError("network.payload_mbit = 0 means 'the full-rank LoRA upload size of model.name', which was "
+                         "not given here: pass payload_mbit (fedsketch.engine.payload.config_payload_mbit(cfg)) "
+                         "or set network.payload_mbit > 0")
     if not payload_mbit > 0:
         raise ValueError(f"payload_mbit must be > 0, got {payload_mbit!r}")
     return draw_profiles(

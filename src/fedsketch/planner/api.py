@@ -2,7 +2,8 @@
 
 Builds a :class:`PlanProblem` from an :class:`~fedsketch.config.ExperimentConfig`: data weights
 ``p_n`` (injected, or from ``fedsketch.data.partition.partition_sizes``), client profiles
-(:func:`fedsketch.network.profiles.profiles_from_config`), the rank ``lora.rank``, the bandwidth
+(:func:`fedsketch.network.profiles.profiles_from_config`, given the full-rank upload size the
+caller computed from the model), the rank ``lora.rank``, the bandwidth
 ``network.bandwidth_mbps`` and theta (``planner.theta`` or ``planner.theta_file``).
 """
 
@@ -53,7 +54,8 @@ def default_weights(cfg) -> np.ndarray:
 
 
 def problem_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
-                        weights_fn: WeightsFn | None = None, theta: Theta | None = None) -> PlanProblem:
+                        weights_fn: WeightsFn | None = None, theta: Theta | None = None,
+                        payload_mbit: float | None = None) -> PlanProblem:
     """The P2 instance (eq. 21) described by ``cfg``.
 
     Parameters
@@ -62,14 +64,17 @@ def problem_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfil
     p : array (N,), optional
         Data weights or sizes; else ``weights_fn(cfg)`` (default :func:`default_weights`).
     profiles : ClientProfiles, optional
-        Else :func:`profiles_from_config`.
+        Else :func:`profiles_from_config` with ``payload_mbit``.
     theta : Theta, optional
         Else :func:`resolve_theta`.
+    payload_mbit : float, optional
+        Full-rank LoRA upload size (Mbit) for the seeded profile draw, as the run computes it
+        (``fedsketch.engine.payload.config_payload_mbit``); unused when ``profiles`` is given.
     """
     if p is None:
         p = (weights_fn or default_weights)(cfg)
     if profiles is None:
-        profiles = profiles_from_config(cfg)
+        profiles = profiles_from_config(cfg, payload_mbit=payload_mbit)
     pl = cfg.planner
     return PlanProblem(profiles, np.asarray(p, dtype=float), int(cfg.lora.rank), float(cfg.network.bandwidth_mbps),
                        theta if theta is not None else resolve_theta(cfg), compute_model=cfg.network.compute_model,
@@ -86,9 +91,10 @@ def plan_problem(prob: PlanProblem, cfg) -> tuple[Plan, list[Baseline]]:
 
 
 def plan_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
-                     weights_fn: WeightsFn | None = None) -> tuple[Plan, list[Baseline], PlanProblem]:
+                     weights_fn: WeightsFn | None = None,
+                     payload_mbit: float | None = None) -> tuple[Plan, list[Baseline], PlanProblem]:
     """Build the problem from ``cfg`` and solve it (Algorithm 2 lines 5–22)."""
-    prob = problem_from_config(cfg, p, profiles, weights_fn)
+    prob = problem_from_config(cfg, p, profiles, weights_fn, payload_mbit=payload_mbit)
     plan, bls = plan_problem(prob, cfg)
     return plan, bls, prob
 
@@ -100,4 +106,5 @@ def plan_json(plan: Plan, bls: list[Baseline], prob: PlanProblem, include_vector
     d["feasibility"] = prob.feasibility
     d["theta"] = prob.theta.as_array().tolist()
     d["N"], d["r"], d["W"] = prob.N, prob.r, prob.W
+    d["tau_cp"], d["tau_cm"] = prob.profiles.tau_cp.tolist(), prob.profiles.tau_cm.tolist()
     return d

@@ -21,11 +21,13 @@ from rich.console import Console
 from rich.table import Table
 
 from fedsketch.config import ConfigError, load_config
+from fedsketch.network.profiles import payload_from_model
 from fedsketch.planner.api import WeightsFn, default_weights, plan_from_config, plan_json
 from fedsketch.planner.estimate import EstimationError, estimate_theta, load_pilots, pilot_configs, run_pilots
 from fedsketch.planner.qstep import SolverError
 
 PilotFactory = Callable[[object], Callable[[float, int], Optional[float]]]
+PayloadFn = Callable[[object], Optional[float]]
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override: section.key=value (repeatable)")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="where to write the JSON (default: <output.dir>/...)")]
@@ -35,6 +37,12 @@ def _default_pilot_factory(cfg):
     from fedsketch.engine.pilot import make_pilot_runner  # torch lives behind this import
 
     return make_pilot_runner(cfg)
+
+
+def _default_payload_fn(cfg) -> Optional[float]:
+    from fedsketch.engine.payload import config_payload_mbit  # torch lives behind this import
+
+    return config_payload_mbit(cfg)
 
 
 def _fmt(x: float | None, spec: str = ".4g") -> str:
@@ -47,7 +55,7 @@ def _write(path: Path, data: dict) -> None:
 
 
 def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
-             pilot_factory: PilotFactory | None = None) -> None:
+             pilot_factory: PilotFactory | None = None, payload_fn: PayloadFn | None = None) -> None:
     """Add the ``plan`` and ``estimate`` commands to ``app``.
 
     Parameters
@@ -57,6 +65,9 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         Data sizes/weights p_n; default ``fedsketch.data.partition.partition_sizes``.
     pilot_factory : callable(cfg) -> run_pilot, optional
         Builds ``run_pilot(q, k) -> rounds``; default ``fedsketch.engine.pilot.make_pilot_runner``.
+    payload_fn : callable(cfg) -> float or None, optional
+        Full-rank LoRA upload size (Mbit) that ``fedsketch run`` would use; default
+        ``fedsketch.engine.payload.config_payload_mbit`` (counted from the model's shapes).
     """
     err = Console(stderr=True)
     out_console = Console()
@@ -79,8 +90,9 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         """Choose q and k (Algorithm 2) and compare with the baselines of Figs. 2-3."""
         cfg = load(config, set_)
         try:
-            plan, bls, prob = plan_from_config(cfg, weights_fn=weights_fn or default_weights)
-        except (ValueError, SolverError) as e:
+            payload = (payload_fn or _default_payload_fn)(cfg) if payload_from_model(cfg) else None
+            plan, bls, prob = plan_from_config(cfg, weights_fn=weights_fn or default_weights, payload_mbit=payload)
+        except (ValueError, SolverError, ImportError, RuntimeError) as e:
             fail(e)
         data = plan_json(plan, bls, prob)
         path = out or Path(cfg.output.dir) / f"plan-{cfg.hash()}.json"
