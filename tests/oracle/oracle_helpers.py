@@ -11,11 +11,13 @@ from fedsketch.sketch import ClientUpdate
 
 class RecordingEngine:
     """Wraps a real engine; every ``ClientUpdate`` any of its methods returns is kept in ``uploads``
-    keyed by ``(round, client)``, whatever the method's name (one client or a batch of them)."""
+    keyed by ``(round, client)``, whatever the method's name (one client or a batch of them).
+    ``state0`` is the engine's LoRA state before the run (the round-0 factors)."""
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
         self.uploads: dict[tuple[int, int], ClientUpdate] = {}
+        self.state0 = engine.initial_state()
 
     def _collect(self, out: Any) -> None:
         if isinstance(out, ClientUpdate):
