@@ -52,3 +52,43 @@ def recording_run(cfg, **kw):
     engine = RecordingEngine(prepare(cfg)[0])
     res = run_experiment(cfg, engine=engine, **kw)
     return res, engine, json.loads((Path(res.run_dir) / "run.json").read_text())
+
+
+class Crash(BaseException):
+    """A process death in the middle of a round (not an ``Exception``: no client handler catches it)."""
+
+
+class ScriptedEngine(RecordingEngine):
+    """A :class:`RecordingEngine` whose evaluations and uploads a test scripts.
+
+    ``evaluate_fn(i, result) -> result`` gets the index of the evaluation call (0 = round 0) and
+    the real :class:`~fedsketch.engine.runtime.EvalResult`, and returns the one the run sees (or
+    raises). ``tamper(update)`` may change every upload before the server receives it.
+    """
+
+    def __init__(self, engine: Any, evaluate_fn=None, tamper=None) -> None:
+        super().__init__(engine)
+        self.evaluate_fn, self.tamper, self.eval_calls = evaluate_fn, tamper, 0
+
+    def _collect(self, out: Any) -> None:
+        if isinstance(out, ClientUpdate) and self.tamper is not None:
+            self.tamper(out)
+        super()._collect(out)
+
+    def evaluate(self, state):
+        res = self._engine.evaluate(state)
+        i, self.eval_calls = self.eval_calls, self.eval_calls + 1
+        return res if self.evaluate_fn is None else self.evaluate_fn(i, res)
+
+
+def scripted_run(cfg, evaluate_fn=None, tamper=None, **kw):
+    """Like :func:`recording_run` with a :class:`ScriptedEngine`; returns ``(RunResult, engine)``."""
+    from fedsketch.server import prepare, run_experiment
+
+    engine = ScriptedEngine(prepare(cfg)[0], evaluate_fn, tamper)
+    return run_experiment(cfg, engine=engine, **kw), engine
+
+
+def strip_real_time(records):
+    """Records without the fields that measure real (wall-clock) time."""
+    return [{k: v for k, v in r.items() if k not in ("real_seconds", "client_compute_seconds")} for r in records]
