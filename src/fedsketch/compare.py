@@ -34,6 +34,7 @@ import numpy as np
 
 from fedsketch.config import ConfigError, ExperimentConfig, load_config
 from fedsketch.io import atomic_write_text, atomic_write_with
+from fedsketch.stopping import DIVERGENCE_FACTOR, divergence_onset  # noqa: F401 - divergence_onset is part of the report API
 
 
 @dataclass(frozen=True)
@@ -251,20 +252,6 @@ def write_sweep(suite: Suite, rows: list[dict[str, Any]]) -> None:
     _write_csv(suite.output / "sweep.csv", rows)
 
 
-def divergence_onset(records: list[dict[str, Any]], factor: float = 1.5) -> float | None:
-    """Simulated seconds of the first evaluation whose test loss exceeds ``factor`` times the best
-    test loss of the run so far (None if none does)."""
-    best = float("inf")
-    for r in records:
-        loss = r.get("test_loss")
-        if loss is None:
-            continue
-        if loss > factor * best:
-            return float(r["sim_seconds"])
-        best = min(best, loss)
-    return None
-
-
 def stability_rows(suite: Suite) -> list[dict[str, Any]]:
     """Per run: Theorem 1's step-size factor ``kappa_max * Omega`` of its plan and whether it diverged.
 
@@ -288,7 +275,7 @@ def stability_rows(suite: Suite) -> list[dict[str, Any]]:
             method, r = make_method(cfg.fl.method), cfg.lora.rank
             kappa = [method.client_scale(int(k), r) for k in info["k"]]
             factor, omega, kmax = step_size_factor(info["p"], info["q"], kappa)
-            onset = divergence_onset(recs)
+            onset = divergence_onset(recs, cfg.fl.stop_divergence or DIVERGENCE_FACTOR)  # the run's own rule
             rows.append({"strategy": name, "seed": seed, "step_factor": factor, "omega": omega, "kappa_max": kmax,
                          "sum_q": float(np.sum(info["q"])),
                          "diverged_at_minutes": None if onset is None else onset / 60})
@@ -300,7 +287,8 @@ def write_stability(suite: Suite, rows: list[dict[str, Any]]) -> None:
     md = [f"# {suite.name}: Theorem 1 step-size factor and divergence, per run", "",
           "`kappa_max * Omega` with `Omega = sum_n p_n (1 - p_n) + p_n^2 / q_n` and `kappa_n` the LoRA scale "
           "client n trains at; Theorem 1 needs `eta <= 1 / (32 L H beta kappa_max Omega)`. A run counts "
-          "as diverged at its first evaluation whose test loss exceeds 1.5x its best so far.", "",
+          "as diverged at its first evaluation whose test loss exceeds `fl.stop_divergence` (default 2) times its "
+          "best so far, or is NaN: the run's own stop rule (`fedsketch.stopping`).", "",
           "| strategy | seed | kappa_max * Omega | Omega | kappa_max | sum q | diverged at (min) |",
           "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedsketch.stopping import DIVERGENCE_FACTOR
+
 TASKS = ("arc_e", "arc_c", "obqa", "siqa")
 INF = math.inf
 
@@ -96,8 +98,8 @@ class FLConfig:
     min_completion: int = opt(0, range=(0, INF), doc="abort after this many consecutive rounds with only failures (0 = never)")
     sim_budget_minutes: float = opt(0.0, range=(0.0, INF),
                                     doc="stop (with an evaluation) once the simulated clock reaches this many minutes (0 = run all rounds)")
-    stop_divergence: float = opt(2.0, range=(0.0, INF),
-                                 doc="stop a run whose test loss exceeds this multiple of its round-0 test loss (diverged; 0 = never)")
+    stop_divergence: float = opt(DIVERGENCE_FACTOR, range=(0.0, INF),
+                                 doc="stop a run whose test loss exceeds this multiple of its best so far, or is NaN (diverged; 0 = never)")
     stop_accuracy: float = opt(0.0, range=(0.0, 1.0),
                                doc="stop after the first evaluation with test accuracy >= this (0 = never)")
 

@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def check_probabilities(q: np.ndarray) -> np.ndarray:
-    q = np.asarray(q, dtype=float)
-    bad = np.flatnonzero(~np.isfinite(q) | (q <= 0) | (q > 1))
-    if bad.size:
-        raise ValueError(f"q_n must lie in (0, 1]; client {int(bad[0])} has q={float(q[bad[0]])!r}")
-    return q
+from fedsketch.checks import check_q
 
 
 def sample_participants(q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Indices of the clients whose independent Bernoulli(q_n) coin came up 1 (sorted)."""
-    q = check_probabilities(q)
+    q = check_q(q)
     return np.flatnonzero(rng.random(q.size) < q)
 
 
@@ -31,6 +25,6 @@ def unbiased_weights(p: np.ndarray, q: np.ndarray, clients: np.ndarray) -> np.nd
     is biased.
     """
     p = np.asarray(p, dtype=float)
-    q = check_probabilities(q)
+    q = check_q(q)
     clients = np.asarray(clients, dtype=int)
     return p[clients] / q[clients]

@@ -24,6 +24,7 @@ from fedsketch.network import allocate_bandwidth, sketch_times
 from fedsketch.network.profiles import full_rank_payload_mbit, profiles_from_config
 from fedsketch.rng import Streams
 from fedsketch.sketch import ClientUpdate, LoraState
+from fedsketch.stopping import is_diverged
 from fedsketch.strategies import Allocation, Federation, resolve_allocation
 from fedsketch.strategies.methods import make_method
 
@@ -209,8 +210,8 @@ def commit_round(sess: RunSession, t: int, state: LoraState, rec: dict[str, Any]
 
     The run ends (``sess.finished``, and ``rec["stop"]`` names why) after round ``fl.rounds``,
     once the simulated clock reaches ``fl.sim_budget_minutes`` (evaluated there), after the
-    first evaluation with accuracy >= ``fl.stop_accuracy``, or after an evaluation whose test loss
-    exceeds ``fl.stop_divergence`` times the round-0 test loss. Raises ``RuntimeError`` after
+    first evaluation with accuracy >= ``fl.stop_accuracy``, or after a diverged evaluation (test loss
+    above ``fl.stop_divergence`` times the best so far, or NaN: :mod:`fedsketch.stopping`). Raises ``RuntimeError`` after
     ``fl.min_completion`` consecutive rounds in which every sampled client failed.
     """
     cfg = sess.cfg
@@ -223,12 +224,10 @@ def commit_round(sess: RunSession, t: int, state: LoraState, rec: dict[str, Any]
     last_eval = next((r["sim_seconds"] for r in reversed(sess.records) if r.get("accuracy") is not None), 0.0)
     if (every and t % every == 0) or t == R or over_budget or (dt > 0 and sess.sim - last_eval >= dt):
         rec.update(sess.engine.evaluate(state).as_dict())
-    loss0 = sess.records[0].get("test_loss")
     if fl.stop_accuracy > 0 and rec.get("accuracy") is not None and rec["accuracy"] >= fl.stop_accuracy:
         rec["stop"] = "stop_accuracy"
-    elif (fl.stop_divergence > 0 and rec.get("test_loss") is not None and loss0 is not None
-          and not rec["test_loss"] <= fl.stop_divergence * loss0):  # NaN counts as diverged
-        rec["stop"] = "stop_divergence"
+    elif rec.get("test_loss") is not None and is_diverged(rec["test_loss"], sess.records, fl.stop_divergence):
+        rec["stop"] = "stop_divergence"  # fedsketch.stopping: > factor x the best loss so far, or NaN
     elif over_budget:
         rec["stop"] = "sim_budget_minutes"
     elif t == R:

@@ -174,9 +174,10 @@ def test_divergence_onset():
     from fedsketch.compare import divergence_onset
 
     recs = [{"sim_seconds": 0, "test_loss": 5.0}, {"sim_seconds": 10}, {"sim_seconds": 20, "test_loss": 2.0},
-            {"sim_seconds": 30, "test_loss": 2.9}, {"sim_seconds": 40, "test_loss": 3.1}]
-    assert divergence_onset(recs) == 40  # 3.1 > 1.5 x 2.0; 2.9 is not
+            {"sim_seconds": 30, "test_loss": 4.0}, {"sim_seconds": 40, "test_loss": 4.1}]
+    assert divergence_onset(recs) == 40  # 4.1 > 2 x 2.0 (best so far); 4.0 is not; both < 2 x round 0
     assert divergence_onset(recs[:4]) is None
+    assert divergence_onset(recs, 1.5) == 30
 
 
 def test_bad_sweep_is_reported(tmp_path):

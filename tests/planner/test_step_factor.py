@@ -20,7 +20,7 @@ def test_matches_the_definition_and_grows_as_q_falls():
 
 
 def test_bad_input_names_the_problem():
-    with pytest.raises(ValueError, match="q must be in"):
+    with pytest.raises(ValueError, match=r"q_n must lie in \(0, 1\]"):
         step_size_factor([0.5, 0.5], [0.0, 1.0], [1, 1])
     with pytest.raises(ValueError, match="one entry per client"):
         step_size_factor([0.5, 0.5], [1.0], [1, 1])

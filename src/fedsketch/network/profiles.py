@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsketch.checks import check_k
+
 COMPUTE_MODELS = ("linear", "affine")
 
 
@@ -71,12 +73,7 @@ def sketch_times(
     ``t_cm(k) = (k/r) tau_cm`` (eq. 18). ``t_cp(k) = (k/r) tau_cp`` (eq. 19, ``linear``) or
     ``t_cp(k) = tau_0 + (k/r)(tau_cp - tau_0)`` (``affine``, §2.6).
     """
-    k = np.asarray(k, dtype=float)
-    if k.shape != profiles.tau_cp.shape:
-        raise ValueError(f"k must have one entry per client ({profiles.num_clients}), got shape {k.shape}")
-    bad = np.flatnonzero((k < 1) | (k > r))
-    if bad.size:
-        raise ValueError(f"k_n must lie in [1, r={r}]; client {int(bad[0])} has k={k[bad[0]]:g}")
+    k = check_k(np.asarray(k, dtype=float), r, profiles.num_clients, integer=False)
     frac = k / r
     if compute_model == "linear":
         t_cp = frac * profiles.tau_cp

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
+from fedsketch.checks import check_q
 from fedsketch.network.bandwidth import _as_times
 
 METHODS = ("auto", "mc", "enumerate", "approx", "bound")
@@ -70,10 +71,7 @@ def _check_inputs(q, t_cp, t_cm, W) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         q = np.full(t_cp.shape, float(q))
     if not (q.shape == t_cp.shape == t_cm.shape):
         raise ValueError(f"q, t_cp and t_cm must have one entry per client; got shapes {q.shape}, {t_cp.shape}, {t_cm.shape}")
-    bad = np.flatnonzero(~np.isfinite(q) | (q < 0) | (q > 1))
-    if bad.size:
-        raise ValueError(f"sampling probability q_n must lie in [0, 1]; client {int(bad[0])} has q={q[bad[0]]!r}")
-    return q, t_cp, t_cm, float(W)
+    return check_q(q, allow_zero=True, where="sampling probability: "), t_cp, t_cm, float(W)
 
 
 # --------------------------------------------------------------------------- eq. 15 and its gradient

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fedsketch.checks import check_k, check_q
 from fedsketch.network.profiles import COMPUTE_MODELS, ClientProfiles, sketch_times
 from fedsketch.network.round_time import _emax_and_grad_sorted, expected_bandwidth_time
 
@@ -44,8 +45,7 @@ def step_size_factor(p: Sequence[float], q: Sequence[float], kappa: Sequence[flo
     p, q, kappa = (np.asarray(x, dtype=float) for x in (p, q, kappa))
     if p.shape != q.shape or p.shape != kappa.shape:
         raise ValueError(f"p, q and kappa need one entry per client, got shapes {p.shape}, {q.shape}, {kappa.shape}")
-    if np.any(q <= 0) or np.any(q > 1):
-        raise ValueError(f"q must be in (0, 1] for every client, got {q.tolist()}")
+    check_q(q)
     omega = float(np.sum(p * (1 - p) + p**2 / q))
     return omega * float(kappa.max()), omega, float(kappa.max())
 
@@ -180,23 +180,11 @@ class PlanProblem:
 
     def check_k(self, k: np.ndarray | Sequence[int]) -> np.ndarray:
         """Validate integer ranks ``k_n in [1, r]``; the error names the client."""
-        k = np.asarray(k)
-        if k.shape != (self.N,):
-            raise ValueError(f"k must have one entry per client ({self.N}), got shape {k.shape}")
-        kf = k.astype(float)
-        bad = np.flatnonzero(~np.isfinite(kf) | (kf != np.round(kf)) | (kf < 1) | (kf > self.r))
-        if bad.size:
-            raise ValueError(f"k_n must be an integer in [1, r={self.r}]; client {int(bad[0])} has k={k[bad[0]]!r}")
-        return k.astype(np.int64)
+        return check_k(k, self.r, self.N)
 
     def check_q(self, q: np.ndarray | Sequence[float]) -> np.ndarray:
-        q = np.asarray(q, dtype=float)
-        if q.shape != (self.N,):
-            raise ValueError(f"q must have one entry per client ({self.N}), got shape {q.shape}")
-        bad = np.flatnonzero(~np.isfinite(q) | (q <= 0) | (q > 1))
-        if bad.size:
-            raise ValueError(f"q_n must lie in (0, 1]; client {int(bad[0])} has q={q[bad[0]]!r}")
-        return q
+        """Validate ``q_n in (0, 1]``; the error names the client."""
+        return check_q(q, self.N)
 
     def times(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(t_cp(k), t_cm(k))``, eqs. 18–19, each shape (N,)."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedsketch.checks import check_k, check_q
 from fedsketch.config import ExperimentConfig
 from fedsketch.network.profiles import ClientProfiles
 from fedsketch.rng import Streams
@@ -37,12 +38,8 @@ class Allocation:
         q, k = np.asarray(self.q, float), np.asarray(self.k)
         if q.shape != k.shape:
             raise ValueError(f"q and k must have one entry per client, got {q.shape} and {k.shape}")
-        bad = np.flatnonzero(~np.isfinite(q) | (q <= 0) | (q > 1))
-        if bad.size:
-            raise ValueError(f"allocation: q_n must lie in (0, 1]; client {int(bad[0])} has {float(q[bad[0]])!r}")
-        bad = np.flatnonzero((k < 1) | (k > r) | (k != np.round(k)))
-        if bad.size:
-            raise ValueError(f"allocation: k_n must be an integer in [1, r={r}]; client {int(bad[0])} has {float(k[bad[0]])!r}")
+        q = check_q(q, where="allocation: ")
+        k = check_k(k, r, where="allocation: ")
         return Allocation(q=q, k=k.astype(int), info=self.info)
 
 

@@ -1,0 +1,45 @@
+"""The one definition of a diverged run, shared by the run's stop rule and ``fedsketch compare``.
+
+DEFINITION. An evaluation has *diverged* when its test loss is not at most ``factor`` times the
+lowest test loss of the run's earlier evaluations (round 0 included); a NaN test loss always
+counts as diverged. ``factor`` is ``fl.stop_divergence`` (default :data:`DIVERGENCE_FACTOR` = 2).
+
+Why against the best loss so far rather than against round 0: a run that first learns and then
+blows up (test loss 6.0 at round 0, 3.3 after training, then 11.7) is diverged although it
+never reaches twice its untrained loss. Why 2 and not a smaller factor: evaluation noise on a
+few hundred questions moves the loss by far less than 2x, so a run is only stopped for a real
+blow-up. The run stops at the first diverged evaluation (``rec["stop"] = "stop_divergence"``);
+the stability report of ``fedsketch compare`` dates a run's divergence to that same evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+#: default of ``fl.stop_divergence``; also the factor the stability report uses for a run whose
+#: stop rule was switched off (``fl.stop_divergence = 0``)
+DIVERGENCE_FACTOR = 2.0
+
+
+def best_loss(records: Iterable[dict[str, Any]]) -> float:
+    """Lowest finite test loss among ``records`` (``inf`` when none was evaluated)."""
+    losses = [r["test_loss"] for r in records if r.get("test_loss") is not None and math.isfinite(r["test_loss"])]
+    return min(losses, default=math.inf)
+
+
+def is_diverged(test_loss: float, earlier: Iterable[dict[str, Any]], factor: float = DIVERGENCE_FACTOR) -> bool:
+    """Whether an evaluation with ``test_loss`` after the ``earlier`` records has diverged (see the
+    module docstring); ``factor <= 0`` switches the rule off."""
+    if factor <= 0:
+        return False
+    return not test_loss <= factor * best_loss(earlier)  # NaN compares False: diverged
+
+
+def divergence_onset(records: list[dict[str, Any]], factor: float = DIVERGENCE_FACTOR) -> float | None:
+    """Simulated seconds of the first diverged evaluation after round 0 (None if none)."""
+    for i, r in enumerate(records):
+        if i > 0 and r.get("test_loss") is not None and is_diverged(r["test_loss"], records[:i], factor):
+            return float(r["sim_seconds"])
+    return None
