@@ -42,8 +42,9 @@ def opt(default: Any, *, choices: tuple[Any, ...] | None = None, range: tuple[fl
 @dataclass(frozen=True)
 class DataConfig:
     task: str = opt("arc_e", choices=TASKS, doc="task to train and evaluate on")
-    source: str = opt("local", choices=("local", "hub"), doc="LLM-Adapters JSON folder, or the HF hub")
-    data_dir: str = opt("../shared/data/commonsense", doc="folder with <Task>/train.json and test.json")
+    source: str = opt("embedded", choices=("embedded", "local", "hub"),
+                      doc="embedded: the copy shipped in the package (offline); local: an LLM-Adapters JSON folder (data.data_dir); hub: the HF hub")
+    data_dir: str = opt("../shared/data/commonsense", doc="source='local': folder with <Task>/train.json and test.json")
     hub_dataset: str = opt("", doc="hub repo id for source='hub' (default: per-task public dataset)")
     prompt_format: str = opt("cloze", choices=("cloze", "llm_adapters"),
                              doc="cloze: 'Question: q\\nAnswer:' -> option text, scored by each option's log-likelihood; llm_adapters: instruction -> 'the correct answer is answerN', scored on 'answerN'")
