@@ -105,7 +105,6 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
         if unknown:
             errors += [f"{path}: strategy {s['name']!r}: unknown key {k!r}{did_you_mean(k, STRATEGY_KEYS)}; "
                        f"allowed: {', '.join(STRATEGY_KEYS)}" for k in unknown]
-            continue
         sets = s.get("set", [])
         if not isinstance(sets, list) or not all(isinstance(x, str) for x in sets):
             errors.append(f"{path}: strategy {s['name']!r}: set must be a list of 'section.key=value' strings")

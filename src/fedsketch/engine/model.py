@@ -101,14 +101,19 @@ def _load_pretrained(cfg: ModelConfig) -> tuple[Any, Any]:
     Offline, a hub id fails within :data:`HUB_PROBE_SECONDS` with one message instead of the
     libraries' retries with backoff.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from fedsketch.preflight import check_model_name, hub_reachable, hub_unreachable_message
+    from fedsketch.preflight import check_model_name, hub_reachable, hub_unreachable_message, in_hub_cache
 
     name = cfg.name
     problem = check_model_name(name)
     if problem:
         raise ModelError(problem)
+    local = Path(name).expanduser().is_dir()
+    if not local and not in_hub_cache(name):
+        why = hub_reachable()  # before importing the model classes: offline fails in seconds
+        if why is not None:
+            raise ModelError(hub_unreachable_message(name, why))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     kw = dict(trust_remote_code=cfg.trust_remote_code)
 
     def load(**extra: Any) -> tuple[Any, Any]:
@@ -116,7 +121,7 @@ def _load_pretrained(cfg: ModelConfig) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, **kw, **extra)
         return model, tok
 
-    if Path(name).expanduser().is_dir():
+    if local:
         try:
             return load()
         except (OSError, ValueError) as e:
@@ -125,9 +130,6 @@ def _load_pretrained(cfg: ModelConfig) -> tuple[Any, Any]:
         return load(local_files_only=True)  # already in the hub cache: no network
     except (OSError, ValueError):
         pass
-    why = hub_reachable()
-    if why is not None:
-        raise ModelError(hub_unreachable_message(name, why))
     try:
         return load()
     except (OSError, ValueError) as e:
@@ -142,10 +144,10 @@ def _first_line(e: BaseException) -> str:
 
 def load_base_model(cfg: ModelConfig) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` in float32, truncated to ``cfg.num_layers`` decoder layers."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     name = cfg.name
     if name == TINY:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
         tok = copy.deepcopy(_embedded_tokenizer("embedded:smollm2-135m-instruct", cfg.cache_dir))
         conf = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
