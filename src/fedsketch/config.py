@@ -156,8 +156,8 @@ class OutputConfig:
     dir: str = opt("runs", doc="parent folder of run folders")
     name: str = opt("", doc="run folder name ('' = <task>-<strategy>-seed<seed>-<config hash>)")
     checkpoint_every: int = opt(1, range=(0, INF), doc="save a resumable checkpoint every C rounds (0 = never)")
-    plot: bool = opt(True, doc="write accuracy_vs_time.png")
-    progress: bool = opt(True, doc="show a progress bar")
+    plot: bool = opt(True, doc="write accuracy_vs_time.png and report.html when the run finishes")
+    progress: bool = opt(True, doc="print one progress line per round (round, simulated minutes, sampled clients, last accuracy)")
 
 
 @dataclass(frozen=True)
