@@ -25,7 +25,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Federated sketched-LoRA fine-tuning with independent client sampling (arXiv 2505.23555). "
                        "Exit codes: 0 ok, 1 a run that failed, 2 bad input, 130 interrupted.")
 
-_STATE = {"debug": os.environ.get("FEDSKETCH_DEBUG", "").strip() not in ("", "0")}
+def _env_debug() -> bool:
+    return os.environ.get("FEDSKETCH_DEBUG", "").strip() not in ("", "0")
+
+
+_STATE = {"debug": _env_debug()}
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override: section.key=value (repeatable)")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
@@ -34,8 +38,7 @@ DataDirOpt = Annotated[Optional[Path], typer.Option(
 
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error")] = False) -> None:
-    if debug:
-        _STATE["debug"] = True
+    _STATE["debug"] = debug or _env_debug()  # per invocation: a --debug call leaves no trace
 
 
 def say(msg: str) -> None:

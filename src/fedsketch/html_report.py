@@ -62,6 +62,13 @@ def _plt() -> Any:
     return plt
 
 
+def _integer_ticks(*axes: Any, axis: str = "x") -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for a in axes:
+        (a.xaxis if axis == "x" else a.yaxis).set_major_locator(MaxNLocator(integer=True))
+
+
 def _png(fig: Any) -> str:
     """The figure as a base64 PNG data URI (and the figure closed)."""
     buf = io.BytesIO()
@@ -140,6 +147,8 @@ def _fig_participation(records: list[dict[str, Any]], q: np.ndarray) -> str:
               extent=(0.5, m.shape[1] + 0.5, n - 0.5, -0.5))
     a1.set_xlabel("round (dark: trained and uploaded, light: sampled but failed)")
     a1.set_ylabel("client")
+    _integer_ticks(a1)
+    _integer_ticks(a1, axis="y")
     share = m.astype(bool).mean(1) if m.shape[1] else np.zeros(n)
     a2.barh(np.arange(n), q, color="tab:blue", alpha=0.6, label="q_n")
     a2.plot(share, np.arange(n), "k|", ms=10, label="sampled share")
@@ -193,6 +202,7 @@ def _fig_bandwidth(records: list[dict[str, Any]], info: dict[str, Any], W: float
     a.legend(handles, [f"client {c}" for c in range(min(n, 20))], fontsize=6, ncol=min(n, 10),
              loc="upper center", bbox_to_anchor=(0.5, -0.22))
     a.set_xlabel("round")
+    _integer_ticks(a)
     a.set_ylabel("bandwidth share b_n / W")
     a.set_ylim(0, 1.02)
     fig.tight_layout()
@@ -224,6 +234,7 @@ def _fig_uploads(records: list[dict[str, Any]], k: np.ndarray, n: int) -> str:
     a2.set_ylabel("uploaded MB (all rounds)")
     for a in (a1, a2):
         a.grid(alpha=0.3, axis="y")
+    _integer_ticks(a1, a2)
     fig.tight_layout()
     return _png(fig)
 
