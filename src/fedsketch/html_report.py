@@ -377,8 +377,10 @@ def suite_report_html(folder: str | Path) -> str:
         if (folder / fname).is_file():
             sections += [_figure(fid, _embed_png(folder / fname), cap)]
     if runs:
+        order = [r["strategy"] for r in table if r["strategy"] in runs] + sorted(n for n in runs if n not in
+                                                                               {r["strategy"] for r in table})
         sections.append("<h2>Every strategy's curves</h2>")
-        for name, seed_runs in runs.items():
+        for name, seed_runs in ((n, runs[n]) for n in order):
             sections.append(_figure(strategy_figure_id(name), _fig_strategy(name, seed_runs),
                                     f"{name}: accuracy and test loss of each seed against simulated minutes."))
     title = f"fedsketch suite {folder.name}"
