@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
-import pytest
 
 from fedsketch.config import load_config
 from fedsketch.server import run_experiment
