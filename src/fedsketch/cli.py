@@ -1,37 +1,146 @@
-"""Command line: ``fedsketch run | validate | defaults | plan | estimate``.
+"""Command line: ``fedsketch run | validate | defaults | compare | report | plan | estimate``.
 
 The only module that reads ``sys.argv``; each command parses, builds a config and calls the
-library.
+library. Exit codes (``fedsketch.errors``): 0 success, 1 a run that failed, 2 bad input, 130
+interrupted. Every error is one short plain-text message on standard error; ``--debug`` (or
+``FEDSKETCH_DEBUG=1``) shows the traceback instead. Messages are printed as plain text, never as
+rich markup, so names with ``[`` and ``]`` print as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
-from fedsketch.checkpoint import CheckpointError
-from fedsketch.config import ConfigError, ExperimentConfig, load_config, to_toml, validate_file
+from fedsketch.config import ConfigError, ExperimentConfig, collect, load_config, read_toml, to_toml
+from fedsketch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, classify
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Federated sketched-LoRA fine-tuning with independent client sampling (arXiv 2505.23555).")
-console = Console(stderr=True)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Federated sketched-LoRA fine-tuning with independent client sampling (arXiv 2505.23555). "
+                       "Exit codes: 0 ok, 1 a run that failed, 2 bad input, 130 interrupted.")
+
+def _env_debug() -> bool:
+    return os.environ.get("FEDSKETCH_DEBUG", "").strip() not in ("", "0")
+
+
+_STATE = {"debug": _env_debug()}
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override: section.key=value (repeatable)")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="folder of the LLM-Adapters JSON data (data.data_dir)")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="read a local folder of LLM-Adapters JSON files (data.source='local', data.data_dir)")]
 
 
-def load_or_exit(config: Optional[Path], overrides: Optional[list[str]], data_dir: Optional[Path] = None) -> ExperimentConfig:
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error")] = False) -> None:
+    _STATE["debug"] = debug or _env_debug()  # per invocation: a --debug call leaves no trace
+
+
+def say(msg: str) -> None:
+    """Our own line on standard output (plain text)."""
+    typer.echo(msg)
+
+
+def err(msg: str) -> None:
+    """An error or warning line on standard error (plain text)."""
+    typer.echo(msg, err=True)
+
+
+@contextlib.contextmanager
+def user_errors(on_interrupt: Callable[[], str] | None = None) -> Iterator[None]:
+    """Turn an exception into its message and exit code (``fedsketch.errors.classify``)."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except KeyboardInterrupt:
+        err(on_interrupt() if on_interrupt is not None else "interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as e:  # noqa: BLE001 - the one place errors become messages
+        if _STATE["debug"]:
+            raise
+        code, msg = classify(e)
+        err(msg)
+        raise typer.Exit(code) from None
+
+
+def _with_data_dir(overrides: Optional[list[str]], data_dir: Optional[Path]) -> list[str]:
     sets = list(overrides or [])
     if data_dir is not None:
-        sets.append(f"data.data_dir={str(data_dir)!r}")
+        sets += ["data.source='local'", f"data.data_dir={json.dumps(str(data_dir))}"]
+    return sets
+
+
+def _print_problems(what: str, problems: list[str]) -> None:
+    err(f"{what}: {len(problems)} problem(s)" if len(problems) > 1 else f"{what}:")
+    for p in problems:
+        err(f"  - {p}")
+
+
+def load_or_exit(config: Optional[Path], overrides: Optional[list[str]], data_dir: Optional[Path] = None
+                 ) -> ExperimentConfig:
     try:
-        return load_config(config, sets)
+        return load_config(config, _with_data_dir(overrides, data_dir))
     except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
+        _print_problems(f"{config or 'config'}: invalid configuration", e.errors)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def preflight_or_exit(cfg: ExperimentConfig, source: Any, *, planner: bool | None = None) -> None:
+    """Stop with exit code 2 before loading any model if the files the config names have problems."""
+    from fedsketch.preflight import check_inputs
+
+    with user_errors():
+        problems = check_inputs(cfg, planner=planner)
+    if problems:
+        _print_problems(f"{source or 'config'}", problems)
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _interrupted_message(run_dir: Path, last_round: list[int]) -> Callable[[], str]:
+    def message() -> str:
+        from fedsketch import checkpoint
+
+        found = checkpoint.find(run_dir / "checkpoint")
+        saved = None
+        if found is not None:
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                saved = int(json.loads((found / "manifest.json").read_text())["round"])
+        done = max(last_round[-1] if last_round else 0, saved or 0)
+        if saved is None and done == 0:
+            return "interrupted after round 0; run the same command again to start it"
+        if saved is None:
+            return (f"interrupted after round {done}; no checkpoint was written (output.checkpoint_every = 0), "
+                    "so running the same command again starts over")
+        if saved < done:
+            return (f"interrupted after round {done} (last checkpoint: round {saved}); "
+                    f"run the same command again to resume from round {saved}")
+        return f"interrupted after round {saved}; run the same command again to resume"
+
+    return message
+
+
+def _progress_line(total: int) -> Callable[[Any, dict[str, Any]], None]:
+    last_acc: list[float] = []
+
+    def line(sess: Any, rec: dict[str, Any]) -> None:
+        if rec.get("accuracy") is not None:
+            last_acc.append(rec["accuracy"])
+        elif not last_acc:
+            first = sess.records[0].get("accuracy")
+            if first is not None:
+                last_acc.append(first)
+        acc = f"  last accuracy {100 * last_acc[-1]:.1f}%" if last_acc else ""
+        failed = f" ({len(rec['failed'])} failed)" if rec["failed"] else ""
+        say(f"round {rec['round']:>{len(str(total))}}/{total}  sim {rec['sim_seconds'] / 60:6.2f} min  "
+            f"sampled {len(rec['sampled'])}{failed}{acc}")
+
+    return line
 
 
 @app.command()
@@ -39,39 +148,78 @@ def run(config: Annotated[Optional[Path], typer.Argument(help="TOML config (defa
         set_: SetOpt = None, data_dir: DataDirOpt = None,
         fresh: Annotated[bool, typer.Option(help="ignore an existing checkpoint of this run")] = False,
         backend: Annotated[str, typer.Option(help="inprocess or flower")] = "inprocess") -> None:
-    """Run (or resume) one experiment and write its run folder."""
+    """Run (or resume) one experiment and write its run folder (with report.html)."""
+    from fedsketch.console import third_party_to_log
+    from fedsketch.server import run_dir_for
+
     cfg = load_or_exit(config, set_, data_dir)
-    if backend == "flower":
-        from fedsketch.flower.run import run_flower
+    if backend not in ("inprocess", "flower"):
+        err(f"--backend: {backend!r} is not allowed; choose 'inprocess' or 'flower'")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    preflight_or_exit(cfg, config)
+    out = run_dir_for(cfg)
+    rounds_done: list[int] = []
+    progress = _progress_line(cfg.fl.rounds) if cfg.output.progress else None
 
-        result = run_flower(cfg, fresh=fresh)
-    elif backend == "inprocess":
-        from fedsketch.server import run_experiment
+    def on_round(sess: Any, rec: dict[str, Any]) -> None:
+        rounds_done.append(rec["round"])
+        if progress is not None:
+            progress(sess, rec)
 
-        result = run_experiment(cfg, fresh=fresh)
-    else:
-        console.print(f"[red]--backend: {backend!r} is not allowed; choose 'inprocess' or 'flower'[/red]")
-        raise typer.Exit(2)
+    say(f"run folder: {out}  (third-party output: {out / 'run.log'})")
+    with user_errors(on_interrupt=_interrupted_message(out, rounds_done)), third_party_to_log(out / "run.log"):
+        if backend == "flower":
+            from fedsketch.flower.run import run_flower
+
+            result = run_flower(cfg, fresh=fresh)
+        else:
+            from fedsketch.server import run_experiment
+
+            result = run_experiment(cfg, fresh=fresh, on_round=on_round)
+    _summary(result)
+    trained = [r for r in result.records[1:] if r["sampled"]]
+    if trained and all(len(r["failed"]) == len(r["sampled"]) for r in trained):
+        reasons = sorted({f["reason"] for r in trained for f in r["failed"]})
+        err(f"run failed: every sampled client failed in every round ({'; '.join(reasons[:3])}); "
+            f"see {out / 'metrics.jsonl'} and {out / 'run.log'}")
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _summary(result: Any) -> None:
     evals = result.evaluations
     first, last = evals[0], evals[-1]
-    console.print(f"run folder: {result.run_dir}")
-    console.print(f"round {first['round']:>3}: accuracy {100 * first['accuracy']:.1f}%  test loss {first['test_loss']:.4f}")
-    console.print(f"round {last['round']:>3}: accuracy {100 * last['accuracy']:.1f}%  test loss {last['test_loss']:.4f}  "
-                  f"(most frequent prediction {100 * last['pred_max_share']:.0f}% of answers)")
     fin = result.records[-1]
-    console.print(f"simulated time {fin['sim_seconds'] / 60:.2f} min, real time {fin['real_seconds'] / 60:.2f} min")
+    say(f"accuracy {100 * first['accuracy']:.1f}% (round {first['round']}) -> {100 * last['accuracy']:.1f}% "
+        f"(round {last['round']}), test loss {first['test_loss']:.4f} -> {last['test_loss']:.4f}; "
+        f"most frequent prediction {100 * last['pred_max_share']:.0f}% of answers")
+    say(f"simulated time {fin['sim_seconds'] / 60:.2f} min, real time {fin['real_seconds'] / 60:.2f} min"
+        + (f", stopped by {fin['stop']}" if fin.get("stop") else ""))
+    report = result.run_dir / "report.html"
+    if report.is_file():
+        say(f"report: {report}")
 
 
 @app.command()
-def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")], set_: SetOpt = None) -> None:
-    """Check a config; report every error at once (exit code 1 if any)."""
-    errors = validate_file(config, list(set_ or []))
-    if errors:
-        console.print(f"[red]{config}: {len(errors)} error(s)[/red]")
-        for e in errors:
-            console.print(f"  - {e}")
-        raise typer.Exit(1)
-    console.print(f"{config}: OK")
+def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")], set_: SetOpt = None,
+             data_dir: DataDirOpt = None,
+             plan: Annotated[bool, typer.Option("--plan", help="also require what `fedsketch plan` needs (theta)")] = False
+             ) -> None:
+    """Check a config and every file it names, before loading any model; report every problem at once (exit 2)."""
+    from fedsketch.preflight import check_inputs
+
+    with user_errors():
+        try:
+            raw = read_toml(config)
+        except ConfigError as e:
+            _print_problems(str(config), e.errors)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        cfg, problems = collect(raw, _with_data_dir(set_, data_dir))
+        if not problems:
+            problems = check_inputs(cfg, planner=True if plan else None)
+    if problems:
+        _print_problems(str(config), problems)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    say(f"{config}: OK")
 
 
 @app.command()
@@ -88,25 +236,39 @@ def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)
             seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds replacing the suite's list, e.g. 0,1")] = None,
             run: Annotated[bool, typer.Option("--run/--report-only",
                                               help="--report-only: train nothing, tabulate the finished runs")] = True) -> None:
-    """Run several strategies x seeds on one partition; write a time-to-target table and plot."""
+    """Run several strategies x seeds on one partition; write a time-to-target table, plots and report.html."""
+    from fedsketch.checkpoint import CheckpointError
     from fedsketch.compare import compare as run_compare
 
-    sets = list(set_ or []) + ([f"data.data_dir={str(data_dir)!r}"] if data_dir is not None else [])
+    sets = _with_data_dir(set_, data_dir)
     try:
         seed_list = [int(x) for x in seeds.split(",")] if seeds else None
     except ValueError:
-        console.print(f"[red]--seeds must be comma-separated integers, got {seeds!r}[/red]")
-        raise typer.Exit(2) from None
-    try:
-        rows = run_compare(suite, sets, output, log=console.print, seeds=seed_list, run=run)
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
-    except CheckpointError as e:  # a run folder of an earlier, different version of the suite
-        console.print(f"[red]{e}[/red]\nmove the suite's runs/ folder away (or set --output) to start the suite afresh")
-        raise typer.Exit(1) from None
+        err(f"--seeds must be comma-separated integers, got {seeds!r}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    with user_errors():
+        try:
+            rows = run_compare(suite, sets, output, log=say, seeds=seed_list, run=run)
+        except ConfigError as e:
+            _print_problems(f"{suite}: invalid suite", e.errors)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except CheckpointError as e:  # a run folder of an earlier, different version of the suite
+            err(f"{e}\nmove the suite's runs/ folder away (or set --output) to start the suite afresh")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
     for r in rows:
-        console.print(r)
+        say(str(r))
+
+
+@app.command()
+def report(folder: Annotated[Path, typer.Argument(help="a run folder (metrics.jsonl) or a suite output folder (table.csv)")],
+           out: Annotated[Optional[Path], typer.Option("--out", help="where to write (default: FOLDER/report.html)")] = None
+           ) -> None:
+    """Write one self-contained report.html (figures embedded) for a run or a suite folder."""
+    from fedsketch.html_report import write_report
+
+    with user_errors():
+        path = write_report(folder, out)
+    say(f"report: {path}")
 
 
 def _register_optional() -> None:
@@ -123,9 +285,5 @@ _register_optional()
 def main() -> None:
     import logging
 
-    from rich.logging import RichHandler
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
-    for noisy in ("httpx", "urllib3", "filelock", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -32,9 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from fedsketch.config import ConfigError, ExperimentConfig, load_config
+from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, load_config
 from fedsketch.io import atomic_write_text, atomic_write_with
 from fedsketch.stopping import DIVERGENCE_FACTOR, divergence_onset  # noqa: F401 - divergence_onset is part of the report API
+
+
+SUITE_KEYS = ("name", "base", "seeds", "target", "reference", "output", "strategy", "set", "stop_at_target", "sweep")
+"""Top-level keys of a suite file."""
+STRATEGY_KEYS = ("name", "set")
+"""Keys of a ``[[strategy]]`` table."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,13 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
     errors: list[str] = []
-    allowed = {"name", "base", "seeds", "target", "reference", "output", "strategy", "set", "stop_at_target", "sweep"}
-    errors += [f"{path}: unknown key {k!r}; allowed: {', '.join(sorted(allowed))}" for k in raw if k not in allowed]
+    errors += [f"{path}: unknown key {k!r}{did_you_mean(k, SUITE_KEYS)}; allowed: {', '.join(SUITE_KEYS)}"
+               for k in raw if k not in SUITE_KEYS]
+    top_set = raw.get("set", [])
+    if not isinstance(top_set, list) or not all(isinstance(x, str) for x in top_set):
+        errors.append(f"{path}: set must be a list of 'section.key=value' strings, e.g. set = [\"fl.rounds=20\"], "
+                      f"got {top_set!r}")
+        top_set = []
     seeds = raw.get("seeds", [0]) if seeds is None else list(seeds)
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)):
         errors.append(f"{path}: seeds must be a non-empty list of integers >= 0, got {seeds!r}")
@@ -83,10 +94,18 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
         errors.append(f"{path}: sweep must be a list of accuracies in (0, 1], got {sweep!r}")
         sweep = []
     strategies = []
-    for i, s in enumerate(raw.get("strategy", [])):
+    raw_strategies = raw.get("strategy", [])
+    if not isinstance(raw_strategies, list):
+        errors.append(f"{path}: strategy must be an array of tables ([[strategy]] blocks)")
+        raw_strategies = []
+    for i, s in enumerate(raw_strategies):
         if not isinstance(s, dict) or not isinstance(s.get("name"), str):
             errors.append(f"{path}: strategy[{i}] needs a name")
             continue
+        unknown = [k for k in s if k not in STRATEGY_KEYS]
+        if unknown:
+            errors += [f"{path}: strategy {s['name']!r}: unknown key {k!r}{did_you_mean(k, STRATEGY_KEYS)}; "
+                       f"allowed: {', '.join(STRATEGY_KEYS)}" for k in unknown]
         sets = s.get("set", [])
         if not isinstance(sets, list) or not all(isinstance(x, str) for x in sets):
             errors.append(f"{path}: strategy {s['name']!r}: set must be a list of 'section.key=value' strings")
@@ -109,7 +128,7 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
                   target=float(target or 0), reference=ref,
                   output=Path(output).resolve() if output is not None else
                   (path.parent / raw.get("output", f"../results/{path.stem}")).resolve(),
-                  strategies=strategies, overrides=list(raw.get("set", [])) + stop_set + list(overrides or []),
+                  strategies=strategies, overrides=list(top_set) + stop_set + list(overrides or []),
                   sweep=tuple(sorted(float(a) for a in sweep)))
     if not errors:  # every strategy x seed must give a valid config
         for n, _ in strategies:
@@ -338,8 +357,8 @@ def plot_suite(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]], metric
 
 def compare(path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None,
             log: Any = print, seeds: list[int] | None = None, run: bool = True) -> list[dict[str, Any]]:
-    """Run a suite and write ``table.md``, ``table.csv``, ``accuracy_vs_time.png`` and
-    ``loss_vs_time.png`` to its output, ``stability.md``/``.csv`` (Theorem 1's step-size factor per
+    """Run a suite and write ``table.md``, ``table.csv``, ``accuracy_vs_time.png``,
+    ``loss_vs_time.png`` and ``report.html`` to its output, ``stability.md``/``.csv`` (Theorem 1's step-size factor per
     run), and ``sweep.md``/``.csv`` if the suite has a sweep. ``run=False`` only reports finished runs."""
     suite = load_suite(path, overrides, output, seeds)
     runs = run_suite(suite, log, run)
@@ -350,4 +369,7 @@ def compare(path: str | Path, overrides: list[str] | None = None, output: str | 
     plot_suite(suite, runs)
     plot_suite(suite, runs, "test_loss")
     write_stability(suite, stability_rows(suite))
+    from fedsketch.html_report import write_suite_report
+
+    write_suite_report(suite.output)
     return rows

@@ -9,6 +9,7 @@ TOML deltas over the defaults below; ``--set section.key=value`` overrides apply
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -22,6 +23,17 @@ from fedsketch.stopping import DIVERGENCE_FACTOR
 
 TASKS = ("arc_e", "arc_c", "obqa", "siqa")
 INF = math.inf
+#: model names served without a hub or folder (``fedsketch.engine.model`` maps them to weights)
+EMBEDDED_MODELS = ("embedded:smollm2-135m-instruct",)
+RANDOM_MODELS = ("random:tiny-llama",)
+
+
+def did_you_mean(word: str, allowed: typing.Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the closest allowed words, or ``""``."""
+    allowed = list(allowed)
+    close = difflib.get_close_matches(word, allowed, n=3, cutoff=0.6)
+    close += [a for a in allowed if a.startswith(word[:3]) and a not in close and len(word) >= 3][: 3 - len(close)]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 class ConfigError(ValueError):
@@ -44,8 +56,9 @@ def opt(default: Any, *, choices: tuple[Any, ...] | None = None, range: tuple[fl
 @dataclass(frozen=True)
 class DataConfig:
     task: str = opt("arc_e", choices=TASKS, doc="task to train and evaluate on")
-    source: str = opt("local", choices=("local", "hub"), doc="LLM-Adapters JSON folder, or the HF hub")
-    data_dir: str = opt("../shared/data/commonsense", doc="folder with <Task>/train.json and test.json")
+    source: str = opt("embedded", choices=("embedded", "local", "hub"),
+                      doc="embedded: the copy shipped in the package (offline); local: an LLM-Adapters JSON folder (data.data_dir); hub: the HF hub")
+    data_dir: str = opt("../shared/data/commonsense", doc="source='local': folder with <Task>/train.json and test.json")
     hub_dataset: str = opt("", doc="hub repo id for source='hub' (default: per-task public dataset)")
     prompt_format: str = opt("cloze", choices=("cloze", "llm_adapters"),
                              doc="cloze: 'Question: q\\nAnswer:' -> option text, scored by each option's log-likelihood; llm_adapters: instruction -> 'the correct answer is answerN', scored on 'answerN'")
@@ -145,8 +158,8 @@ class OutputConfig:
     dir: str = opt("runs", doc="parent folder of run folders")
     name: str = opt("", doc="run folder name ('' = <task>-<strategy>-seed<seed>-<config hash>)")
     checkpoint_every: int = opt(1, range=(0, INF), doc="save a resumable checkpoint every C rounds (0 = never)")
-    plot: bool = opt(True, doc="write accuracy_vs_time.png")
-    progress: bool = opt(True, doc="show a progress bar")
+    plot: bool = opt(True, doc="write accuracy_vs_time.png and report.html when the run finishes")
+    progress: bool = opt(True, doc="print one progress line per round (round, simulated minutes, sampled clients, last accuracy)")
 
 
 @dataclass(frozen=True)
@@ -289,9 +302,7 @@ def _build_section(name: str, cls: type, raw: Any, errors: list[str]) -> Any:
     for key, value in raw.items():
         full = f"{name}.{key}"
         if key not in known:
-            close = [k for k in known if k.startswith(key[:3])]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            errors.append(f"{full}: unknown key{hint}; allowed keys: {', '.join(known)}")
+            errors.append(f"{full}: unknown key{did_you_mean(key, known)}; allowed keys: {', '.join(known)}")
             continue
         v = _coerce(value, _type_of(cls, key), full, errors)
         if v is not None:
@@ -324,14 +335,54 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
             if len(vals) != n:
                 errs.append(f"network.{key}: profile='explicit' needs {n} values (data.num_clients), got {len(vals)}")
             for i, v in enumerate(vals):
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-                    errs.append(f"network.{key}[{i}] (client {i}): {v!r} is out of range; allowed (0, inf)")
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < INF:
+                    errs.append(f"network.{key}[{i}] (client {i}): {v!r} is out of range; allowed finite numbers > 0")
     if cfg.network.profile == "csv" and not cfg.network.profile_csv:
         errs.append("network.profile_csv: profile='csv' needs a file path")
     if not cfg.lora.target_modules or not all(isinstance(m, str) and m for m in cfg.lora.target_modules):
         errs.append(f"lora.target_modules: expected a non-empty list of module names, got {cfg.lora.target_modules!r}")
     if cfg.data.source == "local" and not cfg.data.data_dir:
         errs.append("data.data_dir: source='local' needs a folder")
+    name = cfg.model.name
+    if name.startswith("embedded:") and name not in EMBEDDED_MODELS:
+        errs.append(f"model.name: {name!r} is not an embedded model; embedded models: {', '.join(EMBEDDED_MODELS)}")
+    if name.startswith("random:") and name not in RANDOM_MODELS:
+        errs.append(f"model.name: {name!r} is not a built-in random model; choose {', '.join(RANDOM_MODELS)}")
+    errs.extend(_planner_checks(cfg.planner))
+    return errs
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _planner_checks(pl: PlannerConfig) -> list[str]:
+    """List-valued planner keys: theta (count and signs), pilot lists, k starts."""
+    errs: list[str] = []
+    if pl.theta:
+        if not all(_is_number(v) and math.isfinite(v) for v in pl.theta):
+            errs.append(f"planner.theta: expected 4 finite numbers (theta1..theta4), got {pl.theta!r}")
+        elif len(pl.theta) != 4:
+            errs.append(f"planner.theta: expected 4 numbers (theta1..theta4), got {len(pl.theta)}")
+        else:
+            t1, t2, t3, t4 = pl.theta
+            if not t1 > 0:
+                errs.append(f"planner.theta: theta1 = {t1!r} must be > 0 (else the target is never reachable, eq. 21)")
+            if t2 < 0 or t3 < 0:
+                errs.append(f"planner.theta: theta2 and theta3 must be >= 0, got {t2!r} and {t3!r}")
+            if not t4 > 0:
+                errs.append(f"planner.theta: theta4 = {t4!r} must be > 0 (it is 4(F(X0)-F*)/(eta H))")
+    if len(pl.pilot_q) != len(pl.pilot_k_frac):
+        errs.append(f"planner.pilot_q has {len(pl.pilot_q)} entries but planner.pilot_k_frac has "
+                    f"{len(pl.pilot_k_frac)}; they pair up, one per pilot run")
+    elif len(pl.pilot_q) < 4:
+        errs.append(f"planner.pilot_q: eq. 22 has 4 unknowns, so at least 4 pilot runs are needed, got {len(pl.pilot_q)}")
+    for key in ("pilot_q", "pilot_k_frac", "k_starts"):
+        for i, v in enumerate(getattr(pl, key)):
+            if not (_is_number(v) and 0 < v <= 1):
+                errs.append(f"planner.{key}[{i}]: {v!r} is out of range; allowed (0, 1]")
+    if not pl.k_starts:
+        errs.append("planner.k_starts: needs at least one start (fractions of r in (0, 1])")
     return errs
 
 
@@ -378,7 +429,8 @@ def collect(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> tuple[
         seed = 0
     for key, value in raw.items():
         if key not in SECTIONS:
-            errors.append(f"{key}: unknown section; allowed: seed, {', '.join(SECTIONS)}")
+            errors.append(f"{key}: unknown section{did_you_mean(key, ['seed', *SECTIONS])}; "
+                          f"allowed: seed, {', '.join(SECTIONS)}")
             continue
         sections[key] = _build_section(key, SECTIONS[key], value, errors)
     cfg = ExperimentConfig(seed=seed, **sections)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from fedsketch import checkpoint, report
 from fedsketch.aggregate import validate_update
 from fedsketch.config import ExperimentConfig, to_toml
+from fedsketch.errors import RunFailed
 from fedsketch.io import atomic_write_json, atomic_write_text
 from fedsketch.network import allocate_bandwidth, sketch_times
 from fedsketch.network.profiles import full_rank_payload_mbit, profiles_from_config
@@ -96,14 +98,18 @@ def finish_round(plan: RoundPlan, state: LoraState, results: dict[int, ClientUpd
     # --- simulated time: equal-finish split of W over the sampled clients (line 13, eq. 10);
     # a method's extra download (FLoRA's stacked module) joins each client's communication load
     download = method.download_mbit(plan.round, fed, alloc)[plan.sampled]
-    T, _ = allocate_bandwidth(t_cp[plan.sampled], t_cm[plan.sampled] + download, cfg.network.bandwidth_mbps)
+    T, share = allocate_bandwidth(t_cp[plan.sampled], t_cm[plan.sampled] + download, cfg.network.bandwidth_mbps)
     bits = cfg.network.upload_bits
+    by_client = {u.client: u.nbytes(bits) for u in updates}
     record = {
         "round": plan.round,
         "round_sim_seconds": T,
         "sampled": plan.sampled.tolist(),
         "failed": failed,
-        "uploaded_bytes": int(sum(u.nbytes(bits) for u in updates)),
+        "uploaded_bytes": int(sum(by_client.values())),
+        # aligned with "sampled": each client's upload (0 if it failed) and bandwidth b_n in Mbps (eq. 10)
+        "client_bytes": [int(by_client.get(n, 0)) for n in plan.sampled.tolist()],
+        "bandwidth_mbps": [float(b) for b in np.asarray(share, dtype=float).ravel()],
         "train_loss": float(np.mean([u.train_loss for u in updates])) if updates else None,
         "client_compute_seconds": float(sum(u.compute_seconds for u in updates)),
     }
@@ -181,7 +187,7 @@ def open_run(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
     engine, fed, alloc, t_cp, t_cm = prepare(cfg, engine)
     out = run_dir_for(cfg)
     found = None if fresh else checkpoint.find(out / "checkpoint")
-    rs = checkpoint.load(found, cfg.hash()) if found is not None else None  # verify before writing anything
+    rs = checkpoint.load(found, cfg.hash(), cfg.to_dict()) if found is not None else None  # verify before writing anything
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", to_toml(cfg))
     atomic_write_json(out / "run.json", _run_info(cfg, fed, alloc, t_cp, t_cm))
@@ -211,8 +217,9 @@ def commit_round(sess: RunSession, t: int, state: LoraState, rec: dict[str, Any]
     The run ends (``sess.finished``, and ``rec["stop"]`` names why) after round ``fl.rounds``,
     once the simulated clock reaches ``fl.sim_budget_minutes`` (evaluated there), after the
     first evaluation with accuracy >= ``fl.stop_accuracy``, or after a diverged evaluation (test loss
-    above ``fl.stop_divergence`` times the best so far, or NaN: :mod:`fedsketch.stopping`). Raises ``RuntimeError`` after
-    ``fl.min_completion`` consecutive rounds in which every sampled client failed.
+    above ``fl.stop_divergence`` times the best so far, or NaN: :mod:`fedsketch.stopping`). Raises
+    :class:`~fedsketch.errors.RunFailed` after ``fl.min_completion`` consecutive rounds in which every
+    sampled client failed.
     """
     cfg = sess.cfg
     every, R, fl = cfg.eval.every, cfg.fl.rounds, cfg.fl
@@ -242,13 +249,13 @@ def commit_round(sess: RunSession, t: int, state: LoraState, rec: dict[str, Any]
     if cfg.output.checkpoint_every and (t % cfg.output.checkpoint_every == 0 or t == sess.last):
         checkpoint.save(sess.ckpt, checkpoint.RunState(t, state, sess.sim, rec["real_seconds"], sess.records, cfg.hash()))
     if cfg.fl.min_completion and sess.consecutive_fail >= cfg.fl.min_completion:
-        raise RuntimeError(f"{sess.consecutive_fail} consecutive rounds in which every sampled client failed; "
-                           f"last failures: {rec['failed']}")
+        raise RunFailed(f"{sess.consecutive_fail} consecutive rounds in which every sampled client failed "
+                        f"(fl.min_completion={cfg.fl.min_completion}); last failures: {rec['failed']}")
     return rec
 
 
 def close_run(sess: RunSession) -> RunResult:
-    """Write the final metrics, and after the last round the adapter and the plot."""
+    """Write the final metrics, and after the last round the adapter, the plot and ``report.html``."""
     cfg = sess.cfg
     report.write_metrics(sess.out / "metrics.jsonl", sess.records)
     if sess.finished:
@@ -256,11 +263,15 @@ def close_run(sess: RunSession) -> RunResult:
         if cfg.output.plot:
             report.plot_accuracy(sess.out / "accuracy_vs_time.png", sess.records,
                                  f"{cfg.data.task}: {cfg.fl.method}, sampling={cfg.fl.sampling}, ranks={cfg.fl.ranks}, seed={cfg.seed}")
+            from fedsketch.html_report import write_run_report
+
+            write_run_report(sess.out)
     return RunResult(run_dir=sess.out, records=sess.records, state=sess.state, allocation=sess.alloc)
 
 
 def run_experiment(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = False,
-                   stop_after: int | None = None) -> RunResult:
+                   stop_after: int | None = None,
+                   on_round: Callable[[RunSession, dict[str, Any]], None] | None = None) -> RunResult:
     """Run (or resume) the experiment of ``cfg`` and write its run folder.
 
     Parameters
@@ -271,20 +282,17 @@ def run_experiment(cfg: ExperimentConfig, *, engine: Any = None, fresh: bool = F
         Ignore an existing checkpoint and start over.
     stop_after : int, optional
         Stop after this many rounds (simulates an interruption; used by resume tests).
+    on_round : callable(session, record), optional
+        Called after each committed round (the CLI prints its progress line here).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     sess = open_run(cfg, engine=engine, fresh=fresh, stop_after=stop_after)
-    with Progress(TextColumn("[bold]round"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), disable=not cfg.output.progress, transient=False) as bar:
-        task = bar.add_task("rounds", total=cfg.fl.rounds, completed=sess.start, info="")
-        for t in range(sess.start + 1, sess.last + 1):
-            state, rec = run_round(t, sess.state, sess.engine, sess.fed, sess.alloc, sess.t_cp, sess.t_cm)
-            rec = commit_round(sess, t, state, rec)
-            acc = f" acc {100 * rec['accuracy']:.1f}%" if rec.get("accuracy") is not None else ""
-            bar.update(task, completed=t, info=f"sim {sess.sim / 60:.1f} min, {len(rec['sampled'])} sampled{acc}")
-            if sess.finished:
-                break
+    for t in range(sess.start + 1, sess.last + 1):
+        state, rec = run_round(t, sess.state, sess.engine, sess.fed, sess.alloc, sess.t_cp, sess.t_cm)
+        rec = commit_round(sess, t, state, rec)
+        if on_round is not None:
+            on_round(sess, rec)
+        if sess.finished:
+            break
     return close_run(sess)
 
 

@@ -88,7 +88,7 @@ def test_cli_validate_exit_codes(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[fl]\nrounds = -2\nbogus = 1\n")
     res = runner.invoke(app, ["validate", str(bad)])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "fl.rounds" in res.output and "fl.bogus" in res.output
 
 

@@ -1,4 +1,4 @@
-"""Loading the LLM-Adapters JSON files (every shipped file) and the error paths."""
+"""Loading the LLM-Adapters JSON files (every embedded file) and the error paths."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 from fedsketch.data import TASK_DIRS, DataError, MCQExample, build_instruction, load_task, parse_instruction
-
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "commonsense"
 
 # (task, split) -> (examples, {options: count}) as listed in the folder's README.
 EXPECTED = {
@@ -36,13 +34,6 @@ GOOD = {
 }
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    if not (DATA_DIR / "ARC-Easy" / "train.json").is_file():
-        pytest.skip(f"shared commonsense data not found at {DATA_DIR} (expected next to the repository)")
-    return DATA_DIR
-
-
 def write(tmp_path: Path, payload: object, task: str = "arc_e", split: str = "train", raw: str | None = None) -> Path:
     folder = tmp_path / TASK_DIRS[task]
     folder.mkdir(parents=True, exist_ok=True)
@@ -52,8 +43,8 @@ def write(tmp_path: Path, payload: object, task: str = "arc_e", split: str = "tr
 
 
 @pytest.mark.parametrize(("task", "split"), sorted(EXPECTED))
-def test_every_shipped_file_parses(data_dir: Path, task: str, split: str) -> None:
-    examples = load_task(task, split, data_dir=data_dir)
+def test_every_embedded_file_parses(task: str, split: str) -> None:
+    examples = load_task(task, split, source="embedded")
     count, odd = EXPECTED[(task, split)]
     assert len(examples) == count
     sizes = Counter(len(ex.options) for ex in examples)
@@ -75,25 +66,25 @@ def test_question_with_blank_lines_is_kept_whole() -> None:
 
 def test_missing_folder_and_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="data folder not found"):
-        load_task("arc_e", "train", data_dir=tmp_path / "nope")
+        load_task("arc_e", "train", source="local", data_dir=tmp_path / "nope")
     with pytest.raises(DataError, match=r"ARC-Easy.train\.json: file not found"):
-        load_task("arc_e", "train", data_dir=tmp_path)
+        load_task("arc_e", "train", source="local", data_dir=tmp_path)
 
 
 def test_bad_json(tmp_path: Path) -> None:
     path = write(tmp_path, None, raw='[{"instruction": ')
     with pytest.raises(DataError, match="not valid JSON") as e:
-        load_task("arc_e", "train", data_dir=tmp_path)
+        load_task("arc_e", "train", source="local", data_dir=tmp_path)
     assert str(path) in str(e.value)
 
 
 def test_not_a_list_and_not_an_object(tmp_path: Path) -> None:
     write(tmp_path, {"a": 1})
     with pytest.raises(DataError, match="expected a JSON list"):
-        load_task("arc_e", "train", data_dir=tmp_path)
+        load_task("arc_e", "train", source="local", data_dir=tmp_path)
     write(tmp_path, [GOOD, 7])
     with pytest.raises(DataError, match="record 1: expected a JSON object"):
-        load_task("arc_e", "train", data_dir=tmp_path)
+        load_task("arc_e", "train", source="local", data_dir=tmp_path)
 
 
 @pytest.mark.parametrize("field", ["instruction", "output", "answer"])
@@ -101,7 +92,7 @@ def test_missing_field(tmp_path: Path, field: str) -> None:
     rec = {k: v for k, v in GOOD.items() if k != field}
     path = write(tmp_path, [GOOD, GOOD, rec])
     with pytest.raises(DataError) as e:
-        load_task("arc_e", "train", data_dir=tmp_path)
+        load_task("arc_e", "train", source="local", data_dir=tmp_path)
     msg = str(e.value)
     assert str(path) in msg and "record 2" in msg and f"missing field {field!r}" in msg
 
@@ -109,21 +100,21 @@ def test_missing_field(tmp_path: Path, field: str) -> None:
 def test_ill_typed_field(tmp_path: Path) -> None:
     write(tmp_path, [dict(GOOD, answer=2)])
     with pytest.raises(DataError, match="record 0: field 'answer' must be a string"):
-        load_task("arc_e", "train", data_dir=tmp_path)
+        load_task("arc_e", "train", source="local", data_dir=tmp_path)
 
 
 @pytest.mark.parametrize("answer", ["answer9", "answer0", "B", ""])
 def test_bad_answer(tmp_path: Path, answer: str) -> None:
     path = write(tmp_path, [dict(GOOD, answer=answer)])
     with pytest.raises(DataError, match="record 0: field 'answer'") as e:
-        load_task("arc_e", "train", data_dir=tmp_path)
+        load_task("arc_e", "train", source="local", data_dir=tmp_path)
     assert str(path) in str(e.value)
 
 
 def test_output_disagreeing_with_answer(tmp_path: Path) -> None:
     write(tmp_path, [dict(GOOD, output="the correct answer is answer1")])
     with pytest.raises(DataError, match="field 'output'"):
-        load_task("arc_e", "train", data_dir=tmp_path)
+        load_task("arc_e", "train", source="local", data_dir=tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -144,15 +135,15 @@ def test_output_disagreeing_with_answer(tmp_path: Path) -> None:
 def test_unparsable_instruction(tmp_path: Path, instruction: str, reason: str) -> None:
     write(tmp_path, [GOOD, dict(GOOD, instruction=instruction)])
     with pytest.raises(DataError, match="record 1: field 'instruction'") as e:
-        load_task("arc_e", "train", data_dir=tmp_path)
+        load_task("arc_e", "train", source="local", data_dir=tmp_path)
     assert reason in str(e.value)
 
 
 def test_unknown_task_split_source(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="allowed tasks: arc_e, arc_c, obqa, siqa"):
-        load_task("boolq", "train", data_dir=tmp_path)
+        load_task("boolq", "train", source="local", data_dir=tmp_path)
     with pytest.raises(DataError, match="allowed splits"):
-        load_task("arc_e", "dev", data_dir=tmp_path)
+        load_task("arc_e", "dev", source="local", data_dir=tmp_path)
     with pytest.raises(DataError, match="unknown data source"):
         load_task("arc_e", "train", source="ftp", data_dir=tmp_path)
 

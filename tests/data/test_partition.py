@@ -17,7 +17,6 @@ from fedsketch.data import (
     partition_sizes,
 )
 
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "commonsense"
 LABELS = np.random.default_rng(123).integers(0, 4, size=2000)  # balanced 4-label toy set
 SCHEMES = ["iid", "dirichlet", "inner_dirichlet"]
 
@@ -113,15 +112,8 @@ def test_data_weights() -> None:
 
 # --------------------------------------------------------------------------- from a config
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    if not (DATA_DIR / "ARC-Easy" / "train.json").is_file():
-        pytest.skip(f"shared commonsense data not found at {DATA_DIR} (expected next to the repository)")
-    return DATA_DIR
-
-
-def test_build_federated_data(data_dir: Path) -> None:
-    over = [f'data.data_dir="{data_dir}"', "data.task=arc_c", "data.num_clients=5",
+def test_build_federated_data() -> None:
+    over = ["data.task=arc_c", "data.num_clients=5",
             "data.max_train_examples=300", "data.partition=iid", "seed=3"]
     cfg = load_config(overrides=over)
     fd = build_federated_data(cfg)

@@ -17,8 +17,8 @@ from fedsketch.config import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_smoke_suite_end_to_end(data_dir, tmp_path):
-    res = CliRunner().invoke(app, ["compare", str(REPO / "suites" / "smoke.toml"), "--data-dir", str(data_dir),
+def test_smoke_suite_end_to_end(tmp_path):
+    res = CliRunner().invoke(app, ["compare", str(REPO / "suites" / "smoke.toml"),
                                    "--output", str(tmp_path)])
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader((tmp_path / "table.csv").open()))
@@ -38,7 +38,7 @@ def test_smoke_suite_end_to_end(data_dir, tmp_path):
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert runs == sorted(f"{s}-seed{k}" for s in ("independent", "fslora", "heterolora", "flora") for k in (0, 1))
     # a second call reuses the finished runs (no retraining)
-    res2 = CliRunner().invoke(app, ["compare", str(REPO / "suites" / "smoke.toml"), "--data-dir", str(data_dir),
+    res2 = CliRunner().invoke(app, ["compare", str(REPO / "suites" / "smoke.toml"),
                                     "--output", str(tmp_path)])
     assert res2.exit_code == 0 and res2.output.count("finished earlier, reusing") == 8
 
@@ -64,7 +64,7 @@ def test_shipped_suites_load(path):
     assert suite.strategies and suite.reference in dict(suite.strategies)
 
 
-def test_interrupted_suite_resumes_to_the_same_results(data_dir, tmp_path):
+def test_interrupted_suite_resumes_to_the_same_results(tmp_path):
     """Seed-major order, --seeds, and an unfinished run resumed from its checkpoint inside a suite."""
     from fedsketch.compare import compare
     from fedsketch.server import run_experiment
@@ -74,7 +74,7 @@ def test_interrupted_suite_resumes_to_the_same_results(data_dir, tmp_path):
                      'stop_at_target = true\nreference = "a"\n'
                      '[[strategy]]\nname = "a"\nset = ["fl.rounds=3"]\n'
                      '[[strategy]]\nname = "b"\nset = ["fl.rounds=3", "fl.method=\'flora\'", "fl.clients_per_round=2"]\n')
-    sets = [f"data.data_dir='{data_dir}'", "output.plot=false"]
+    sets = ["output.plot=false"]
     logs: list[str] = []
     straight = compare(suite, sets, tmp_path / "straight", log=logs.append)
     assert [m.split("] ")[1] for m in logs] == ["running a seed 0", "running b seed 0",

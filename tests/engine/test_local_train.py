@@ -106,7 +106,7 @@ def test_model_loads_from_a_local_folder(tiny_cfg, tmp_path):
     x = torch.tensor([[1, 2, 3]])
     full, _ = load_base_model(tiny_cfg(f"model.name='{folder}'").model)
     torch.testing.assert_close(full(x).logits, model(x).logits)
-    with pytest.raises(ModelError, match="model.name='/nonexistent/model'"):
+    with pytest.raises(ModelError, match="model.name: local folder /nonexistent/model does not exist"):
         load_base_model(tiny_cfg("model.name='/nonexistent/model'").model)
 
 

@@ -68,7 +68,7 @@ def test_resume_gives_same_numbers(tiny_cfg, tmp_path):
 
 def test_resume_refuses_other_config(tiny_cfg):
     run_experiment(tiny_cfg("output.name='x'"), stop_after=1)
-    with pytest.raises(checkpoint.CheckpointError, match="written by config"):
+    with pytest.raises(checkpoint.CheckpointError, match="written by a different config"):
         run_experiment(tiny_cfg("output.name='x'", "train.lr=0.1"))
 
 

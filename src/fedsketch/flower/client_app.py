@@ -55,12 +55,12 @@ def partition_of(context: Context) -> int:
 def get_engine(cfg_text: str, data_dir: str | None = None) -> Any:
     """The cached engine for this config (built on first use; one entry kept).
 
-    ``data_dir`` (from the node config key ``data-dir``) overrides ``data.data_dir`` when a
-    node keeps the data elsewhere than the server.
+    ``data_dir`` (from the node config key ``data-dir``) makes the node read a local folder
+    (``data.source = "local"``, ``data.data_dir``) when it keeps the data elsewhere than the server.
     """
     cfg = codec.config_from_text(cfg_text)
     if data_dir:
-        cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=data_dir))
+        cfg = cfg.replace(data=dataclasses.replace(cfg.data, source="local", data_dir=data_dir))
     key = cfg.hash()
     with _LOCK:
         eng = _CACHE.get(key)

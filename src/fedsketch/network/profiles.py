@@ -106,32 +106,75 @@ def draw_profiles(
     return ClientProfiles(tau_cp=tau_cp, tau_cm=payload_mbit / rho, tau_0=base_fraction * tau_cp)
 
 
+class ProfileError(ValueError):
+    """A client profile file is missing or malformed; the message names the file, line and client."""
+
+
 def load_profiles_csv(path: str | Path, num_clients: int) -> ClientProfiles:
-    """Read profiles from a CSV with header ``client,tau_cp,tau_cm[,tau_0]`` (one row per client)."""
+    """Read profiles from a CSV with header ``client,tau_cp,tau_cm[,tau_0]``, exactly one row per client.
+
+    Raises
+    ------
+    ProfileError
+        The file is missing or unreadable, the header lacks a column, a value is not a finite
+        number (``inf`` and ``nan`` included), a time is not > 0 (``tau_0`` not in [0, tau_cp]),
+        or a client id is duplicated, missing or outside ``0..num_clients-1``.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"network.profile_csv: file not found: {path}")
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        raise ProfileError(f"network.profile_csv: file not found: {path}")
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ProfileError(f"network.profile_csv: cannot read {path}: {e}") from None
     need = {"client", "tau_cp", "tau_cm"}
     if not rows or not need <= set(rows[0]):
-        raise ValueError(f"{path}: header must contain columns {sorted(need)} (optional tau_0)")
-    by_client: dict[int, dict[str, str]] = {}
-    for i, row in enumerate(rows, start=2):
+        raise ProfileError(f"{path}: header must contain columns {', '.join(sorted(need))} (optional tau_0), "
+                           "and at least one row must follow it")
+    by_client: dict[int, tuple[int, float, float, float]] = {}
+    for line, row in enumerate(rows, start=2):
         try:
-            cid = int(row["client"])
-            float(row["tau_cp"]), float(row["tau_cm"]), float(row.get("tau_0") or 0.0)
+            cid = int(str(row["client"]).strip())
         except (TypeError, ValueError):
-            raise ValueError(f"{path}, line {i}: client, tau_cp, tau_cm must be numbers, got {row}") from None
-        by_client[cid] = row
+            raise ProfileError(f"{path}, line {line}: client must be an integer id, got {row['client']!r}") from None
+        vals = []
+        for col in ("tau_cp", "tau_cm", "tau_0"):
+            raw = row.get(col)
+            if col == "tau_0" and (raw is None or str(raw).strip() == ""):
+                vals.append(0.0)
+                continue
+            try:
+                v = float(str(raw).strip())
+            except (TypeError, ValueError):
+                raise ProfileError(f"{path}, line {line} (client {cid}): {col} must be a number, got {raw!r}") from None
+            if not np.isfinite(v):
+                raise ProfileError(f"{path}, line {line} (client {cid}): {col} = {raw!r} is not finite; "
+                                   "times must be finite numbers")
+            vals.append(v)
+        tau_cp, tau_cm, tau_0 = vals
+        for col, v in (("tau_cp", tau_cp), ("tau_cm", tau_cm)):
+            if not v > 0:
+                raise ProfileError(f"{path}, line {line} (client {cid}): {col} = {v!r} must be > 0")
+        if not 0 <= tau_0 <= tau_cp:
+            raise ProfileError(f"{path}, line {line} (client {cid}): tau_0 = {tau_0!r} must lie in [0, tau_cp={tau_cp!r}]")
+        if not 0 <= cid < num_clients:
+            raise ProfileError(f"{path}, line {line}: client {cid} is not one of the data.num_clients={num_clients} "
+                               f"clients 0..{num_clients - 1}")
+        if cid in by_client:
+            raise ProfileError(f"{path}, line {line}: client {cid} appears twice (first on line {by_client[cid][0]}); "
+                               "give each client exactly one row")
+        by_client[cid] = (line, tau_cp, tau_cm, tau_0)
     missing = sorted(set(range(num_clients)) - set(by_client))
     if missing:
-        raise ValueError(f"{path}: no row for client(s) {missing[:10]} (need clients 0..{num_clients - 1})")
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise ProfileError(f"{path}: no row for client(s) {missing[:10]}{more} (need one row for each of clients "
+                           f"0..{num_clients - 1})")
     order = [by_client[c] for c in range(num_clients)]
     return ClientProfiles(
-        tau_cp=np.array([float(r["tau_cp"]) for r in order]),
-        tau_cm=np.array([float(r["tau_cm"]) for r in order]),
-        tau_0=np.array([float(r.get("tau_0") or 0.0) for r in order]),
+        tau_cp=np.array([r[1] for r in order]),
+        tau_cm=np.array([r[2] for r in order]),
+        tau_0=np.array([r[3] for r in order]),
     )
 
 

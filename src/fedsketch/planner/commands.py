@@ -5,8 +5,9 @@ prints / saves q, k, the predicted rounds, round time and total time next to the
 ``estimate CONFIG [--set k=v ...] [--out PATH]`` runs the pilot runs of eq. 22 through the
 engine (``fedsketch.engine.pilot.make_pilot_runner(cfg)``) and writes theta as JSON.
 
-Exit codes: 0 success, 1 planner/estimation error (message names the client or constraint),
-2 invalid configuration.
+Exit codes (``fedsketch.errors``): 0 success, 1 a failed solve or estimation (the message names
+the client or constraint), 2 bad input (config, theta file, profile CSV, data, output folder),
+130 interrupted. Messages are plain text (no rich markup), one per problem.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from fedsketch.network.profiles import payload_from_model
 from fedsketch.planner.api import WeightsFn, default_weights, plan_from_config, plan_json
 from fedsketch.planner.estimate import EstimationError, estimate_theta, load_pilots, pilot_configs, run_pilots
 from fedsketch.planner.qstep import SolverError
+
+class _EstimateFailed(EstimationError):
+    """An estimation that ran and failed (exit 1), as opposed to a bad theta input (exit 2)."""
+
 
 PilotFactory = Callable[[object], Callable[[float, int], Optional[float]]]
 PayloadFn = Callable[[object], Optional[float]]
@@ -69,37 +74,51 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         Full-rank LoRA upload size (Mbit) that ``fedsketch run`` would use; default
         ``fedsketch.engine.payload.config_payload_mbit`` (counted from the model's shapes).
     """
-    err = Console(stderr=True)
-    out_console = Console()
+    out_console = Console(highlight=False)
 
-    def load(config: Path, sets: Optional[list[str]]):
+    def say_err(msg: str) -> None:
+        typer.echo(msg, err=True)
+
+    def load(config: Path, sets: Optional[list[str]], *, planner: bool):
+        from fedsketch.preflight import check_inputs
+
         try:
-            return load_config(config, list(sets or []))
+            cfg = load_config(config, list(sets or []))
         except ConfigError as e:
-            err.print(f"[red]{e}[/red]", markup=True, highlight=False)
-            raise typer.Exit(2) from None
+            problems = e.errors
+        else:
+            problems = check_inputs(cfg, planner=planner)
+        if problems:
+            say_err(f"{config}: {len(problems)} problem(s)" if len(problems) > 1 else f"{config}:")
+            for msg in problems:
+                say_err(f"  - {msg}")
+            raise typer.Exit(2)
+        return cfg
 
     def fail(e: Exception) -> None:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(1) from None
+        if isinstance(e, KeyboardInterrupt):
+            say_err("interrupted")
+            raise typer.Exit(130) from None
+        say_err(f"error: {e}")
+        raise typer.Exit(2 if isinstance(e, EstimationError) and not isinstance(e, _EstimateFailed) else 1) from None
 
     @app.command("plan")
     def plan_cmd(config: Annotated[Path, typer.Argument(help="TOML config")], set_: SetOpt = None,
                  json_: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
                  out: OutOpt = None) -> None:
         """Choose q and k (Algorithm 2) and compare with the baselines of Figs. 2-3."""
-        cfg = load(config, set_)
+        cfg = load(config, set_, planner=True)
         try:
             payload = (payload_fn or _default_payload_fn)(cfg) if payload_from_model(cfg) else None
             plan, bls, prob = plan_from_config(cfg, weights_fn=weights_fn or default_weights, payload_mbit=payload)
-        except (ValueError, SolverError, ImportError, RuntimeError) as e:
+        except (ValueError, SolverError, ImportError, RuntimeError, KeyboardInterrupt) as e:
             fail(e)
         data = plan_json(plan, bls, prob)
         path = out or Path(cfg.output.dir) / f"plan-{cfg.hash()}.json"
         _write(path, data)
         if json_:
             typer.echo(json.dumps(data))
-            err.print(f"saved {path}", highlight=False)
+            say_err(f"saved {path}")
             return
         q, k = plan.q, plan.k
         out_console.print(
@@ -121,7 +140,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         out_console.print(t)
         out_console.print(f"eq. 11 estimate of the true E[T] at the plan: {plan.round_time_approx:.4g} s "
                           f"(the planned round time is the Theorem 2 bound)")
-        out_console.print(f"saved {path}")
+        typer.echo(f"saved {path}")
 
     @app.command("estimate")
     def estimate_cmd(config: Annotated[Path, typer.Argument(help="TOML config")], set_: SetOpt = None,
@@ -130,7 +149,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
                          "--pilots", help="refit from the pilot rounds recorded in an earlier estimate's JSON "
                                           "instead of running the pilots again")] = None) -> None:
         """Estimate theta1..theta4 from pilot runs (eqs. 22-23) and write them as JSON."""
-        cfg = load(config, set_)
+        cfg = load(config, set_, planner=False)
         pl = cfg.planner
         try:
             p = (weights_fn or default_weights)(cfg)
@@ -141,7 +160,9 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
                 runner = (pilot_factory or _default_pilot_factory)(cfg)
                 obs = run_pilots(runner, configs)
             est = estimate_theta(obs, p, cfg.lora.rank, rcond=pl.estimate_rcond, signs=pl.estimate_signs)
-        except (ValueError, ImportError) as e:
+        except EstimationError as e:
+            fail(_EstimateFailed(str(e)))
+        except (ValueError, ImportError, RuntimeError, KeyboardInterrupt) as e:
             fail(e)
         path = out or Path(cfg.output.dir) / f"theta-{cfg.hash()}.json"
         _write(path, est.to_dict())
@@ -158,10 +179,10 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
             u = est.unconstrained
             out_console.print(f"sign-constrained fit: {', '.join(est.pinned)} pinned to 0; the unconstrained fit was "
                               f"({u[0]:.4g}, {u[1]:.4g}, {u[2]:.4g}, {u[3]:.4g}) with residual {est.unconstrained_residual:.3g}")
-        out_console.print(f"saved {path}")
+        typer.echo(f"saved {path}")
         if not est.ok:
             for msg in est.problems:
-                err.print(f"[red]problem:[/red] {msg}", highlight=False)
-            err.print("the estimate is flagged (ok=false in the JSON); `fedsketch plan` will refuse it", highlight=False)
+                say_err(f"problem: {msg}")
+            say_err("the estimate is flagged (ok=false in the JSON); `fedsketch plan` will refuse it")
             raise typer.Exit(1)
-        out_console.print(f"use it with: --set planner.theta_file={str(path)!r}")
+        typer.echo(f"use it with: --set planner.theta_file={str(path)!r}")

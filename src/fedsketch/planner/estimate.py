@@ -292,19 +292,35 @@ def load_pilots(path: str | Path) -> list[PilotObservation]:
 
 
 def load_theta_file(path: str | Path) -> Theta:
-    """Read a theta JSON written by ``fedsketch estimate``; refuses a flagged estimate."""
+    """Read a theta JSON written by ``fedsketch estimate``; refuses a flagged estimate.
+
+    Every problem (missing or unreadable file, invalid JSON, JSON that is not an object, a
+    'theta' that is not 4 finite numbers, signs that violate eq. 23) is an
+    :class:`EstimationError` naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise EstimationError(f"planner.theta_file: file not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise EstimationError(f"planner.theta_file: cannot read {path}: {e}") from None
     except json.JSONDecodeError as e:
         raise EstimationError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise EstimationError(f"{path}: expected a JSON object with a 'theta' list (as `fedsketch estimate` "
+                              f"writes), got {type(data).__name__} {data!r:.60}")
     if "theta" not in data:
         raise EstimationError(f"{path}: no 'theta' key")
     if not data.get("ok", True):
-        raise EstimationError(f"{path}: the estimate was flagged: {'; '.join(data.get('problems', []))}")
+        problems = data.get("problems", [])
+        why = "; ".join(map(str, problems)) if isinstance(problems, list) else str(problems)
+        raise EstimationError(f"{path}: the estimate was flagged: {why}")
     vals = data["theta"]
-    if not (isinstance(vals, list) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals)):
-        raise EstimationError(f"{path}: 'theta' must be a list of 4 numbers, got {vals!r}")
-    return Theta.from_sequence(vals)
+    if not (isinstance(vals, list) and len(vals) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals)):
+        raise EstimationError(f"{path}: 'theta' must be a list of 4 finite numbers, got {vals!r}")
+    try:
+        return Theta.from_sequence(vals)
+    except ValueError as e:
+        raise EstimationError(f"{path}: {e}") from None
