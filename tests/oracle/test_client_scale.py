@@ -28,14 +28,14 @@ def _uploads(tiny_cfg, *sets):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_dir):
+def reference(tmp_path_factory):
     """Round-1 uploads at k = r, scale multiplier 1, every client."""
     from pathlib import Path
 
     from fedsketch.config import load_config
 
     repo = Path(__file__).resolve().parents[2]
-    cfg = load_config(repo / "configs" / "tiny.toml", [f"data.data_dir='{data_dir}'",
+    cfg = load_config(repo / "configs" / "tiny.toml", [
                       f"output.dir='{tmp_path_factory.mktemp('ref')}'", "output.plot=false", *BASE,
                       "fl.sampling='full'", "fl.ranks='full'"])
     _, eng, _ = recording_run(cfg)

@@ -26,7 +26,7 @@ def test_definition_by_hand():
     assert divergence_onset(recs, 10.0) is None
 
 
-def test_the_run_and_the_stability_report_agree(data_dir, tmp_path):
+def test_the_run_and_the_stability_report_agree(tmp_path):
     from fedsketch.compare import load_suite, stability_rows
 
     base = ["fl.rounds=4", "fl.sampling='full'", "eval.num_samples=2", "fl.local_steps=1", "data.max_seq_len=32",
@@ -36,7 +36,7 @@ def test_the_run_and_the_stability_report_agree(data_dir, tmp_path):
                    for n, s in sets.items())
     path = tmp_path / "s.toml"
     path.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0]\ntarget = 0.5\nreference = "two"\n{body}')
-    suite = load_suite(path, [f"data.data_dir='{data_dir}'", "output.plot=false"], output=tmp_path / "out")
+    suite = load_suite(path, ["output.plot=false"], output=tmp_path / "out")
 
     def script(i, res):
         return dataclasses.replace(res, test_loss=LOSSES[i])

@@ -27,7 +27,7 @@ def _nan_loss(u):
 
 
 @pytest.fixture(scope="module")
-def tiny_cfg(data_dir, tmp_path_factory):
+def tiny_cfg(tmp_path_factory):
     """Module-wide variant of the shared ``tiny_cfg`` factory (one output folder per module)."""
     from pathlib import Path
 
@@ -37,7 +37,7 @@ def tiny_cfg(data_dir, tmp_path_factory):
 
     def make(*extra: str):
         return load_config(repo / "configs" / "tiny.toml",
-                           [f"data.data_dir='{data_dir}'", f"output.dir='{out}'", "output.plot=false", *extra])
+                           [f"output.dir='{out}'", "output.plot=false", *extra])
 
     return make
 
