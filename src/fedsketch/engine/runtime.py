@@ -220,14 +220,26 @@ class TorchEngine:
         Each candidate response (``data.prompts.format_choices``) is scored by the sum of its
         token log-probabilities after the prompt; the prediction is the argmax. ``test_loss`` is
         the per-token NLL of the correct candidate, averaged over questions.
+        ``eval.scoring`` picks how the scores are computed (:meth:`option_scores`).
+        """
+        return self._result(*self.option_scores(state))
+
+    @torch.no_grad()
+    def option_scores(self, state: LoraState, trace: list[int] | None = None
+                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per question, each option's log-likelihood sum and its token count.
+
+        ``eval.scoring = 'shared_prompt'``: one prompt pass per question, the LM head on option
+        tokens only (``scoring.shared_prompt_scores``, ``eval.batch_size`` questions per pass);
+        ``'per_option'``: every option a full sequence with full logits (``eval.batch_size``
+        sequences per pass), the earlier path. ``trace`` collects the size of each logits tensor.
         """
         self.load_state(state)
         lora.set_scaling(self.modules, self.scaling)
         self.model.eval()
         if self.cfg.eval.scoring == "shared_prompt":
-            scores, counts = shared_prompt_scores(self.model, [c for c, _ in self.eval_items], self.tok.pad_token_id,
-                                                  self.cfg.eval.batch_size, self.device)
-            return self._result(scores, counts)
+            return shared_prompt_scores(self.model, [c for c, _ in self.eval_items], self.tok.pad_token_id,
+                                        self.cfg.eval.batch_size, self.device, trace)
         flat = [(qi, ci, s) for qi, (cands, _) in enumerate(self.eval_items) for ci, s in enumerate(cands)]
         flat.sort(key=lambda x: len(x[2].ids))  # similar lengths per batch: less padding
         scores = [np.full(len(c), -np.inf) for c, _ in self.eval_items]
@@ -236,10 +248,10 @@ class TorchEngine:
         for j in range(0, len(flat), bs):
             chunk = flat[j:j + bs]
             batch = {k: v.to(self.device) for k, v in collate([s for _, _, s in chunk], self.tok.pad_token_id).items()}
-            logp, n = response_logprobs(self.model, batch)
+            logp, n = response_logprobs(self.model, batch, trace)
             for (qi, ci, _), lp, nn in zip(chunk, logp.tolist(), n.tolist(), strict=True):
                 scores[qi][ci], counts[qi][ci] = lp, nn
-        return self._result(scores, counts)
+        return scores, counts
 
     def _result(self, scores: list[np.ndarray], counts: list[np.ndarray]) -> EvalResult:
         preds = np.array([int(np.argmax(s)) for s in scores])
