@@ -48,11 +48,13 @@ def scored_hidden(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Ten
     the LM head.
     """
     dec, head = decoder_and_head(model)
-    h = dec(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state  # (b, L, D)
+    # the last column predicts nothing and, the attention being causal, no earlier position sees it
+    h = dec(input_ids=batch["input_ids"][:, :-1],
+            attention_mask=batch["attention_mask"][:, :-1]).last_hidden_state  # (b, L-1, D)
     target = batch["labels"][:, 1:]  # (b, L-1): position t predicts token t+1
     keep = target != IGNORE
     rows = torch.arange(target.shape[0], device=target.device).unsqueeze(1).expand_as(target)[keep]
-    return h[:, :-1][keep], target[keep], rows, head
+    return h[keep], target[keep], rows, head
 
 
 def scored_response_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
