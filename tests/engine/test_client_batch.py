@@ -6,6 +6,8 @@ state, sketches, scales and mini-batch streams.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -55,13 +57,15 @@ def _upload_rel(u, ref) -> float:
     return _rel(a, b)
 
 
+@pytest.mark.parametrize("logits", ["scored", "full"])  # fused: packed rows + scored head, or padded + full
 @pytest.mark.parametrize("extra", [(), ("train.momentum=0.9", "train.max_grad_norm=0.05")], ids=["sgd", "momentum-clip"])
 @pytest.mark.parametrize("merged", [False, True], ids=["plain", "flora-merged"])
-def test_stacked_uploads_equal_sequential(tiny_cfg, merged, extra):
+def test_stacked_uploads_equal_sequential(tiny_cfg, merged, extra, logits):
     eng = _engine(tiny_cfg("fl.local_steps=3", "train.logits='full'", "train.client_batch=1", *extra))
     st, jobs = _state(eng, merged), _jobs(eng)
-    seq = {n: eng.train_client(st, n, 1, idx, scale=s) for n, idx, s in jobs}
+    seq = {n: eng.train_client(st, n, 1, idx, scale=s) for n, idx, s in jobs}  # PEFT, full logits: the oracle
     assert all(np.abs(seq[n].delta[m][0]).max() > 0 for n in seq for m in eng.module_names)
+    eng.cfg = eng.cfg.replace(train=dataclasses.replace(eng.cfg.train, logits=logits))
     for C in (1, 3, len(jobs)):
         got = {}
         for j in range(0, len(jobs), C):

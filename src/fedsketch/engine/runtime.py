@@ -175,11 +175,11 @@ class TorchEngine:
             scales.append(self.scaling * (self.rank / k if scale is None else scale))
             rngs.append(self.streams.generator("batches", rnd, n))
         C, bs = len(jobs), fl.batch_size
-        stack = StackedLoRA(self.modules, [{m: st[m] for m in self.modules} for st in starts], scales, bs,
-                            dropout=self.cfg.lora.dropout)
+        full = tr.logits == "full"  # the scored path packs each client's mini-batch into one row
+        stack = StackedLoRA(self.modules, [{m: st[m] for m in self.modules} for st in starts], scales,
+                            bs if full else 1, dropout=self.cfg.lora.dropout)
         params = stack.parameters()
         opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum)
-        group = torch.arange(C).repeat_interleave(bs)  # (C*bs,) client slot of each row
         losses = []
         self.model.train()
         try:
@@ -192,7 +192,7 @@ class TorchEngine:
                         pick = rng.choice(len(data), size=bs, replace=len(data) < bs)
                         seqs += [data[i] for i in pick]
                     batch = {key: v.to(self.device) for key, v in collate(seqs, self.tok.pad_token_id).items()}
-                    per_client = grouped_response_loss(self.model, batch, group, C, full_logits=tr.logits == "full")
+                    per_client = grouped_response_loss(self.model, batch, C, full_logits=full)
                     opt.zero_grad(set_to_none=True)
                     per_client.sum().backward()
                     if tr.max_grad_norm > 0:

@@ -40,51 +40,82 @@ def decoder_and_head(model: Any) -> tuple[Any, Any]:
     return base.get_decoder(), base.get_output_embeddings()
 
 
-def scored_hidden(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
-    """Decoder output at the scored positions.
+def pack(batch: dict[str, torch.Tensor], num_groups: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The right-padded ``batch`` packed into ``num_groups`` rows without padding.
+
+    Group g holds batch rows ``g*b/G .. (g+1)*b/G - 1`` (a client's mini-batch) back to back; each
+    sequence contributes its tokens but the last (which predicts nothing) with positions restarting
+    at 0, so the decoder's packed-sequence mask (from ``position_ids``) keeps the sequences apart.
+    Returns ``ids``, ``position_ids`` and next-token ``targets`` (IGNORE where unscored), each
+    ``(num_groups, T)``; the rows are padded to the longest group with IGNORE targets.
+    """
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    b = ids.shape[0]
+    if b % num_groups:
+        raise ValueError(f"{b} rows do not split into {num_groups} equal groups")
+    n = mask.sum(1).tolist()
+    per = b // num_groups
+    rows = []
+    for g in range(num_groups):
+        seqs = range(g * per, (g + 1) * per)
+        rows.append((torch.cat([ids[i, :n[i] - 1] for i in seqs]),
+                     torch.cat([torch.arange(n[i] - 1, device=ids.device) for i in seqs]),
+                     torch.cat([labels[i, 1:n[i]] for i in seqs])))
+    T = max(len(r[0]) for r in rows)
+    out_ids = torch.zeros((num_groups, T), dtype=ids.dtype, device=ids.device)
+    out_pos = torch.zeros((num_groups, T), dtype=torch.long, device=ids.device)  # padding: length-1 segments
+    out_tgt = torch.full((num_groups, T), IGNORE, dtype=labels.dtype, device=ids.device)
+    for g, (i_, p_, t_) in enumerate(rows):
+        out_ids[g, :len(i_)], out_pos[g, :len(p_)], out_tgt[g, :len(t_)] = i_, p_, t_
+    return out_ids, out_pos, out_tgt
+
+
+def scored_hidden(model: Any, batch: dict[str, torch.Tensor], num_groups: int = 1
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+    """Decoder output at the scored positions of the packed batch (:func:`pack`).
 
     Returns ``h`` of shape (n, D) (the hidden state of every position whose next token is a
-    response token, row-major over the batch), the targets (n,), the batch row of each (n,), and
-    the LM head.
+    response token), the targets (n,), the group of each (n,), and the LM head.
     """
     dec, head = decoder_and_head(model)
-    # the last column predicts nothing and, the attention being causal, no earlier position sees it
-    h = dec(input_ids=batch["input_ids"][:, :-1],
-            attention_mask=batch["attention_mask"][:, :-1]).last_hidden_state  # (b, L-1, D)
-    target = batch["labels"][:, 1:]  # (b, L-1): position t predicts token t+1
+    ids, pos, target = pack(batch, num_groups)
+    h = dec(input_ids=ids, position_ids=pos).last_hidden_state  # (G, T, D); attention from position_ids
     keep = target != IGNORE
-    rows = torch.arange(target.shape[0], device=target.device).unsqueeze(1).expand_as(target)[keep]
-    return h[keep], target[keep], rows, head
+    groups = torch.arange(num_groups, device=ids.device).unsqueeze(1).expand_as(target)[keep]
+    return h[keep], target[keep], groups, head
 
 
 def scored_response_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Token-mean cross-entropy over the response tokens, the head only at the scored positions.
 
-    Equals ``tokens.mean_response_loss`` (same value and gradients up to rounding).
+    The batch runs packed (no padding, :func:`pack`). Equals ``tokens.mean_response_loss``
+    (same value and gradients up to rounding).
     """
     h, target, _, head = scored_hidden(model, batch)
     return torch.nn.functional.cross_entropy(head(h).float(), target)  # head(h): (n, V)
 
 
-def grouped_response_loss(model: Any, batch: dict[str, torch.Tensor], group: torch.Tensor, num_groups: int,
+def grouped_response_loss(model: Any, batch: dict[str, torch.Tensor], num_groups: int,
                           full_logits: bool = False) -> torch.Tensor:
     """Per-group token-mean cross-entropy over the response tokens, shape (num_groups,).
 
-    ``group[i]`` is the group (client) of batch row ``i``; group g's value is the mean over the
-    response tokens of its rows only, i.e. ``mean_response_loss`` of its own sub-batch.
-    ``full_logits`` computes the head at every position first (the old path), for comparison.
+    Group g is batch rows ``g*b/G .. (g+1)*b/G - 1`` (a client's mini-batch); its value is
+    ``mean_response_loss`` of those rows alone. The scored path runs one packed row per group
+    (:func:`pack`); ``full_logits`` runs the padded batch with the head at every position (the
+    earlier path), for comparison.
     """
     if full_logits:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         target = batch["labels"][:, 1:]
         keep = target != IGNORE
-        rows = torch.arange(target.shape[0], device=target.device).unsqueeze(1).expand_as(target)[keep]
+        b = target.shape[0]
+        rows = torch.arange(b, device=target.device).unsqueeze(1).expand_as(target)[keep]
+        g = rows // (b // num_groups)
         logits, target = logits[keep].float(), target[keep]
     else:
-        h, target, rows, head = scored_hidden(model, batch)
+        h, target, g, head = scored_hidden(model, batch, num_groups)
         logits = head(h).float()
     tok = torch.nn.functional.cross_entropy(logits, target, reduction="none")  # (n,)
-    g = group.to(tok.device)[rows]
     sums = torch.zeros(num_groups, dtype=tok.dtype, device=tok.device).index_add(0, g, tok)
     counts = torch.bincount(g, minlength=num_groups).to(tok.dtype)
     return sums / counts

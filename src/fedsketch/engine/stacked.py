@@ -2,7 +2,8 @@
 
 PEFT runs one adapter per batch. For ``train.client_batch = C`` the engine instead stacks the
 factors of C clients, ``B: (C, d, r)`` and ``A: (C, r, m)`` per adapted module, and concatenates
-their mini-batches along the batch axis (client c owns rows ``c*b .. (c+1)*b - 1``). While
+their mini-batches along the batch axis (client c owns rows ``c*b .. (c+1)*b - 1``; b = 1 when
+each client's mini-batch is packed into one row, ``scoring.pack``). While
 :class:`StackedLoRA` is active, PEFT's own adapter is disabled and a forward hook on every adapted
 module's base ``Linear`` adds, per client slice c (eq. 3 with the client's own scale):
 
@@ -33,7 +34,7 @@ class StackedLoRA:
     modules : dict of adapted PEFT LoRA layers (``lora.lora_modules``)
     states : C LoRA states (module -> (B (d, r), A (r, m))), each client's starting factors
     scales : C LoRA scales (the full multiplier of ``x A^T B^T``, e.g. ``s r / k_n``)
-    rows_per_client : mini-batch rows of each client in the fused batch
+    rows_per_client : rows of each client in the fused batch (1 when its mini-batch is packed into one row)
     dropout : LoRA dropout probability applied to the module input in training
     """
 
