@@ -140,6 +140,10 @@ class TrainConfig:
     max_grad_norm: float = opt(0.0, range=(0.0, INF), doc="clip local gradients (0 = off)")
     threads: int = opt(0, range=(0, 1024), doc="torch CPU threads (0 = torch default)")
     device: str = opt("cpu", choices=("cpu", "cuda", "auto"), doc="where the engine runs")
+    logits: str = opt("scored", choices=("scored", "full"),
+                      doc="training LM head: 'scored' = only at positions whose next token is a response token; 'full' = every position (the earlier path)")
+    client_batch: int = opt(1, range=(0, 100000),
+                            doc="train up to C sampled clients of a round in one fused forward/backward (stacked LoRA factors; 0 = all sampled; 1 = one at a time through PEFT, the earlier path)")
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,9 @@ class EvalConfig:
     num_samples: int = opt(100, range=(0, INF), doc="seeded test sample size (0 = whole test set)")
     sample_seed: int = opt(0, range=(-1, INF),
                            doc="seed of the test sample; fixed by default so every seed is scored on the same questions (-1 = the run's seed)")
-    batch_size: int = opt(16, range=(1, 4096), doc="sequences per evaluation forward pass")
+    batch_size: int = opt(16, range=(1, 4096), doc="sequences (per_option) or questions (shared_prompt) per evaluation forward pass")
+    scoring: str = opt("shared_prompt", choices=("shared_prompt", "per_option"),
+                       doc="shared_prompt: one prompt pass per question (key/value cache reused by every option), LM head on option tokens only; per_option: every option a full sequence (the earlier path)")
 
 
 @dataclass(frozen=True)

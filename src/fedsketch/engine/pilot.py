@@ -18,7 +18,7 @@ import torch
 
 from fedsketch.config import ExperimentConfig
 from fedsketch.engine import lora
-from fedsketch.engine.tokens import collate, mean_response_loss
+from fedsketch.engine.tokens import collate
 from fedsketch.server import prepare, run_round
 from fedsketch.rng import Streams
 from fedsketch.sketch import LoraState
@@ -46,7 +46,7 @@ def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], float | N
         lora.set_scaling(engine.modules, engine.scaling)
         engine.model.eval()
         batch = {k: v.to(engine.device) for k, v in collate(probe, engine.tok.pad_token_id).items()}
-        return float(mean_response_loss(engine.model, batch))
+        return float(engine.loss(batch))  # train.logits: the head at scored positions, or everywhere
 
     x0 = engine.initial_state()
     initial = probe_loss(x0)

