@@ -47,11 +47,11 @@ def _loss_and_grads(eng, fn, batch):
     return loss.detach(), [p.grad.detach().clone() for p in params]
 
 
-def _check_same_loss_and_grads(eng):
+def _check_same_loss_and_grads(eng, rows=4):
     lora.set_state(eng.modules, _nonzero_state(eng))  # B != 0: A receives gradient too
     eng.model.train()
     data = eng.client_data[0]
-    batch = collate([data[i] for i in range(4)], eng.tok.pad_token_id)
+    batch = collate([data[i] for i in range(rows)], eng.tok.pad_token_id)
     assert (batch["labels"] == -100).sum() > batch["labels"].numel() // 2  # most positions are not scored
     l_full, g_full = _loss_and_grads(eng, mean_response_loss, batch)
     l_new, g_new = _loss_and_grads(eng, scored_response_loss, batch)
@@ -62,8 +62,9 @@ def _check_same_loss_and_grads(eng):
     assert worst <= 1e-5, worst
 
 
-def test_scored_loss_equals_full_logits_tiny(tiny_cfg):
-    _check_same_loss_and_grads(_engine(tiny_cfg("data.max_seq_len=128")))
+@pytest.mark.parametrize("rows", [4, 12])  # one packed row; two rows of six sequences
+def test_scored_loss_equals_full_logits_tiny(tiny_cfg, rows):
+    _check_same_loss_and_grads(_engine(tiny_cfg("data.max_seq_len=128")), rows)
 
 
 @pytest.mark.slow

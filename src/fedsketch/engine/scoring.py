@@ -26,6 +26,7 @@ import torch
 
 from fedsketch.engine.tokens import IGNORE, Encoded
 
+PACK_SEQS = 8  # at most this many sequences per packed row: the attention cost grows with the row length squared
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
@@ -88,10 +89,12 @@ def scored_hidden(model: Any, batch: dict[str, torch.Tensor], num_groups: int = 
 def scored_response_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Token-mean cross-entropy over the response tokens, the head only at the scored positions.
 
-    The batch runs packed (no padding, :func:`pack`). Equals ``tokens.mean_response_loss``
+    The batch runs packed (no padding, :func:`pack`), at most ``PACK_SEQS`` sequences per row. Equals ``tokens.mean_response_loss``
     (same value and gradients up to rounding).
     """
-    h, target, _, head = scored_hidden(model, batch)
+    b = batch["input_ids"].shape[0]
+    rows = next(g for g in range(1, b + 1) if b % g == 0 and b // g <= PACK_SEQS)  # bounded row length
+    h, target, _, head = scored_hidden(model, batch, rows)
     return torch.nn.functional.cross_entropy(head(h).float(), target)  # head(h): (n, V)
 
 
