@@ -174,6 +174,16 @@ class PlannerConfig:
     estimate_signs: str = opt("check", choices=("check", "constrain"),
                               doc="sign violations in the theta fit: flag them (paper) or refit with the offending constant pinned to 0")
     baseline_q: float = opt(0.5, range=(1e-6, 1.0), doc="q of the 'fixed' sampling baseline and of the rank baselines (spec §6)")
+    stability: str = opt("constrain", choices=("constrain", "scale_lr", "none"),
+                         doc="Theorem 1's step size in P2 (PAPER.md §8): 'constrain' adds kappa_max*Omega <= max_step_factor; "
+                             "'scale_lr' allows any plan and trains at lr*s, s = min(1, max_step_factor/(kappa_max*Omega)); "
+                             "'none' is the paper's P2")
+    max_step_factor: float = opt(1.3, range=(1.0, 1e6),
+                                 doc="Phi_max of PAPER.md §8.1; default measured in results/long/README.md: 0 of 19 runs "
+                                     "diverged at kappa_max*Omega <= 1.3 (2/7 at 3-4, 3/8 at 4-6, 4/5 above 6) at lr 0.05")
+    multistart_max_n: int = opt(20000, range=(0, 10**9),
+                                doc="run the k_starts multi-start next to the best-response start only up to this N "
+                                    "(above it: best-response start + exact polish, linear in N)")
 
 
 SECTIONS: dict[str, type] = {

@@ -74,7 +74,8 @@ def problem_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfil
     return PlanProblem(profiles, np.asarray(p, dtype=float), int(cfg.lora.rank), float(cfg.network.bandwidth_mbps),
                        theta if theta is not None else resolve_theta(cfg), compute_model=cfg.network.compute_model,
                        feasibility=pl.feasibility, margin=pl.margin, q_floor=pl.q_min_floor,
-                       k_min=min(int(pl.k_min), int(cfg.lora.rank)))
+                       k_min=min(int(pl.k_min), int(cfg.lora.rank)), stability=pl.stability,
+                       max_step_factor=float(pl.max_step_factor))
 
 
 def plan_problem(prob: PlanProblem, cfg) -> tuple[Plan, list[Baseline]]:
@@ -82,7 +83,8 @@ def plan_problem(prob: PlanProblem, cfg) -> tuple[Plan, list[Baseline]]:
     pl = cfg.planner
     rng = Streams(cfg.seed).generator(BASELINE_STREAM)
     return make_plan(prob, rng, fixed_q=pl.baseline_q, k_starts=tuple(float(f) for f in pl.k_starts),
-                     k_moves=pl.k_moves, q_solver=pl.q_solver, max_outer=pl.max_outer, rtol=pl.rtol)
+                     k_moves=pl.k_moves, q_solver=pl.q_solver, max_outer=pl.max_outer, rtol=pl.rtol,
+                     multistart_max_n=int(pl.multistart_max_n))
 
 
 def plan_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
@@ -98,6 +100,7 @@ def plan_json(plan: Plan, bls: list[Baseline], prob: PlanProblem, include_vector
     d = plan.to_dict()
     d["baselines"] = {b.name: b.to_dict(include_vectors) for b in bls}
     d["feasibility"] = prob.feasibility
+    d["stability"] = plan.stability
     d["theta"] = prob.theta.as_array().tolist()
     d["N"], d["r"], d["W"] = prob.N, prob.r, prob.W
     return d
