@@ -40,11 +40,11 @@ W = 100.0
 THETA = Theta(1.0, 0.5, 0.5, 100.0)
 
 
-def instance(n: int, seed: int, feasibility: str) -> PlanProblem:
+def instance(n: int, seed: int, feasibility: str, stability: str = "none") -> PlanProblem:
     rng = np.random.default_rng(seed)
     p = rng.lognormal(0.0, 0.5, n)
     prof = ClientProfiles(rng.uniform(2, 20, n), rng.uniform(20, 400, n), np.zeros(n))
-    return PlanProblem(prof, p, R, W, THETA, feasibility=feasibility)
+    return PlanProblem(prof, p, R, W, THETA, feasibility=feasibility, stability=stability)
 
 
 def reference_memory_gib(n: int) -> float:
@@ -64,17 +64,21 @@ def main() -> None:
     ap.add_argument("--ref-full-max-n", type=int, default=50, help="run the reference Algorithm 2 up to this N")
     ap.add_argument("--feasibility", default="exact", choices=("per_client", "p_weighted", "exact"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stability", default="none", choices=("none", "constrain", "scale_lr"),
+                    help="planner.stability of the instances (PAPER.md §8; max_step_factor 1.3)")
+    ap.add_argument("--skip-qstep", action="store_true", help="only the whole-Algorithm-2 table")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of the fast timings (best is reported)")
     a = ap.parse_args()
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
-          f"feasibility={a.feasibility}, r={R}, W={W:g}, theta={THETA.as_array().tolist()}, seed={a.seed}")
+          f"feasibility={a.feasibility}, stability={a.stability}, r={R}, W={W:g}, theta={THETA.as_array().tolist()}, seed={a.seed}")
     print(f"reference q-step caps: {a.ref_cap:g} s, estimated memory {a.ref_mem_cap:g} GiB (~16 N^2 bytes)")
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs\n")
+    sizes_q = [] if a.skip_qstep else a.sizes
     print("## q-step at k = r\n")
     print("| N | reference [s] | fast [s] | ref/fast | J reference | J fast | gap (fast-ref)/ref |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    for n in a.sizes:
-        prob = instance(n, a.seed, a.feasibility)
+    for n in sizes_q:
+        prob = instance(n, a.seed, a.feasibility, a.stability)
         k = np.full(n, R)
         tf, fast = np.inf, None
         for _ in range(a.reps):
@@ -100,11 +104,11 @@ def main() -> None:
     print("| N | solver | wall [s] | CPU [s] | J | rounds | round time [s] | mean k | E|K| | J ratio | CPU ratio | load |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in a.sizes:
-        prob = instance(n, a.seed, a.feasibility)
+        prob = instance(n, a.seed, a.feasibility, a.stability)
         rows = [("default", "fast", {})]
         if n <= a.multistart_max_n:
             rows.append(("multi-start", "fast", {"best_response": False}))
-        if n <= a.ref_full_max_n:
+        if n <= a.ref_full_max_n and a.stability != "scale_lr":
             rows.append(("default, reference q-step", "reference", {}))
         base = None
         for name, solver, kw in rows:

@@ -166,7 +166,7 @@ class PlannerConfig:
     pilot_k_frac: list = opt([1.0, 1.0, 0.25, 0.5], doc="k/r of each pilot run (eq. 22)")
     pilot_loss: float = opt(0.0, range=(0.0, INF), doc="estimation loss F_s (0 = 90% of the first pilot's round-0 loss)")
     pilot_max_rounds: int = opt(50, range=(1, 100000), doc="give up a pilot run after this many rounds")
-    pilot_seeds: int = opt(1, range=(1, 1000), doc="repeat each pilot with this many training seeds and average R_i (Algorithm 2 line 1)")
+    pilot_seeds: int = opt(3, range=(1, 1000), doc="repeat each pilot with this many training seeds and average R_i (Algorithm 2 line 1; >= 3 for the bootstrap band, PAPER.md §8.4)")
     max_outer: int = opt(20, range=(1, 1000), doc="alternating iterations")
     rtol: float = opt(1e-6, range=(0.0, 1.0), doc="stop alternating when J improves by less than this (relative)")
     estimate_rcond: float = opt(1e-3, range=(0.0, 1.0),

@@ -107,6 +107,11 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
             t.add_row(f"{b.family}: {b.name}", _fmt(b.rounds), _fmt(b.round_time), _fmt(b.total_time),
                       _fmt(ratio, ".2f"), "yes" if b.feasible else "no")
         out_console.print(t)
+        st = plan.stability  # PAPER.md §8.3
+        out_console.print(f"stability={st['stability']}: step factor kappa_max*Omega = {st['step_factor']:.4g} "
+                          f"(max_step_factor {st['max_step_factor']:g}, {'binding' if st['binding'] else 'not binding'}), "
+                          f"lr scale s = {st['lr_scale']:.4g} (train.lr x s = {cfg.train.lr * st['lr_scale']:.4g}); "
+                          f"predicted {_fmt(plan.rounds)} rounds, {_fmt(plan.total_time)} s")
         out_console.print(f"eq. 11 estimate of the true E[T] at the plan: {plan.round_time_approx:.4g} s "
                           f"(the planned round time is the Theorem 2 bound)")
         out_console.print(f"saved {path}")

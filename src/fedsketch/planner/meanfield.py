@@ -88,6 +88,7 @@ def best_response_start(prob: PlanProblem, *, iterations: int = 30, rtol: float 
     p2 = p_s**2
     key_orders: dict[int, np.ndarray] = {}  # affine model: sorted order of t_cp at each rank (cached)
     full = True
+    lam_last = 0.0  # dual price of the constrain budget at the last best response
     for it in range(1, iterations + 1):
         J_cur, T, D, t_cp, order = cur
         if not (np.isfinite(D) and D > 0 and T > 0):
@@ -138,7 +139,7 @@ def best_response_start(prob: PlanProblem, *, iterations: int = 30, rtol: float 
 
         if constrain and x_excess(new_k, new_q) > 0:
             # bisection on the dual price of X(q) <= x_max (scale ~ 1/(T D) of the per-client terms)
-            lam_lo, lam_hi = 0.0, 1.0 / D
+            lam_lo, lam_hi = 0.0, (2.0 * lam_last if lam_last > 0 else 1.0 / D)  # warm: last iteration's price
             for _ in range(40):
                 score_h, nk, nq = np.full(N, np.inf), k_s.copy(), q[o]
                 for args in stored:
@@ -147,7 +148,7 @@ def best_response_start(prob: PlanProblem, *, iterations: int = 30, rtol: float 
                     break
                 lam_lo, lam_hi = lam_hi, lam_hi * 4
             best_dual = (nk, nq)
-            for _ in range(30):
+            for _ in range(12):  # a start only: the exact q-step enforces the constraint afterwards
                 lam = 0.5 * (lam_lo + lam_hi)
                 score_h, nk, nq = np.full(N, np.inf), k_s.copy(), q[o]
                 for args in stored:
@@ -156,9 +157,10 @@ def best_response_start(prob: PlanProblem, *, iterations: int = 30, rtol: float 
                     lam_hi, best_dual = lam, (nk, nq)
                 else:
                     lam_lo = lam
-                if lam_hi - lam_lo < 1e-4 * lam_hi:
+                if lam_hi - lam_lo < 1e-2 * lam_hi:
                     break
             new_k, new_q = best_dual
+            lam_last = lam_hi
         kk, qq = np.empty_like(new_k), np.empty_like(new_q)
         kk[o], qq[o] = new_k, new_q
         new_k, new_q = kk, qq
@@ -189,7 +191,7 @@ def best_response_start(prob: PlanProblem, *, iterations: int = 30, rtol: float 
             full = True  # confirm with all ranks before stopping
             continue
         full = gain > 0.05
-    return best[1], best[2], {"iterations": len(history) - 1, "history": history}
+    return best[1], best[2], {"iterations": len(history) - 1, "history": history, "lambda": lam_last}
 
 
 def _towards_one(q: np.ndarray, ok) -> np.ndarray:

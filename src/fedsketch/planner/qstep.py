@@ -307,9 +307,10 @@ def q_step_fast(
     backend: str = "projected",
     start_from_ones: bool = True,
     precondition: bool = True,
-    dual_rtol: float = 1e-7,
+    dual_rtol: float = 1e-6,
     scale_lr_starts: tuple[float, ...] = (0.03, 0.1, 0.3),
     scale_lr_scan: int = 10,
+    lam0: float | None = None,
 ) -> QStepResult:
     """Fast q-step: L-BFGS-B on ``log J`` over the Appendix C box (spec §7.2), in ``y = log q``.
 
@@ -331,8 +332,10 @@ def q_step_fast(
         Diagonal preconditioner ``(c_n/q_n)/D + q_n T'_n/T`` (the Hessian diagonal of ``log J`` in
         ``y = log q`` up to O(1/N) terms): 13-14 iterations at every N from 5,000 to 200,000,
         against 59-114 with the scalar L-BFGS scaling (issue 13).
+    lam0 : float, optional
+        Warm dual price for the constrained search (the best-response start's price; same Lagrangian).
     dual_rtol : float
-        ``stability = "constrain"``: relative width at which the bisection on the dual price of
+        ``stability = "constrain"``: tolerance (in ``log lam`` and ``log X``) of the root search on the dual price of
         ``X(q) <= Phi_max / kappa_max - sum p(1-p)`` (§8.1) stops. Under ``scale_lr`` the objective
         is §8.2's ``J`` (continuous, smooth on each side of ``Phi = Phi_max``).
 
@@ -392,25 +395,54 @@ def q_step_fast(
         cands.append((fx.repair(x), statuses[-1]))
     cands += [(fx.repair(s0), "repaired warm start") for s0 in starts]
     def dual_bisection(warm: np.ndarray) -> np.ndarray | None:
-        """Bisection on the scalar dual price lam of X(q) <= fx.x_max (§8.1); X(q(lam)) decreases in lam."""
-        lam_lo, lam_hi, x_hi = 0.0, 1e-6, None
+        """Root of ``log X(q(lam)) = log x_max`` in ``log lam`` for the dual price lam of X(q) <= fx.x_max
+        (§8.1): bracket by factors of 10, then Illinois regula falsi (X(q(lam)) decreases in lam)."""
+        if fx.x_max <= float(np.sum(fx.p2)):  # not even q = 1 fits (X(1) = sum p^2)
+            return None
+        lx = math.log(fx.x_max)
+        lam_hi, x_hi, g_hi = (lam0 if lam0 and lam0 > 0 else 1e-6), None, 0.0
+        lo_state = None  # (log lam, g) with g > 0 (infeasible side)
+        step = 4.0 if lam0 else 10.0
         for _ in range(60):
             fx.lam = lam_hi
             x = run(warm)
-            if fx.X(x) <= fx.x_max:
-                x_hi = x
+            g = math.log(fx.X(x)) - lx
+            if g <= 0:
+                x_hi, g_hi = x, g
                 break
-            lam_lo, warm = lam_hi, x
-            lam_hi *= 10.0
-        for _ in range(60 if x_hi is not None else 0):
-            if lam_hi - lam_lo <= dual_rtol * lam_hi:
-                break
-            fx.lam = 0.5 * (lam_lo + lam_hi) if lam_lo > 0 else lam_hi / 10.0
-            x = run(x_hi)
-            if fx.X(x) <= fx.x_max:
-                lam_hi, x_hi = fx.lam, x
-            else:
-                lam_lo = fx.lam
+            lo_state, warm = (math.log(lam_hi), g), x
+            lam_hi *= step
+        if lam0 and x_hi is not None and lo_state is None:  # the warm price was feasible: bracket below it
+            for _ in range(30):
+                fx.lam = lam_hi / step
+                x = run(x_hi)
+                g = math.log(fx.X(x)) - lx
+                if g > 0:
+                    lo_state = (math.log(fx.lam), g)
+                    break
+                lam_hi, x_hi, g_hi = fx.lam, x, g
+        if x_hi is not None and lo_state is not None:
+            a_, ga = lo_state
+            b_, gb = math.log(lam_hi), g_hi
+            side = 0
+            for _ in range(40):
+                if b_ - a_ <= dual_rtol or -gb <= dual_rtol:
+                    break
+                c_ = b_ - gb * (b_ - a_) / (gb - ga) if gb != ga else 0.5 * (a_ + b_)
+                c_ = min(max(c_, a_ + 1e-3 * (b_ - a_)), b_ - 1e-3 * (b_ - a_))
+                fx.lam = math.exp(c_)
+                x = run(x_hi)
+                gc = math.log(fx.X(x)) - lx
+                if gc <= 0:
+                    b_, gb, x_hi = c_, gc, x
+                    if side == -1:
+                        ga *= 0.5
+                    side = -1
+                else:
+                    a_, ga = c_, gc
+                    if side == 1:
+                        gb *= 0.5
+                    side = 1
         fx.lam = 0.0
         return x_hi
 
@@ -428,6 +460,8 @@ def q_step_fast(
         x_mem: dict[float, np.ndarray] = {}
 
         def at_s(sv: float) -> float:
+            if fx.phi_max / (fx.kappa * sv) - fx.p1 <= float(np.sum(fx.p2)):
+                return np.inf  # Phi(q) <= Phi_max / s is out of reach at this s
             fx.s_fixed, fx.x_max = sv, fx.phi_max / (fx.kappa * sv) - fx.p1
             warm = min((c for c, _ in cands if c is not None), key=fx.J)
             xs = run(warm)

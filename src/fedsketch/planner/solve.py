@@ -162,17 +162,24 @@ def solve(
     q_kwargs = dict(q_kwargs or {})
     starts: list[tuple[str, np.ndarray | None, np.ndarray]] = []
     br_info = None
+    lam0s: dict[str, float] = {}
     if best_response:
         tb = time.perf_counter()
         floors = [None]
         if prob.stability == "constrain":  # kappa_max couples all clients: one start per rank floor (§8.1)
             floors = sorted({int(round(x)) for x in np.linspace(prob.k_stable, prob.r, min(5, prob.r - prob.k_stable + 1))})
+        br_starts = []
         for fl in floors:
             q_br, k_br, info = best_response_start(prob, k_floor=fl)
             name = "best_response" if fl is None else f"best_response@k>={fl}"
-            starts.append((name, q_br, k_br))
+            br_starts.append((info["history"][-1], name, q_br, k_br))
+            lam0s[name] = info.get("lambda", 0.0)
             if br_info is None or info["history"][-1] < br_info["history"][-1]:
                 br_info = info
+        br_starts.sort(key=lambda t: t[0])
+        if prob.N > multistart_max_n:  # large N: polish only the best floor (its J ranks the polished ones)
+            br_starts = br_starts[:1]
+        starts += [(name, q_br, k_br) for _, name, q_br, k_br in br_starts]
         br_info["seconds"] = time.perf_counter() - tb
     for f in k_starts:
         if not (0 < f <= 1):
@@ -189,7 +196,7 @@ def solve(
     for name, q0, k0 in starts:
         qk = q_kwargs
         if name.startswith("best_response") and q_solver == "fast":
-            qk = {"start_from_ones": False, **q_kwargs}  # the start is already a good q
+            qk = {"start_from_ones": False, "lam0": lam0s.get(name) or None, **q_kwargs}  # already a good q
         q, k, J, info = _alternate(prob, k0, q0, q_solver=q_solver, k_moves=k_moves, max_outer=max_outer,
                                    rtol=rtol, q_kwargs=qk)
         per_start[name] = {"objective": J, **{kk: v for kk, v in info.items() if kk != "history"}}
