@@ -181,6 +181,8 @@ class PlannerConfig:
     max_step_factor: float = opt(1.3, range=(1.0, 1e6),
                                  doc="Phi_max of PAPER.md §8.1; default measured in results/long/README.md: 0 of 19 runs "
                                      "diverged at kappa_max*Omega <= 1.3 (2/7 at 3-4, 3/8 at 4-6, 4/5 above 6) at lr 0.05")
+    extrapolate: bool = opt(False, doc="allow plans outside the pilots' region (q below the smallest pilot q, k below the "
+                                       "smallest pilot k of planner.theta_file); PAPER.md §8.4")
     multistart_max_n: int = opt(20000, range=(0, 10**9),
                                 doc="run the k_starts multi-start next to the best-response start only up to this N "
                                     "(above it: best-response start + exact polish, linear in N)")

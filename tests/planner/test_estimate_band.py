@@ -103,3 +103,48 @@ def test_crossing_is_interpolated_between_the_two_rounds():
     assert crossing(3, 2.0, 1.0, 1.5) == pytest.approx(2.5)  # halfway between rounds 2 and 3
     assert crossing(1, 4.0, 1.0, 3.0) == pytest.approx(1 / 3)  # from round 0 (the initial loss)
     assert crossing(5, 1.0, 1.0, 1.0) == 5.0  # flat: the crossing is at the round itself
+
+
+def test_estimate_command_writes_band_plan_time_and_refinement(tmp_path):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from fedsketch.planner.commands import register
+
+    n, r = 12, 8
+    w = np.random.default_rng(0).lognormal(0, 0.5, n)
+    pw = w / w.sum()
+    P = np.sum(pw**2)
+
+    class Runner:  # the engine's pilot runner, with known constants and 3 noisy seeds
+        def __init__(self):
+            self.rng = np.random.default_rng(11)
+
+        def _R(self, X, Y):
+            return _rounds(TRUE, X, Y)
+
+        def __call__(self, q, k):
+            reps = self._R(P / q, P * r / (q * k)) * np.exp(0.03 * self.rng.standard_normal(3))
+            self.last_replicates = tuple(reps)
+            return float(np.mean(reps))
+
+        def run_plan(self, q, k):
+            return self._R(np.sum(pw**2 / q), np.sum(pw**2 * r / (k * q)))
+
+    app = typer.Typer()
+    register(app, weights_fn=lambda cfg: w, pilot_factory=lambda cfg: Runner())
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"seed = 3\n[data]\nnum_clients = {n}\n[lora]\nrank = {r}\n[network]\npayload_mbit = 50.0\n"
+                   f"[output]\ndir = \"{tmp_path / 'runs'}\"\n[planner]\npilot_q = [1.0, 0.5, 1.0, 0.5, 0.25, 1.0]\n"
+                   "pilot_k_frac = [1.0, 1.0, 0.25, 0.5, 1.0, 0.5]\n")
+    out = tmp_path / "theta.json"
+    res = CliRunner().invoke(app, ["estimate", str(cfg), "--out", str(out), "--refine"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    assert d["ok"] and "bootstrap" in d and "plan_time_band" in d and 1 <= len(d["refinement"]) <= 3
+    lo, hi = d["bootstrap"]["theta2/theta1"]
+    assert lo <= hi and all(len(pt.get("replicates", [0, 0, 0])) == 3 for pt in d["pilots"] if "X" not in pt)
+    assert d["plan_time_band"]["lo"] <= d["plan_time_band"]["total_time"] <= d["plan_time_band"]["hi"]
+    assert "bootstrap" in res.stdout and "refinement 1" in res.stdout

@@ -67,3 +67,15 @@ def test_scale_lr_and_none_plans(tmp_path):
 def test_bad_stability_settings_are_config_errors(tmp_path, setting, word):
     res = CliRunner().invoke(_app(), ["plan", str(_config(tmp_path)), "--set", setting])
     assert res.exit_code == 2 and word in res.output
+
+
+def test_plans_stay_inside_the_pilots_region_unless_extrapolate(tmp_path):
+    theta = tmp_path / "theta.json"
+    theta.write_text(json.dumps({"theta": [1.0, 0.5, 0.5, 100.0], "ok": True, "problems": [],
+                                 "pilots": [{"q": 1.0, "k": 8, "rounds": 150}, {"q": 0.5, "k": 8, "rounds": 160},
+                                            {"q": 1.0, "k": 4, "rounds": 170}, {"q": 0.4, "k": 4, "rounds": 190}]}))
+    base = ["planner.stability=none", f"planner.theta_file={str(theta)!r}", "planner.theta=[]"]
+    free = _plan(tmp_path, *base, "planner.extrapolate=true")
+    assert min(free["q"]) < 0.4 or min(free["k"]) < 4  # the unrestricted plan leaves the region ...
+    inside = _plan(tmp_path, *base)
+    assert min(inside["q"]) >= 0.4 - 1e-12 and min(inside["k"]) >= 4  # ... the default keeps it inside

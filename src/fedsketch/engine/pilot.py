@@ -66,13 +66,15 @@ def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], float | N
         streams = Streams(cfg.seed) if seed == 0 else Streams(int(Streams(cfg.seed).integer_seed("pilot_seed", seed)))
         fed_s = dataclasses.replace(fed, streams=streams)
         engine.streams = streams
-        alloc = Allocation(q=np.full(fed.num_clients, q), k=np.full(fed.num_clients, k)).check(cfg.lora.rank)
+        alloc = Allocation(q=np.broadcast_to(np.asarray(q, dtype=float), (fed.num_clients,)).copy(),
+                           k=np.broadcast_to(np.asarray(k), (fed.num_clients,)).copy()).check(cfg.lora.rank)
         t_cp = t_cm = np.ones(fed.num_clients)  # time is irrelevant here: pilots count rounds
         state, prev = x0, initial
         for t in range(1, cfg.planner.pilot_max_rounds + 1):
             state, _ = run_round(t, state, engine, fed_s, alloc, t_cp, t_cm)
             loss = probe_loss(state)
-            log.info("pilot q=%g k=%d seed %d round %d: probe loss %.4f (target %.4f)", q, k, seed, t, loss, target)
+            log.info("pilot q=%s k=%s seed %d round %d: probe loss %.4f (target %.4f)", np.mean(q), np.mean(k), seed, t,
+                     loss, target)
             if loss <= target:
                 return crossing(t, prev, loss, target)
             prev = loss
@@ -88,6 +90,11 @@ def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], float | N
         run_pilot.last_replicates = tuple(rounds)  # type: ignore[attr-defined]
         return None if any(r is None for r in rounds) else float(np.mean(rounds))
 
+    def run_plan(q: np.ndarray, k: np.ndarray) -> float | None:
+        """A verification pilot at a plan's per-client ``q_n, k_n`` (refinement, PAPER.md §8.4)."""
+        return run_pilot(q, k)
+
+    run_pilot.run_plan = run_plan  # type: ignore[attr-defined]
     run_pilot.initial_loss = initial  # type: ignore[attr-defined]
     run_pilot.target_loss = target  # type: ignore[attr-defined]
     return run_pilot
