@@ -389,10 +389,13 @@ def q_step_fast(
         return np.clip(np.exp(y), fx.lb, 1.0)
 
     sols = []
+    if lam0 and fx.x_max < np.inf:
+        fx.lam = lam0  # a warm dual price: the first solves are Lagrangian ones (constrain, §8.1)
     for x0 in starts:
         x = run(x0)
         sols.append(x)
         cands.append((fx.repair(x), statuses[-1]))
+    fx.lam = 0.0
     cands += [(fx.repair(s0), "repaired warm start") for s0 in starts]
     def dual_bisection(warm: np.ndarray) -> np.ndarray | None:
         """Root of ``log X(q(lam)) = log x_max`` in ``log lam`` for the dual price lam of X(q) <= fx.x_max
@@ -413,7 +416,7 @@ def q_step_fast(
             lo_state, warm = (math.log(lam_hi), g), x
             lam_hi *= step
         if lam0 and x_hi is not None and lo_state is None:  # the warm price was feasible: bracket below it
-            for _ in range(30):
+            for _ in range(10):
                 fx.lam = lam_hi / step
                 x = run(x_hi)
                 g = math.log(fx.X(x)) - lx
@@ -421,6 +424,12 @@ def q_step_fast(
                     lo_state = (math.log(fx.lam), g)
                     break
                 lam_hi, x_hi, g_hi = fx.lam, x, g
+            if lo_state is None:  # feasible down to lam0 / 4^10: try the unconstrained problem
+                fx.lam = 0.0
+                x = run(x_hi)
+                if fx.X(x) <= fx.x_max:
+                    return x  # the constraint does not bind
+
         if x_hi is not None and lo_state is not None:
             a_, ga = lo_state
             b_, gb = math.log(lam_hi), g_hi
@@ -447,7 +456,7 @@ def q_step_fast(
         return x_hi
 
     dual = {}
-    if fx.x_max < np.inf and sols and min(fx.X(x) for x in sols) > fx.x_max * (1 + 1e-12):
+    if fx.x_max < np.inf and sols and (lam0 or min(fx.X(x) for x in sols) > fx.x_max * (1 + 1e-12)):
         # stability = constrain binds (§8.1)
         x_hi = dual_bisection(min(sols, key=fx.J))
         if x_hi is not None:

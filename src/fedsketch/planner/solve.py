@@ -94,6 +94,9 @@ def _alternate(prob: PlanProblem, k0: np.ndarray, q0: np.ndarray | None, *, q_so
     it = 0
     for it in range(1, max_outer + 1):
         ks = k_step(prob, q, k, moves=k_moves)
+        if not np.any(ks.k != k):  # no rank moved: the q-step would start where it stopped
+            history.append(J)
+            break
         inner = {"start_from_ones": False, **q_kwargs} if q_solver == "fast" else q_kwargs
         qs = q_step(prob, ks.k, q, solver=q_solver, **inner)
         q_seconds += qs.seconds
