@@ -187,7 +187,7 @@ class PlannerConfig:
     pilot_k_frac: list = opt([1.0, 1.0, 0.25, 0.5], doc="k/r of each pilot run (eq. 22)")
     pilot_loss: float = opt(0.0, range=(0.0, INF), doc="estimation loss F_s (0 = 90% of the first pilot's round-0 loss)")
     pilot_max_rounds: int = opt(50, range=(1, 100000), doc="give up a pilot run after this many rounds")
-    pilot_seeds: int = opt(1, range=(1, 1000), doc="repeat each pilot with this many training seeds and average R_i (Algorithm 2 line 1)")
+    pilot_seeds: int = opt(3, range=(1, 1000), doc="repeat each pilot with this many training seeds and average R_i (Algorithm 2 line 1; >= 3 for the bootstrap band, PAPER.md §8.4)")
     max_outer: int = opt(20, range=(1, 1000), doc="alternating iterations")
     rtol: float = opt(1e-6, range=(0.0, 1.0), doc="stop alternating when J improves by less than this (relative)")
     estimate_rcond: float = opt(1e-3, range=(0.0, 1.0),
@@ -195,6 +195,18 @@ class PlannerConfig:
     estimate_signs: str = opt("check", choices=("check", "constrain"),
                               doc="sign violations in the theta fit: flag them (paper) or refit with the offending constant pinned to 0")
     baseline_q: float = opt(0.5, range=(1e-6, 1.0), doc="q of the 'fixed' sampling baseline and of the rank baselines (spec §6)")
+    stability: str = opt("constrain", choices=("constrain", "scale_lr", "none"),
+                         doc="Theorem 1's step size in P2 (PAPER.md §8): 'constrain' adds kappa_max*Omega <= max_step_factor; "
+                             "'scale_lr' allows any plan and trains at lr*s, s = min(1, max_step_factor/(kappa_max*Omega)); "
+                             "'none' is the paper's P2")
+    max_step_factor: float = opt(1.3, range=(1.0, 1e6),
+                                 doc="Phi_max of PAPER.md §8.1; default measured in results/long/README.md: 0 of 19 runs "
+                                     "diverged at kappa_max*Omega <= 1.3 (2/7 at 3-4, 3/8 at 4-6, 4/5 above 6) at lr 0.05")
+    extrapolate: bool = opt(False, doc="allow plans outside the pilots' region (q below the smallest pilot q, k below the "
+                                       "smallest pilot k of planner.theta_file); PAPER.md §8.4")
+    multistart_max_n: int = opt(20000, range=(0, 10**9),
+                                doc="run the k_starts multi-start next to the best-response start only up to this N "
+                                    "(above it: best-response start + exact polish, linear in N)")
 
 
 SECTIONS: dict[str, type] = {

@@ -159,6 +159,8 @@ def prepare(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation,
     profiles = profiles_from_config(cfg, payload_mbit=payload)
     fed = Federation(p=data.weights, profiles=profiles, cfg=cfg, streams=streams)
     alloc = resolve_allocation(fed)
+    # planner.stability = "scale_lr" (PAPER.md §8.2): every client trains at train.lr * s
+    engine.lr_scale = float(alloc.info.get("lr_scale", 1.0))
     t_cp, t_cm = sketch_times(profiles, alloc.k, cfg.lora.rank, cfg.network.compute_model)
     return engine, fed, alloc, t_cp, t_cm
 

@@ -4,7 +4,8 @@ A pilot runs Algorithm 1 with every client at the same ``(q, k)`` and counts the
 the *global training loss* first drops to the estimation loss ``F_s``. The global training loss
 is measured on a fixed probe set of training examples drawn across clients in proportion to
 their data weights (stream ``probe``), so every pilot is judged on the same examples.
-``planner.pilot_loss = 0`` sets ``F_s`` to 90 % of the probe loss at ``X_0``.
+``planner.pilot_loss = 0`` sets ``F_s`` to 90 % of the probe loss at ``X_0``. ``R_i`` is real-valued:
+the crossing of ``F_s`` interpolated linearly between the two rounds around it (§8.4).
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ from fedsketch.strategies import Allocation
 PROBE_SIZE = 32  # examples in the probe set of the global training loss
 DEFAULT_FRACTION = 0.9  # F_s = 90 % of the initial probe loss when planner.pilot_loss = 0
 log = logging.getLogger(__name__)
+
+
+def crossing(t: int, prev: float, loss: float, target: float) -> float:
+    """Real-valued round at which the probe loss crosses ``target`` (PAPER.md §8.4): linear
+    interpolation between round ``t - 1`` (loss ``prev > target``) and round ``t`` (``loss <= target``)."""
+    if prev <= loss:  # no decrease between the two rounds: the crossing is at t
+        return float(t)
+    return float(t - 1) + (prev - target) / (prev - loss)
 
 
 def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], float | None]:
@@ -52,30 +61,40 @@ def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], float | N
     initial = probe_loss(x0)
     target = cfg.planner.pilot_loss or DEFAULT_FRACTION * initial
 
-    def rounds_to_target(q: float, k: int, seed: int) -> int | None:
+    def rounds_to_target(q: float, k: int, seed: int) -> float | None:
         # repetition `seed` redraws coins, sketches and mini-batches; the partition stays the same
         streams = Streams(cfg.seed) if seed == 0 else Streams(int(Streams(cfg.seed).integer_seed("pilot_seed", seed)))
         fed_s = dataclasses.replace(fed, streams=streams)
         engine.streams = streams
-        alloc = Allocation(q=np.full(fed.num_clients, q), k=np.full(fed.num_clients, k)).check(cfg.lora.rank)
+        alloc = Allocation(q=np.broadcast_to(np.asarray(q, dtype=float), (fed.num_clients,)).copy(),
+                           k=np.broadcast_to(np.asarray(k), (fed.num_clients,)).copy()).check(cfg.lora.rank)
         t_cp = t_cm = np.ones(fed.num_clients)  # time is irrelevant here: pilots count rounds
-        state = x0
+        state, prev = x0, initial
         for t in range(1, cfg.planner.pilot_max_rounds + 1):
             state, _ = run_round(t, state, engine, fed_s, alloc, t_cp, t_cm)
             loss = probe_loss(state)
-            log.info("pilot q=%g k=%d seed %d round %d: probe loss %.4f (target %.4f)", q, k, seed, t, loss, target)
+            log.info("pilot q=%s k=%s seed %d round %d: probe loss %.4f (target %.4f)", np.mean(q), np.mean(k), seed, t,
+                     loss, target)
             if loss <= target:
-                return t
+                return crossing(t, prev, loss, target)
+            prev = loss
         return None
 
     def run_pilot(q: float, k: int) -> float | None:
-        """Mean rounds over ``planner.pilot_seeds`` repetitions (None if any never reaches F_s)."""
+        """Mean rounds over ``planner.pilot_seeds`` repetitions (None if any never reaches F_s);
+        the per-seed rounds are left in ``run_pilot.last_replicates`` (bootstrap, PAPER.md §8.4)."""
         try:
             rounds = [rounds_to_target(q, k, s) for s in range(cfg.planner.pilot_seeds)]
         finally:
             engine.streams = fed.streams
+        run_pilot.last_replicates = tuple(rounds)  # type: ignore[attr-defined]
         return None if any(r is None for r in rounds) else float(np.mean(rounds))
 
+    def run_plan(q: np.ndarray, k: np.ndarray) -> float | None:
+        """A verification pilot at a plan's per-client ``q_n, k_n`` (refinement, PAPER.md §8.4)."""
+        return run_pilot(q, k)
+
+    run_pilot.run_plan = run_plan  # type: ignore[attr-defined]
     run_pilot.initial_loss = initial  # type: ignore[attr-defined]
     run_pilot.target_loss = target  # type: ignore[attr-defined]
     return run_pilot

@@ -57,6 +57,7 @@ class TorchEngine:
         from fedsketch.data.prompts import format_choices, format_train
 
         self.cfg, self.streams = cfg, streams
+        self.lr_scale = 1.0  # s of planner.stability = "scale_lr" (PAPER.md §8.2), set by server.prepare
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = torch.device("cuda" if cfg.train.device == "cuda" or (
@@ -128,7 +129,7 @@ class TorchEngine:
         self.load_state(masked(state, indices))
         lora.set_scaling(self.modules, self.scaling * (self.rank / k if scale is None else scale))
         params = lora.lora_parameters(self.modules)
-        opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum)
+        opt = torch.optim.SGD(params, lr=tr.lr * self.lr_scale, momentum=tr.momentum)
         self.model.train()
         losses = []
         try:

@@ -101,6 +101,7 @@ def train(msg: Message, context: Context) -> Message:
     engine = get_engine(str(ins["config"]), context.node_config.get("data-dir"))  # type: ignore[arg-type]
     state = codec.arrays_to_state(msg.content[codec.GLOBAL])
     kw = {"scale": float(ins["scale"])} if "scale" in ins else {}
+    engine.lr_scale = float(ins["lr_scale"]) if "lr_scale" in ins else 1.0  # PAPER.md §8.2
     upd = engine.train_client(state, client, rnd, codec.config_to_indices(ins), **kw)
     blocks, idx, metrics = codec.update_to_records(upd)
     metrics["engine_loads"] = STATS["engine_loads"]

@@ -58,7 +58,7 @@ def config_to_indices(rec: ConfigRecord) -> dict[str, np.ndarray]:
 
 
 def train_instruction(cfg_text: str, rnd: int, client: int, q: float, indices: dict[str, np.ndarray],
-                      fault: str = "", scale: float | None = None) -> ConfigRecord:
+                      fault: str = "", scale: float | None = None, lr_scale: float = 1.0) -> ConfigRecord:
     """The ConfigRecord sent to the node of ``client`` in round ``rnd``.
 
     ``scale`` is the plan's LoRA-scale multiplier for this client when the round plan carries
@@ -71,6 +71,8 @@ def train_instruction(cfg_text: str, rnd: int, client: int, q: float, indices: d
         body["fault"] = fault
     if scale is not None:
         body["scale"] = float(scale)
+    if lr_scale != 1.0:  # planner.stability = "scale_lr" (PAPER.md §8.2): train at train.lr * lr_scale
+        body["lr_scale"] = float(lr_scale)
     return ConfigRecord(body)
 
 

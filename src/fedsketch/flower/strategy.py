@@ -144,7 +144,8 @@ class SketchStrategy(Strategy):
                 continue
             scale = getattr(self.plan, "scales", {}).get(n)  # per-client LoRA scale, if the plan sets one
             ins = codec.train_instruction(self.cfg_text, server_round, n, float(self.alloc.q[n]), idx,
-                                          self.faults.get(n, ""), scale)
+                                          self.faults.get(n, ""), scale,
+                                          float(self.alloc.info.get("lr_scale", 1.0)))
             msgs.append(Message(RecordDict({codec.GLOBAL: arrays, codec.TRAIN: ins}), dst_node_id=nid,
                                 message_type=MessageType.TRAIN))
         return msgs

@@ -95,15 +95,33 @@ def expected_max_compute(q: np.ndarray, t_cp: np.ndarray) -> float:
     return _emax_sorted(q[order], t_cp[order])
 
 
+def _suffix_log_survival(qs: np.ndarray) -> np.ndarray:
+    """``L_n = sum_{j>n} log(1 - q_j)`` in sorted order, shape (N,) (``-inf`` below a ``q = 1`` client)."""
+    with np.errstate(divide="ignore"):
+        la = np.log1p(-qs)  # -inf for q = 1
+    L = np.empty_like(qs)
+    L[-1:] = 0.0
+    L[:-1] = np.cumsum(la[:0:-1])[::-1]
+    return L
+
+
+def _survival_from_log(L: np.ndarray) -> np.ndarray:
+    return np.exp(np.maximum(L, _LOG_FLOOR)) * (L >= _LOG_FLOOR)
+
+
 def _suffix_survival(qs: np.ndarray) -> np.ndarray:
-    """``P_n = prod_{j>n} (1 - q_j)`` in sorted order, shape (N,), computed without division."""
-    one_minus = 1.0 - qs
-    # reversed cumulative product shifted by one: P_{N-1} = 1
-    rev = np.cumprod(one_minus[::-1])[::-1]  # rev[n] = prod_{j>=n}
-    P = np.empty_like(qs)
-    P[:-1] = rev[1:]
-    P[-1] = 1.0
-    return P
+    """``P_n = prod_{j>n} (1 - q_j)`` in sorted order, shape (N,).
+
+    Computed as ``exp`` of a reversed cumulative sum of ``log(1 - q)``, flushed to 0 below
+    ``e^_LOG_FLOOR`` (~1e-300): a plain ``cumprod`` gets stuck at the smallest subnormal
+    (``0.95 * 5e-324`` rounds back to ``5e-324``), which is both slow (subnormal arithmetic) and
+    wrong for the live-tail logic of :func:`_forward_emax`. Relative error ~1e-13 where P > 0.
+    """
+    return _survival_from_log(_suffix_log_survival(qs))
+
+
+#: log of the smallest survival probability kept (below it P is flushed to 0)
+_LOG_FLOOR = -690.0
 
 
 def _emax_sorted(qs: np.ndarray, ts: np.ndarray) -> float:
@@ -119,52 +137,73 @@ def _emax_and_grad_sorted(qs: np.ndarray, ts: np.ndarray) -> tuple[float, np.nda
     ``S_m = sum_{n<m} q_n t_n prod_{n<j<m}(1-q_j)`` (the expected max over the faster clients),
     which equals spec §2.9's ``t_m P_m - (1/(1-q_m)) sum_{n<m} q_n t_n P_n`` and is >= 0.
     """
-    P = _suffix_survival(qs)
-    val = float(np.sum(qs * P * ts))
-    S = _forward_emax(qs, ts)
+    L = _suffix_log_survival(qs)
+    P = _survival_from_log(L)
+    val = float(np.einsum("i,i,i->", qs, P, ts))
+    S = _forward_emax(qs, ts, L)
     return val, P * (ts - S)
 
 
-def _forward_emax(qs: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """``S_m`` (see :func:`_emax_and_grad_sorted`), shape (N,), with ``S_0 = 0``.
+def _forward_emax(qs: np.ndarray, ts: np.ndarray, L: np.ndarray | None = None) -> np.ndarray:
+    """``S_m`` (see :func:`_emax_and_grad_sorted`) wherever ``P_m > 0``, shape (N,); 0 elsewhere.
 
-    Solves the recurrence ``S_{m+1} = a_m S_m + b_m`` (``a = 1-q``, ``b = q t``) vectorised:
-    within a stretch without ``a = 0``, ``S = e^{c} (S_start + cumsum(b e^{-c}))`` with
-    ``c = cumsum(log a)``, re-based whenever ``c`` falls below ``-_LOG_SPAN`` so that ``e^{-c}``
-    stays finite; a client with ``q = 1`` (``a = 0``) resets ``S`` to ``b``.
+    Only the gradient ``P_m (t_m - S_m)`` needs ``S``, so ``S_m`` is computed on the *live* tail
+    ``m >= m0``, ``m0`` the first position with ``P_m >= e^_LOG_FLOOR`` (below it ``P_m`` is
+    flushed to 0). After ``m0`` the tail holds no ``q = 1`` client and its log-survival spans less
+    than ``-_LOG_FLOOR``, so the recurrence ``S_{m+1} = a_m S_m + b_m`` (``a = 1-q``, ``b = q t``)
+    is solved there as ``S = e^{c} (S_start + cumsum(b e^{-c}))``, ``c = cumsum(log a)``, re-based
+    at most twice when ``c`` falls below ``-_LOG_SPAN``. The start value
+    ``S_{m0} = sum_{n<m0} b_n prod_{n<j<m0} a_j`` uses ``prod_{n<j<m0} a_j = e^{L_n - L_{m0-1}}``
+    over the window where that is ``>= e^_LOG_FLOOR``. O(N) for any N and O(1) passes: issue 13
+    (the former run-by-run re-basing was O(N^2 / 12000) and made the q-step superlinear).
     """
     n = qs.size
     S = np.zeros(n)
     if n <= 1:
         return S
-    a = 1.0 - qs[:-1]
-    b = qs[:-1] * ts[:-1]
-    zero = a <= 0.0
-    la = np.log(np.where(zero, 1.0, a))
-    # next_zero[i] = first index >= i with a == 0 (m if none), shape (m,)
-    m = n - 1
-    idx = np.where(zero, np.arange(m), m)
-    next_zero = np.minimum.accumulate(idx[::-1])[::-1]
-    idx = np.where(zero, m, np.arange(m))
-    next_free = np.minimum.accumulate(idx[::-1])[::-1]  # first index >= i with a > 0
-    out = np.empty(m)
-    prev, i = 0.0, 0
-    while i < m:
-        if zero[i]:  # a run of q = 1 clients: each resets S to its own b
-            j = int(next_free[i])
-            out[i:j] = b[i:j]
-            prev = float(b[j - 1])
-            i = j
-            continue
-        j = int(next_zero[i])
-        cl = np.cumsum(la[i:j])  # decreasing, <= 0
+    if L is None:
+        L = _suffix_log_survival(qs)
+    m0 = int(np.searchsorted(L, _LOG_FLOOR, side="left"))  # L is non-decreasing: live tail [m0, n)
+    if m0 >= n:
+        return S
+    if m0 >= 1:
+        ref = L[m0 - 1]  # = sum_{j>=m0} log a_j
+        if np.isfinite(ref):
+            lo = int(np.searchsorted(L[:m0], ref + _LOG_FLOOR, side="left"))
+            lw = L[lo:m0] - ref  # (m0-lo,) log prod_{n<j<m0} a_j, >= _LOG_FLOOR
+            S[m0] = float(np.einsum("i,i,i->", qs[lo:m0], ts[lo:m0], np.exp(lw)))
+        else:  # q_{m0} = 1: the window below m0 needs its own log-sums
+            S[m0] = _prefix_emax(qs[:m0], ts[:m0])
+    prev, i = float(S[m0]), m0
+    if i < n - 1 and qs[i] >= 1.0:  # q_{m0} = 1 resets S
+        prev, i = float(ts[i]), i + 1
+        S[i] = prev
+    while i < n - 1:  # q < 1 on [i, n-1): at most -_LOG_FLOOR / _LOG_SPAN + 1 passes
+        cl = np.cumsum(np.log1p(-qs[i:n - 1]))
         e = i + max(1, int(np.searchsorted(-cl, _LOG_SPAN, side="right")))
         c = cl[: e - i]
-        out[i:e] = np.exp(c) * (prev + np.cumsum(b[i:e] * np.exp(-c)))
-        prev = float(out[e - 1])
+        S[i + 1:e + 1] = np.exp(c) * (prev + np.cumsum(qs[i:e] * ts[i:e] * np.exp(-c)))
+        prev = float(S[e])
         i = e
-    S[1:] = out
     return S
+
+
+def _prefix_emax(qs: np.ndarray, ts: np.ndarray) -> float:
+    """Eq. 15 for sorted ``qs, ts`` summing only the slowest clients whose survival weight
+    ``prod_{n<j} (1 - q_j)`` is ``>= e^_LOG_FLOOR``: a window grown from the top by doubling,
+    so the cost is that of the window, not of the prefix."""
+    n = qs.size
+    w = min(n, 4096)
+    while True:
+        with np.errstate(divide="ignore"):
+            la = np.log1p(-qs[n - w + 1:][::-1])  # log a_j for j = n-1 down to n-w+1
+        lw = np.zeros(w)
+        lw[1:] = np.cumsum(la)  # log prod_{n-1-i < j} a_j for i = 0..w-1 (from the top)
+        if w == n or lw[-1] < _LOG_FLOOR:
+            keep = lw >= _LOG_FLOOR
+            qq, tt = qs[n - w:][::-1], ts[n - w:][::-1]
+            return float(np.sum(qq[keep] * tt[keep] * np.exp(lw[keep])))
+        w = min(n, 4 * w)
 
 
 #: re-basing span of the log cumulative products in :func:`_forward_emax` (exp(-c) < e^(span+37))

@@ -16,7 +16,7 @@ import numpy as np
 from fedsketch.network.profiles import ClientProfiles, profiles_from_config
 from fedsketch.planner.baselines import Baseline
 from fedsketch.planner.bound import PlanProblem, Theta
-from fedsketch.planner.estimate import EstimationError, load_theta_file
+from fedsketch.planner.estimate import EstimationError, load_pilots, load_theta_file
 from fedsketch.planner.solve import Plan, make_plan
 from fedsketch.rng import Streams
 
@@ -76,10 +76,30 @@ def problem_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfil
     if profiles is None:
         profiles = profiles_from_config(cfg, payload_mbit=payload_mbit)
     pl = cfg.planner
+    q_floor, k_min = pilot_region(cfg)
     return PlanProblem(profiles, np.asarray(p, dtype=float), int(cfg.lora.rank), float(cfg.network.bandwidth_mbps),
                        theta if theta is not None else resolve_theta(cfg), compute_model=cfg.network.compute_model,
-                       feasibility=pl.feasibility, margin=pl.margin, q_floor=pl.q_min_floor,
-                       k_min=min(int(pl.k_min), int(cfg.lora.rank)))
+                       feasibility=pl.feasibility, margin=pl.margin, q_floor=q_floor,
+                       k_min=k_min, stability=pl.stability,
+                       max_step_factor=float(pl.max_step_factor))
+
+
+def pilot_region(cfg) -> tuple[float, int]:
+    """``(q_floor, k_min)`` of the plan: the config's, raised to the smallest pilot ``q`` and ``k`` of
+    ``planner.theta_file`` unless ``planner.extrapolate`` (PAPER.md §8.4: the fitted bound is not
+    trusted outside the region the pilots measured). Inline ``planner.theta`` has no pilots: no change."""
+    pl = cfg.planner
+    r = int(cfg.lora.rank)
+    q_floor, k_min = float(pl.q_min_floor), min(int(pl.k_min), r)
+    if pl.extrapolate or pl.theta or not pl.theta_file:
+        return q_floor, k_min
+    try:
+        obs = [o for o in load_pilots(pl.theta_file) if o.X is None]  # homogeneous pilots define the region
+    except EstimationError:
+        return q_floor, k_min  # no pilots recorded in the file: nothing to restrict to
+    if not obs:
+        return q_floor, k_min
+    return max(q_floor, min(o.q for o in obs)), min(r, max(k_min, min(o.k for o in obs)))
 
 
 def plan_problem(prob: PlanProblem, cfg) -> tuple[Plan, list[Baseline]]:
@@ -87,7 +107,8 @@ def plan_problem(prob: PlanProblem, cfg) -> tuple[Plan, list[Baseline]]:
     pl = cfg.planner
     rng = Streams(cfg.seed).generator(BASELINE_STREAM)
     return make_plan(prob, rng, fixed_q=pl.baseline_q, k_starts=tuple(float(f) for f in pl.k_starts),
-                     k_moves=pl.k_moves, q_solver=pl.q_solver, max_outer=pl.max_outer, rtol=pl.rtol)
+                     k_moves=pl.k_moves, q_solver=pl.q_solver, max_outer=pl.max_outer, rtol=pl.rtol,
+                     multistart_max_n=int(pl.multistart_max_n))
 
 
 def plan_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
@@ -104,6 +125,7 @@ def plan_json(plan: Plan, bls: list[Baseline], prob: PlanProblem, include_vector
     d = plan.to_dict()
     d["baselines"] = {b.name: b.to_dict(include_vectors) for b in bls}
     d["feasibility"] = prob.feasibility
+    d["stability"] = plan.stability
     d["theta"] = prob.theta.as_array().tolist()
     d["N"], d["r"], d["W"] = prob.N, prob.r, prob.W
     d["tau_cp"], d["tau_cm"] = prob.profiles.tau_cp.tolist(), prob.profiles.tau_cm.tolist()

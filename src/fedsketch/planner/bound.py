@@ -15,6 +15,21 @@ Appendix C constraint on ``q`` (eqs. 36–39) in one of three forms (spec §4 de
 - ``p_weighted``: ``q_n >= (1+mu) c_n / (p_n theta1)`` (theta1 split in proportion to p_n);
 - ``exact``: ``D(q, k) >= delta = mu theta1`` (convex in q; eq. 36 with a margin).
 
+Stability (PAPER.md §8, ours): Theorem 1 needs ``eta <= 1 / (32 L H beta kappa_max Omega)``;
+P2 keeps ``eta`` fixed and ignores it. ``Phi(q, k) = kappa_max(k) Omega(q)`` with
+``Omega = sum_n p_n (1 - p_n) + X(q)`` and ``kappa_max = r / min_n k_n`` is the plan's step factor.
+``stability`` (``planner.stability``) selects
+
+- ``constrain`` (§8.1): add ``Phi(q, k) <= Phi_max`` to P2; for fixed k it is
+  ``X(q) <= Phi_max / kappa_max(k) - sum_n p_n (1 - p_n)``, convex in q;
+- ``scale_lr`` (§8.2): any plan, trained at ``eta * s`` with ``s = min(1, Phi_max / Phi)``; the
+  rounds model becomes ``R = (theta4 / s) / (theta1 - s (theta2 X + theta3 Y))``;
+- ``none``: the paper's P2 (eq. 21).
+
+The rounds model is written once, :func:`rounds_model`; the q-step and k-step evaluate it
+through it (``tests/planner/test_stability.py`` checks their fast forms against
+:meth:`PlanProblem.objective`).
+
 Every check that fails raises ``ValueError`` naming the client and the constraint.
 """
 
@@ -27,9 +42,26 @@ import numpy as np
 
 from fedsketch.checks import check_k, check_q
 from fedsketch.network.profiles import COMPUTE_MODELS, ClientProfiles, sketch_times
-from fedsketch.network.round_time import _emax_and_grad_sorted, expected_bandwidth_time
+from fedsketch.network.round_time import _emax_sorted, expected_bandwidth_time
 
 FEASIBILITY = ("per_client", "p_weighted", "exact")
+STABILITY = ("constrain", "scale_lr", "none")
+#: default Phi_max: results/long/README.md measured 0 of 19 runs diverged at kappa_max * Omega <= 1.3
+#: (2 of 7 at 3-4, 3 of 8 at 4-6, 4 of 5 above 6), at the suites' lr 0.05
+DEFAULT_MAX_STEP_FACTOR = 1.3
+
+
+def rounds_model(theta: "Theta", V: float | np.ndarray, s: float | np.ndarray = 1.0) -> float | np.ndarray:
+    """Predicted rounds ``R = (theta4 / s) / (theta1 - s V)`` with ``V = theta2 X + theta3 Y = sum_n c_n / q_n``.
+
+    ``s = 1`` is eq. 21's ``theta4 / D``; ``s < 1`` is §8.2 (a learning rate ``eta0 * s``: theta4
+    scales as 1/eta, theta2 and theta3 as eta). ``inf`` where ``theta1 - s V <= 0`` (target not
+    reached). Works elementwise on arrays (the k-step scores all moves at once).
+    """
+    denom = theta.theta1 - s * np.asarray(V, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        R = np.where(denom > 0, theta.theta4 / (s * np.where(denom > 0, denom, 1.0)), np.inf)
+    return float(R) if R.ndim == 0 else R
 
 
 
@@ -138,6 +170,8 @@ class PlanProblem:
     margin: float = 1e-3
     q_floor: float = 0.0
     k_min: int = 1
+    stability: str = "none"
+    max_step_factor: float = DEFAULT_MAX_STEP_FACTOR
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "p", normalise_weights(self.p))
@@ -157,6 +191,11 @@ class PlanProblem:
             raise ValueError(f"planner.k_min must be an integer in [1, r={self.r}], got {self.k_min!r}")
         if not (0 <= self.margin < 1):
             raise ValueError(f"margin must lie in [0, 1), got {self.margin!r}")
+        if self.stability not in STABILITY:
+            raise ValueError(f"planner.stability must be one of {STABILITY}, got {self.stability!r}")
+        if not (np.isfinite(self.max_step_factor) and self.max_step_factor >= 1.0):
+            raise ValueError(f"planner.max_step_factor must be a number >= 1 (kappa_max * Omega >= 1 for every plan, "
+                             f"PAPER.md §8.1), got {self.max_step_factor!r}")
         if not (0 <= self.q_floor <= 1):
             raise ValueError(f"q_floor must lie in [0, 1], got {self.q_floor!r}")
         # the best reachable D is at q = 1, k = r; if even that is <= 0 the target is never reachable
@@ -208,17 +247,64 @@ class PlanProblem:
         return float(np.sum(self.p**2 * self.r / (np.asarray(k, float) * np.asarray(q, float))))
 
     def rounds(self, q: np.ndarray, k: np.ndarray) -> float:
-        """Predicted rounds ``R = theta4 / D`` (inf when ``D <= 0``: the target is not reached)."""
-        d = self.D(q, k)
-        return self.theta.theta4 / d if d > 0 else np.inf
+        """Predicted rounds (:func:`rounds_model`: ``theta4 / D`` of eq. 21, or §8.2 under ``scale_lr``); inf if unreachable."""
+        q = np.asarray(q, dtype=float)
+        return rounds_model(self.theta, float(np.sum(self.c(k) / q)), self.lr_scale(q, k))
+
+    # ------------------------------------------------------------------ stability (§8)
+    @property
+    def sum_p1mp(self) -> float:
+        """``sum_n p_n (1 - p_n)``, the q-independent part of Omega."""
+        return float(np.sum(self.p * (1 - self.p)))
+
+    def omega(self, q: np.ndarray) -> float:
+        """``Omega(q) = sum_n p_n (1 - p_n) + p_n^2 / q_n`` (Theorem 1, PAPER.md §2.3)."""
+        return self.sum_p1mp + self.X(q)
+
+    def kappa_max(self, k: np.ndarray) -> float:
+        """``kappa_max = max_n r / k_n`` (the largest LoRA scale a client trains at)."""
+        return self.r / float(np.min(k))
+
+    def step_factor(self, q: np.ndarray, k: np.ndarray) -> float:
+        """``Phi(q, k) = kappa_max(k) Omega(q)`` (§8), >= 1."""
+        return self.kappa_max(k) * self.omega(q)
+
+    def lr_scale(self, q: np.ndarray, k: np.ndarray) -> float:
+        """``s = min(1, Phi_max / Phi(q, k))`` under ``scale_lr`` (§8.2), else 1."""
+        if self.stability != "scale_lr":
+            return 1.0
+        return min(1.0, self.max_step_factor / self.step_factor(q, k))
+
+    def x_max(self, k: np.ndarray) -> float:
+        """Largest ``X(q)`` allowed by the ``constrain`` form at ranks k: ``Phi_max / kappa_max(k) - sum p(1-p)`` (§8.1)."""
+        return self.max_step_factor / self.kappa_max(k) - self.sum_p1mp
+
+    @property
+    def k_stable(self) -> int:
+        """Smallest rank the ``constrain`` form allows: ``r / k <= Phi_max`` (Omega >= 1), else ``k_min``."""
+        if self.stability != "constrain":
+            return self.k_min
+        return max(self.k_min, int(np.ceil(self.r / self.max_step_factor - 1e-9)))
+
+    def stability_report(self, q: np.ndarray, k: np.ndarray) -> dict:
+        """What §8.3 asks every plan to report: Phi, s, whether Phi_max binds, and the form."""
+        phi = self.step_factor(q, k)
+        s = self.lr_scale(q, k)
+        if self.stability == "constrain":
+            binding = bool(phi >= self.max_step_factor * (1 - 1e-6))
+        elif self.stability == "scale_lr":
+            binding = bool(s < 1.0)
+        else:
+            binding = False
+        return {"stability": self.stability, "step_factor": phi, "max_step_factor": self.max_step_factor,
+                "lr_scale": s, "binding": binding, "omega": self.omega(q), "kappa_max": self.kappa_max(k)}
 
     def round_time(self, q: np.ndarray, k: np.ndarray) -> float:
         """Theorem 2 bound ``T_hat(q,k) = E[t_max^cp] + sum_n q_n t_n^cm / W`` (eqs. 20, 24)."""
         t_cp, t_cm = self.times(k)
         q = np.asarray(q, dtype=float)
-        order = np.argsort(t_cp, kind="stable")
-        e, _ = _emax_and_grad_sorted(q[order], t_cp[order])
-        return e + float(np.dot(q, t_cm)) / self.W
+        order = np.argsort(t_cp)
+        return _emax_sorted(q[order], t_cp[order]) + float(np.einsum("i,i->", q, t_cm)) / self.W
 
     def round_time_approx(self, q: np.ndarray, k: np.ndarray) -> float:
         """Eq. 11 expected-bandwidth estimate of ``E[T]`` (within a few % of the truth, spec §5)."""
@@ -226,7 +312,8 @@ class PlanProblem:
         return expected_bandwidth_time(q, t_cp, t_cm, self.W)
 
     def objective(self, q: np.ndarray, k: np.ndarray) -> float:
-        """``J(q,k) = (theta4 / D) * T_hat`` (eq. 21); inf when ``D <= 0``."""
+        """The P2 objective ``J(q,k) = R(q,k) * T_hat(q,k)`` (eq. 21; R from :func:`rounds_model`, §8.2 under
+        ``scale_lr``); inf when the target is not reached. The one definition every solver is checked against."""
         r = self.rounds(q, k)
         return r * self.round_time(q, k) if np.isfinite(r) else np.inf
 
@@ -237,12 +324,15 @@ class PlanProblem:
         For ``exact`` this is the necessary condition ``c_n / q_n < theta1 - delta``; the joint
         constraint ``D >= delta`` is checked separately (:meth:`violations`).
         """
-        c = self.c(k)
+        return self.q_min_from_c(self.c(k))
+
+    def q_min_from_c(self, c: np.ndarray, p: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`q_min` from given ``c_n`` (``p``: the matching data weights, default all clients)."""
         t1, mu = self.theta.theta1, self.margin
         if self.feasibility == "per_client":
             return (1 + mu) * self.N * c / t1
         if self.feasibility == "p_weighted":
-            return (1 + mu) * c / (self.p * t1)
+            return (1 + mu) * c / ((self.p if p is None else p) * t1)
         return c / (t1 - self.delta)
 
     def q_lower(self, k: np.ndarray) -> np.ndarray:
@@ -278,11 +368,18 @@ class PlanProblem:
             d = self.D(q, k)
             if d < self.delta * (1 - rtol):
                 out.append(f"D(q,k)={d:.6g} < delta={self.delta:.6g} (exact constraint, eq. 36)")
+        if self.stability == "constrain":
+            phi = self.step_factor(q, k)
+            if phi > self.max_step_factor * (1 + rtol):
+                out.append(f"step factor kappa_max * Omega = {phi:.6g} > planner.max_step_factor = {self.max_step_factor:g} "
+                           "(stability = 'constrain', PAPER.md §8.1)")
+        if self.stability != "none" and not np.isfinite(self.rounds(q, k)):
+            out.append("the target is not reached at this (q, k): theta1 - s (theta2 X + theta3 Y) <= 0")
         return out
 
     def feasible_k_start(self, k0: np.ndarray) -> np.ndarray:
         """Smallest ranks ``>= k0`` for which the box ``q_lower(k) <= 1`` is non-empty (raises if none)."""
-        k = np.clip(np.asarray(k0, dtype=np.int64), self.k_min, self.r)
+        k = np.clip(np.asarray(k0, dtype=np.int64), self.k_stable, self.r)
         self.require_box(np.full(self.N, self.r))
         for _ in range(self.r):
             bad = self.q_lower(k) > 1

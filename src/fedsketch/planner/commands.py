@@ -59,6 +59,49 @@ def _write(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool):
+    """Bootstrap band (theta and the plan's time) and the refinement loop of PAPER.md §8.4."""
+    from fedsketch.planner.api import plan_problem, problem_from_config
+    from fedsketch.planner.bound import Theta
+    from fedsketch.planner.estimate import bootstrap_theta, predicted_time_band, refine
+    from fedsketch.rng import Streams
+
+    extra: dict = {}
+    steps: list = []
+    r = cfg.lora.rank
+
+    def plan_fn(theta: Theta):
+        prob = problem_from_config(cfg, p=p, theta=theta)
+        plan = plan_problem(prob, cfg)[0]
+        return plan.q, plan.k, plan.rounds
+
+    if refine_ and est.ok:
+        if pilots_file is not None:
+            raise ValueError("--refine runs verification pilots: use it without --pilots")
+        runner = (pilot_factory_holder["factory"] or _default_pilot_factory)(cfg)
+        est, steps = refine(obs, p, r, plan_fn, runner.run_plan, signs=cfg.planner.estimate_signs)
+        extra["refinement"] = [vars(s) for s in steps]
+        extra["_refined"] = est
+        obs = est.observations
+    homo = [o for o in obs if o.X is None]
+    if est.ok and homo and all(len(o.replicates) >= 2 for o in homo):
+        band = bootstrap_theta(homo, p, r, Streams(cfg.seed).generator("theta_bootstrap"),
+                               signs=cfg.planner.estimate_signs)
+        extra["bootstrap"] = band.to_dict()
+        try:
+            prob = problem_from_config(cfg, p=p, theta=Theta.from_sequence(est.theta))
+            plan = plan_problem(prob, cfg)[0]
+            lo, hi, _ = predicted_time_band(band, prob, plan.q, plan.k)
+            extra["plan_time_band"] = {"total_time": plan.total_time, "lo": lo, "hi": hi, "level": list(band.level)}
+        except ValueError as e:  # profiles or theta unusable for planning: report the theta band only
+            extra["plan_time_band_error"] = str(e)
+    return extra, steps
+
+
+#: the pilot factory given to :func:`register` (``--refine`` needs it outside the command)
+pilot_factory_holder: dict = {"factory": None}
+
+
 def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
              pilot_factory: PilotFactory | None = None, payload_fn: PayloadFn | None = None) -> None:
     """Add the ``plan`` and ``estimate`` commands to ``app``.
@@ -75,6 +118,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         ``fedsketch.engine.payload.config_payload_mbit`` (counted from the model's shapes).
     """
     out_console = Console(highlight=False)
+    pilot_factory_holder["factory"] = pilot_factory
 
     def say_err(msg: str) -> None:
         typer.echo(msg, err=True)
@@ -138,6 +182,11 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
             t.add_row(f"{b.family}: {b.name}", _fmt(b.rounds), _fmt(b.round_time), _fmt(b.total_time),
                       _fmt(ratio, ".2f"), "yes" if b.feasible else "no")
         out_console.print(t)
+        st = plan.stability  # PAPER.md §8.3
+        out_console.print(f"stability={st['stability']}: step factor kappa_max*Omega = {st['step_factor']:.4g} "
+                          f"(max_step_factor {st['max_step_factor']:g}, {'binding' if st['binding'] else 'not binding'}), "
+                          f"lr scale s = {st['lr_scale']:.4g} (train.lr x s = {cfg.train.lr * st['lr_scale']:.4g}); "
+                          f"predicted {_fmt(plan.rounds)} rounds, {_fmt(plan.total_time)} s")
         out_console.print(f"eq. 11 estimate of the true E[T] at the plan: {plan.round_time_approx:.4g} s "
                           f"(the planned round time is the Theorem 2 bound)")
         typer.echo(f"saved {path}")
@@ -147,7 +196,10 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
                      out: OutOpt = None,
                      pilots: Annotated[Optional[Path], typer.Option(
                          "--pilots", help="refit from the pilot rounds recorded in an earlier estimate's JSON "
-                                          "instead of running the pilots again")] = None) -> None:
+                                          "instead of running the pilots again")] = None,
+                     refine_: Annotated[bool, typer.Option(
+                         "--refine", help="plan, run one verification pilot at the plan, refit, re-plan "
+                                          "(at most 3 times; PAPER.md §8.4)")] = False) -> None:
         """Estimate theta1..theta4 from pilot runs (eqs. 22-23) and write them as JSON."""
         cfg = load(config, set_, planner=False)
         pl = cfg.planner
@@ -160,12 +212,15 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
                 runner = (pilot_factory or _default_pilot_factory)(cfg)
                 obs = run_pilots(runner, configs)
             est = estimate_theta(obs, p, cfg.lora.rank, rcond=pl.estimate_rcond, signs=pl.estimate_signs)
+            extra, steps = _estimate_extras(cfg, p, obs, est, pilots, refine_)
+            if steps:
+                est = extra.pop("_refined")
         except EstimationError as e:
             fail(_EstimateFailed(str(e)))
         except (ValueError, ImportError, RuntimeError, KeyboardInterrupt) as e:
             fail(e)
         path = out or Path(cfg.output.dir) / f"theta-{cfg.hash()}.json"
-        _write(path, est.to_dict())
+        _write(path, {**est.to_dict(), **extra})
         t = Table(title="pilot runs (eq. 22)")
         for col in ("q", "k", "rounds to pilot_loss"):
             t.add_column(col, justify="right")
@@ -175,6 +230,18 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         th = est.theta
         out_console.print(f"theta = ({th[0]:.6g}, {th[1]:.6g}, {th[2]:.6g}, {th[3]:.6g})  "
                           f"sigma_3/sigma_1 = {est.rcond:.3g}  residual = {est.residual:.3g}")
+        if "bootstrap" in extra:
+            b = extra["bootstrap"]
+            out_console.print(f"bootstrap {b['level'][0]:g}-{b['level'][1]:g} % band ({b['draws']} draws): "
+                              + ", ".join(f"{n} in [{v[0]:.4g}, {v[1]:.4g}]" for n, v in b.items()
+                                          if n.startswith("theta")))
+        if "plan_time_band" in extra:
+            pt = extra["plan_time_band"]
+            out_console.print(f"plan with this theta: predicted {pt['total_time']:.4g} s, band [{pt['lo']:.4g}, "
+                              f"{pt['hi']:.4g}] s")
+        for i, st in enumerate(steps, 1):
+            out_console.print(f"refinement {i}: predicted {st.predicted_rounds:.4g} rounds at the plan, observed "
+                              f"{st.observed_rounds:.4g} ({100 * st.relative_error:.1f} % off)")
         if est.pinned:
             u = est.unconstrained
             out_console.print(f"sign-constrained fit: {', '.join(est.pinned)} pinned to 0; the unconstrained fit was "

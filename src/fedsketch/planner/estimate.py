@@ -32,6 +32,7 @@ The engine is reached only through the injected ``run_pilot(q, k) -> rounds`` ca
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -54,11 +55,20 @@ class EstimationError(ValueError):
 
 @dataclass(frozen=True)
 class PilotObservation:
-    """One pilot run: every client at ``(q, k)``; ``rounds`` to reach the estimation loss."""
+    """One pilot configuration: every client at ``(q, k)``; ``rounds`` to reach the estimation loss.
+
+    ``replicates`` holds the per-seed rounds whose mean is ``rounds`` (PAPER.md §8.4; used by the
+    bootstrap). ``X``/``Y`` override ``P/q`` and ``P r/(q k)`` for a heterogeneous configuration
+    (a verification pilot at a plan's per-client ``q_n, k_n``: ``X = sum p_n^2/q_n``,
+    ``Y = sum p_n^2 r/(k_n q_n)``).
+    """
 
     q: float
     k: int
     rounds: float
+    replicates: tuple[float, ...] = ()
+    X: float | None = None
+    Y: float | None = None
 
 
 @dataclass
@@ -106,7 +116,9 @@ class ThetaEstimate:
             "singular_values": [float(x) for x in self.singular_values],
             "rcond": float(self.rcond),
             "residual": float(self.residual),
-            "pilots": [{"q": o.q, "k": o.k, "rounds": o.rounds} for o in self.observations],
+            "pilots": [{"q": o.q, "k": o.k, "rounds": o.rounds,
+                        **({"replicates": list(o.replicates)} if o.replicates else {}),
+                        **({"X": o.X, "Y": o.Y} if o.X is not None else {})} for o in self.observations],
             **({"pinned_to_zero": list(self.pinned),
                 "unconstrained_theta": [float(x) for x in self.unconstrained],
                 "unconstrained_residual": float(self.unconstrained_residual)} if self.pinned else {}),
@@ -147,7 +159,8 @@ def run_pilots(run_pilot: Callable[[float, int], float | None],
                 f"pilot run (q={q:g}, k={k}) never reached the estimation loss (got {rounds!r}); raise "
                 "planner.pilot_max_rounds or loosen planner.pilot_loss"
             )
-        obs.append(PilotObservation(q, int(k), float(rounds)))
+        reps = tuple(float(x) for x in getattr(run_pilot, "last_replicates", ()) or ())
+        obs.append(PilotObservation(q, int(k), float(rounds), reps if len(reps) > 1 else ()))
     return obs
 
 
@@ -155,10 +168,8 @@ def design_matrix(obs: Sequence[PilotObservation], p: np.ndarray, r: int) -> np.
     """Rows ``A_i = [R_i, -R_i X_i, -R_i Y_i, -1]`` of eq. 23, shape (m, 4)."""
     P = float(np.sum(normalise_weights(p) ** 2))
     R = np.array([o.rounds for o in obs], dtype=float)
-    q = np.array([o.q for o in obs], dtype=float)
-    k = np.array([o.k for o in obs], dtype=float)
-    X = P / q
-    Y = P * r / (q * k)
+    X = np.array([o.X if o.X is not None else P / o.q for o in obs], dtype=float)
+    Y = np.array([o.Y if o.Y is not None else P * r / (o.q * o.k) for o in obs], dtype=float)
     return np.stack([R, -R * X, -R * Y, -np.ones_like(R)], axis=1)
 
 
@@ -287,7 +298,16 @@ def load_pilots(path: str | Path) -> list[PilotObservation]:
             raise EstimationError(f"{path}: pilots[{i}] = {row!r} needs numeric 'q', 'k' and 'rounds'") from None
         if not (0 < q <= 1 and k >= 1 and rounds > 0):
             raise EstimationError(f"{path}: pilots[{i}] = {row!r}: need 0 < q <= 1, k >= 1, rounds > 0")
-        out.append(PilotObservation(q, k, rounds))
+        reps = row.get("replicates", []) if isinstance(row, dict) else []
+        if not (isinstance(reps, list) and all(isinstance(v, (int, float)) and v > 0 for v in reps)):
+            raise EstimationError(f"{path}: pilots[{i}].replicates must be a list of positive rounds, got {reps!r}")
+        xy = {}
+        if isinstance(row, dict) and "X" in row:
+            try:
+                xy = {"X": float(row["X"]), "Y": float(row["Y"])}
+            except (KeyError, TypeError, ValueError):
+                raise EstimationError(f"{path}: pilots[{i}] has 'X' but no numeric 'Y'") from None
+        out.append(PilotObservation(q, k, rounds, tuple(float(v) for v in reps), **xy))
     return out
 
 
@@ -324,3 +344,121 @@ def load_theta_file(path: str | Path) -> Theta:
         return Theta.from_sequence(vals)
     except ValueError as e:
         raise EstimationError(f"{path}: {e}") from None
+
+
+# --------------------------------------------------------------------------- PAPER.md §8.4: bootstrap, refinement
+
+@dataclass
+class ThetaBand:
+    """Bootstrap of theta over the pilot replicates (PAPER.md §8.4).
+
+    ``ratios``: (B, 3) bootstrap draws of ``theta2/theta1, theta3/theta1, theta4/theta1`` (theta is
+    defined up to scale, so the band is reported for ratios); ``lo``/``hi`` their ``level`` band
+    (default 5-95 %); ``thetas``: (B, 4) the draws with ``theta1 = 1`` (sign-valid draws only);
+    ``invalid``: draws whose fit broke the sign pattern (left out, counted).
+    """
+
+    ratios: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    thetas: np.ndarray
+    invalid: int
+    level: tuple[float, float]
+
+    def to_dict(self) -> dict:
+        names = ("theta2/theta1", "theta3/theta1", "theta4/theta1")
+        return {"level": list(self.level), "draws": int(self.ratios.shape[0]), "invalid_draws": int(self.invalid),
+                **{n: [float(a), float(b)] for n, a, b in zip(names, self.lo, self.hi)}}
+
+
+def bootstrap_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int, rng: np.random.Generator, *,
+                    draws: int = 500, level: tuple[float, float] = (5.0, 95.0), signs: str = "check") -> ThetaBand:
+    """Resample each configuration's replicates with replacement, refit eq. 22, collect theta (§8.4).
+
+    Every observation needs ``replicates`` (>= 2 to carry any spread). Draws whose fit is not
+    sign-valid (theta1 <= 0, theta2 or theta3 < 0 after ``signs``) are dropped and counted.
+    """
+    if any(len(o.replicates) == 0 for o in obs):
+        raise EstimationError("bootstrap needs the per-seed rounds of every pilot (PilotObservation.replicates); "
+                              "run the pilots with planner.pilot_seeds >= 3")
+    reps = [np.asarray(o.replicates, dtype=float) for o in obs]
+    out = []
+    invalid = 0
+    for _ in range(draws):
+        boot = [dataclasses.replace(o, rounds=float(np.mean(rv[rng.integers(0, rv.size, rv.size)])))
+                for o, rv in zip(obs, reps)]
+        est = estimate_theta(boot, p, r, rcond=0.0, signs=signs)
+        th = est.theta
+        if th[0] <= 0 or th[1] < 0 or th[2] < 0 or th[3] <= 0:
+            invalid += 1
+            continue
+        out.append(th / th[0])
+    if not out:
+        raise EstimationError(f"bootstrap: none of {draws} draws gave a sign-valid theta; spread the pilots or add seeds")
+    thetas = np.array(out)  # (B, 4)
+    ratios = thetas[:, 1:]
+    lo, hi = np.percentile(ratios, level, axis=0)
+    return ThetaBand(ratios, lo, hi, thetas, invalid, level)
+
+
+def predicted_time_band(band: ThetaBand, prob, q: np.ndarray, k: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """The plan's predicted total time ``J(q, k)`` (eq. 21) under every bootstrap theta: (lo, hi, draws).
+
+    ``prob`` is a :class:`fedsketch.planner.bound.PlanProblem`; J is invariant to the scale of theta,
+    so the ``theta1 = 1`` draws give the plan's time directly. Draws whose target is unreachable at
+    ``(q, k)`` give ``inf`` (kept: they are part of the uncertainty).
+    """
+    from fedsketch.planner.bound import Theta
+
+    J = np.array([dataclasses.replace(prob, theta=Theta(*th)).objective(q, k) for th in band.thetas])
+    lo, hi = np.percentile(J, band.level)
+    return float(lo), float(hi), J
+
+
+@dataclass
+class RefinementStep:
+    """One pass of the refinement loop: theta, the plan's predicted and observed rounds."""
+
+    theta: list[float]
+    predicted_rounds: float
+    observed_rounds: float
+    relative_error: float
+
+
+def refine(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
+           plan_fn: Callable[[Theta], tuple[np.ndarray, np.ndarray, float]],
+           verify_fn: Callable[[np.ndarray, np.ndarray], float | None], *,
+           max_iter: int = 3, tol: float = 0.2, signs: str = "check") -> tuple[ThetaEstimate, list[RefinementStep]]:
+    """Sequential refinement (PAPER.md §8.4, "Algorithm 2+"): plan, verify, refit, re-plan.
+
+    Each pass fits theta (eq. 22) on the observations so far, plans with it
+    (``plan_fn(theta) -> (q, k, predicted_rounds)``), runs one verification pilot at the plan
+    (``verify_fn(q, k) -> rounds``), and adds it as a row of eq. 22 with that plan's
+    ``X = sum p^2/q_n`` and ``Y = sum p^2 r/(k_n q_n)``. It stops when the observed rounds are
+    within ``tol`` (relative) of the prediction, or after ``max_iter`` verification pilots.
+
+    Returns
+    -------
+    estimate, steps
+        The last fit (including every verification row) and one record per pass.
+    """
+    pw = normalise_weights(p)
+    rows = list(obs)
+    steps: list[RefinementStep] = []
+    est = estimate_theta(rows, pw, r, signs=signs)
+    for _ in range(max_iter):
+        theta = est.require()
+        q, k, predicted = plan_fn(theta)
+        observed = verify_fn(q, k)
+        if observed is None or not np.isfinite(observed) or observed <= 0:
+            raise EstimationError(f"refinement: the verification pilot at the plan never reached the estimation "
+                                  f"loss (got {observed!r}); raise planner.pilot_max_rounds")
+        err = abs(observed - predicted) / predicted
+        steps.append(RefinementStep([float(x) for x in est.theta], float(predicted), float(observed), float(err)))
+        q, k = np.asarray(q, dtype=float), np.asarray(k, dtype=float)
+        rows.append(PilotObservation(float(np.mean(q)), int(round(float(np.mean(k)))), float(observed),
+                                     X=float(np.sum(pw**2 / q)), Y=float(np.sum(pw**2 * r / (k * q)))))
+        est = estimate_theta(rows, pw, r, signs=signs)
+        if err <= tol:
+            break
+    return est, steps

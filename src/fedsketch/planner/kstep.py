@@ -16,6 +16,11 @@ and for all clients at once:
 The improving moves are then accepted as a block, largest gain first; if the block as a whole
 does not lower ``J`` (moves interact through ``E[t_max]`` and ``D``) it is halved until it does
 (a single move always does, as its gain is exact). Sweeps repeat until no move improves.
+
+Stability (PAPER.md §8): under ``constrain`` a move below ``k = r Omega(q) / Phi_max`` is not
+allowed (it would make ``kappa_max Omega`` exceed ``Phi_max``); under ``scale_lr`` each move's
+``s = min(1, Phi_max / (kappa_max Omega))`` is recomputed from the new ``min_n k_n``, and every
+``J`` goes through :func:`fedsketch.planner.bound.rounds_model`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedsketch.planner.bound import PlanProblem
+from fedsketch.planner.bound import PlanProblem, rounds_model
 
 K_MOVES = ("decrease", "both")
 
@@ -48,7 +53,7 @@ class _Survival:
     """
 
     def __init__(self, q: np.ndarray, t: np.ndarray, order: np.ndarray | None = None) -> None:
-        order = np.argsort(t, kind="stable") if order is None else order
+        order = np.argsort(t) if order is None else order
         ts, qs = t[order], q[order]
         n = ts.size
         self.order = order
@@ -74,13 +79,22 @@ class _Survival:
         pos[self.order] = np.arange(1, self.order.size + 1)  # B[pos[n]] == t_n
         return self.IV[pos], self.IH[pos]
 
-    def integrals(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``int_0^x G`` and ``int_0^x H`` for arbitrary ``x`` (one sorted search), (len(x),) each."""
-        o = np.argsort(x, kind="stable")  # sorted keys make the binary searches cache-friendly
+    def integrals_sorted(self, xs: np.ndarray) -> np.ndarray:
+        """``int_0^x G`` for ascending keys ``xs`` (monotone search and gathers), shape (len(xs),)."""
+        i = np.searchsorted(self.B, xs, side="right") - 1  # B_i <= x
+        return self.IV[i] + self.V[i] * (xs - self.B[i])
+
+    def integrals(self, x: np.ndarray, key_order: np.ndarray | None = None,
+                  with_h: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``int_0^x G`` and ``int_0^x H`` for arbitrary ``x`` (one sorted search), (len(x),) each.
+
+        ``key_order`` (optional) is an argsort of ``x`` known in advance (saves the sort).
+        """
+        o = np.argsort(x) if key_order is None else key_order  # sorted keys: cache-friendly searches
         i = np.empty(x.size, dtype=np.int64)
         i[o] = np.searchsorted(self.B, x[o], side="right") - 1  # B_i <= x
         dx = x - self.B[i]
-        return self.IV[i] + self.V[i] * dx, self.IH[i] + self.H[i] * dx
+        return self.IV[i] + self.V[i] * dx, (self.IH[i] + self.H[i] * dx) if with_h else None
 
 
 def move_gains(prob: PlanProblem, q: np.ndarray, k: np.ndarray, step: int,
@@ -103,7 +117,8 @@ def move_gains(prob: PlanProblem, q: np.ndarray, k: np.ndarray, step: int,
     """
     pre = _pre if _pre is not None else _precompute(prob, q, k)
     k_new = k + step
-    valid = (k_new >= prob.k_min) & (k_new <= prob.r)
+    k_lo = max(prob.k_min, pre["k_req"])  # constrain (§8.1): kappa_max(k') Omega(q) <= Phi_max
+    valid = (k_new >= k_lo) & (k_new <= prob.r)
     k_new = np.clip(k_new, prob.k_min, prob.r)
     t_cp, t_cm = pre["t_cp"], pre["t_cm"]
     t_cp2, t_cm2 = prob.times(k_new)
@@ -122,8 +137,12 @@ def move_gains(prob: PlanProblem, q: np.ndarray, k: np.ndarray, step: int,
     int_minus = np.where(one, iH, iG / np.where(one, 1.0, 1.0 - q))  # int of G_{-m} when moving down
     dE = np.where(down, -q * int_minus, q * iG)
     T2 = pre["E"] + dE + pre["comm"] + q * (t_cm2 - t_cm) / prob.W
-    with np.errstate(divide="ignore"):
-        J2 = np.where(valid, prob.theta.theta4 / np.where(valid, D2, 1.0) * T2, np.inf)
+    s2 = 1.0
+    if prob.stability == "scale_lr":  # §8.2: s depends on min_n k_n; a move changes it only at the minimum
+        kmin_others = np.where((k != pre["kmin"]) | (pre["kmin_count"] > 1), pre["kmin"], pre["kmin2"])
+        s2 = np.minimum(1.0, prob.max_step_factor * np.minimum(kmin_others, k_new) / (prob.r * pre["omega"]))
+    R2 = rounds_model(prob.theta, prob.theta.theta1 - D2, s2)  # (N,), inf where unreachable
+    J2 = np.where(valid & np.isfinite(R2), R2 * T2, np.inf)
     return J2, k_new
 
 
@@ -131,18 +150,24 @@ def _precompute(prob: PlanProblem, q: np.ndarray, k: np.ndarray) -> dict:
     """Per-sweep quantities shared by the -1 and +1 moves of every client."""
     t_cp, t_cm = prob.times(k)
     c = prob.c(k)
-    order = np.argsort(t_cp, kind="stable")
+    order = np.argsort(t_cp)
     surv = _Survival(q, t_cp, order)
     qs = q[order]
     P = np.ones_like(qs)  # prod_{j>i} (1 - q_j), sorted
     P[:-1] = np.cumprod((1.0 - qs)[::-1])[::-1][1:]
     e = float(np.sum(qs * P * t_cp[order]))  # eq. 15
     iG, iH = surv.at_own_times()
-    D = prob.theta.theta1 - float(np.sum(c / q))
-    comm = float(np.dot(q, t_cm)) / prob.W
-    J = prob.theta.theta4 / D * (e + comm) if D > 0 else np.inf  # eq. 21
+    V = float(np.sum(c / q))
+    D = prob.theta.theta1 - V
+    comm = float(np.einsum("i,i->", q, t_cm)) / prob.W
+    R = rounds_model(prob.theta, V, prob.lr_scale(q, k))  # eq. 21 / §8.2
+    J = R * (e + comm) if np.isfinite(R) else np.inf
+    omega = prob.omega(q)
+    k_req = int(np.ceil(prob.r * omega / prob.max_step_factor - 1e-9)) if prob.stability == "constrain" else 1
+    ks = np.unique(k)
     return {"t_cp": t_cp, "t_cm": t_cm, "c": c, "D": D, "surv": surv, "iG": iG, "iH": iH, "one": q >= 1.0,
-            "E": e, "comm": comm, "J": J}
+            "E": e, "comm": comm, "J": J, "omega": omega, "k_req": k_req, "kmin": int(ks[0]),
+            "kmin2": int(ks[1]) if ks.size > 1 else prob.r + 1, "kmin_count": int(np.sum(k == ks[0]))}
 
 
 def k_step(
@@ -200,7 +225,8 @@ def k_step(
             trial = k.copy()
             trial[cand[:size]] = best_k[cand[:size]]
             pre_t = _precompute(prob, q, trial)  # exact J of the block, reused by the next sweep
-            feasible = np.all(q >= prob.q_lower(trial) * (1 - 1e-12)) and pre_t["D"] >= prob.delta
+            feasible = (np.all(q >= prob.q_lower(trial) * (1 - 1e-12)) and pre_t["D"] >= prob.delta
+                        and int(trial.min()) >= pre_t["k_req"])
             if feasible and pre_t["J"] < J * (1 - rtol):
                 k, J, pre, accepted = trial, pre_t["J"], pre_t, True
                 n_moves += size

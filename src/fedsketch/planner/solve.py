@@ -1,6 +1,7 @@
 """Alternating minimisation of P2 (Algorithm 2 lines 5–22; PAPER.md §2.9, §3, §7.4).
 
-From each start ``k^0`` (multi-start, fractions of r), alternate a q-step (eq. 26, reference or
+From the joint best-response start (:mod:`fedsketch.planner.meanfield`) and, up to
+``multistart_max_n`` clients, from each start ``k^0`` (multi-start, fractions of r), alternate a q-step (eq. 26, reference or
 fast solver) and a greedy k-step until ``k`` stops changing or ``J`` improves by less than
 ``rtol`` relatively. Both steps never increase ``J``. :func:`make_plan` then scores the Fig. 2–3
 baselines with the same model and, should a feasible baseline beat the plan, re-runs the
@@ -18,10 +19,13 @@ import numpy as np
 from fedsketch.planner.baselines import DEFAULT_FIXED_Q, Baseline, baseline_points, baselines
 from fedsketch.planner.bound import PlanProblem
 from fedsketch.planner.kstep import k_step
+from fedsketch.planner.meanfield import best_response_start
 from fedsketch.planner.qstep import q_step
 
 #: default multi-start ranks k^0 as fractions of r (spec §7.4)
 DEFAULT_K_STARTS = (1.0, 0.5, 0.25)
+#: largest N at which the k_starts multi-start runs next to the best-response start
+DEFAULT_MULTISTART_MAX_N = 20_000
 
 
 @dataclass
@@ -46,6 +50,10 @@ class Plan:
         Eq. 11 estimate of the true ``E[T]`` at ``(q, k)`` (tighter than the bound).
     diagnostics : dict
         Solver, feasibility form, per-start objectives, iterations, timings.
+    stability : dict
+        PAPER.md §8.3: ``step_factor`` Phi = kappa_max Omega, ``lr_scale`` s (``scale_lr``; the
+        run trains at ``train.lr * s``), ``binding`` (whether ``max_step_factor`` binds), the form
+        ``stability`` and ``max_step_factor``, ``omega``, ``kappa_max``.
     """
 
     q: np.ndarray
@@ -56,6 +64,7 @@ class Plan:
     objective: float
     round_time_approx: float
     diagnostics: dict = field(default_factory=dict)
+    stability: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -66,6 +75,9 @@ class Plan:
             "total_time": float(self.total_time),
             "objective": float(self.objective),
             "round_time_approx": float(self.round_time_approx),
+            "step_factor": float(self.stability.get("step_factor", np.nan)),
+            "lr_scale": float(self.stability.get("lr_scale", 1.0)),
+            "stability_binding": bool(self.stability.get("binding", False)),
             "diagnostics": self.diagnostics,
         }
 
@@ -82,6 +94,9 @@ def _alternate(prob: PlanProblem, k0: np.ndarray, q0: np.ndarray | None, *, q_so
     it = 0
     for it in range(1, max_outer + 1):
         ks = k_step(prob, q, k, moves=k_moves)
+        if not np.any(ks.k != k):  # no rank moved: the q-step would start where it stopped
+            history.append(J)
+            break
         inner = {"start_from_ones": False, **q_kwargs} if q_solver == "fast" else q_kwargs
         qs = q_step(prob, ks.k, q, solver=q_solver, **inner)
         q_seconds += qs.seconds
@@ -108,6 +123,8 @@ def solve(
     rtol: float = 1e-6,
     extra_starts: Sequence[tuple[np.ndarray | None, np.ndarray]] = (),
     q_kwargs: dict | None = None,
+    best_response: bool = True,
+    multistart_max_n: int = DEFAULT_MULTISTART_MAX_N,
 ) -> Plan:
     """Algorithm 2's alternating minimisation with multi-start (spec §7.4).
 
@@ -129,6 +146,15 @@ def solve(
         Additional starting points (e.g. baselines).
     q_kwargs : dict, optional
         Passed to the q-step solver.
+    best_response : bool
+        Also start from the joint best-response point of :mod:`fedsketch.planner.meanfield`
+        (prices ``1/T``, ``1/D``; O(r N) per iteration). On the recorded instances of
+        ``tests/planner/data/solver_oracle.json`` it alone beats the ``k_starts`` multi-start by
+        5-26 % in J (``tests/planner/test_scale.py``).
+    multistart_max_n : int
+        Run the ``k_starts`` multi-start only while ``N <= multistart_max_n``; above it (and when
+        ``best_response`` is on) only the best-response start is polished, which keeps the
+        planner linear in N (N = 1,000,000 in seconds, ``bench/planner.py``).
 
     Returns
     -------
@@ -138,9 +164,31 @@ def solve(
     t0 = time.perf_counter()
     q_kwargs = dict(q_kwargs or {})
     starts: list[tuple[str, np.ndarray | None, np.ndarray]] = []
+    br_info = None
+    lam0s: dict[str, float] = {}
+    if best_response:
+        tb = time.perf_counter()
+        floors = [None]
+        if prob.stability == "constrain":  # kappa_max couples all clients: one start per rank floor (§8.1)
+            floors = sorted({int(round(x)) for x in np.linspace(prob.k_stable, prob.r, min(5, prob.r - prob.k_stable + 1))})
+        br_starts = []
+        for fl in floors:
+            q_br, k_br, info = best_response_start(prob, k_floor=fl)
+            name = "best_response" if fl is None else f"best_response@k>={fl}"
+            br_starts.append((info["history"][-1], name, q_br, k_br))
+            lam0s[name] = info.get("lambda", 0.0)
+            if br_info is None or info["history"][-1] < br_info["history"][-1]:
+                br_info = info
+        br_starts.sort(key=lambda t: t[0])
+        if prob.N > multistart_max_n:  # large N: polish only the best floor (its J ranks the polished ones)
+            br_starts = br_starts[:1]
+        starts += [(name, q_br, k_br) for _, name, q_br, k_br in br_starts]
+        br_info["seconds"] = time.perf_counter() - tb
     for f in k_starts:
         if not (0 < f <= 1):
             raise ValueError(f"k_starts must be fractions of r in (0, 1], got {f!r}")
+        if best_response and prob.N > multistart_max_n:
+            continue
         starts.append((f"k0={f:g}r", None, np.full(prob.N, max(prob.k_min, int(round(f * prob.r))), dtype=np.int64)))
     for i, (q0, k0) in enumerate(extra_starts):
         starts.append((f"extra{i}", q0, np.asarray(k0, dtype=np.int64)))
@@ -149,8 +197,11 @@ def solve(
     best = None
     per_start = {}
     for name, q0, k0 in starts:
+        qk = q_kwargs
+        if name.startswith("best_response") and q_solver == "fast":
+            qk = {"start_from_ones": False, "lam0": lam0s.get(name) or None, **q_kwargs}  # already a good q
         q, k, J, info = _alternate(prob, k0, q0, q_solver=q_solver, k_moves=k_moves, max_outer=max_outer,
-                                   rtol=rtol, q_kwargs=q_kwargs)
+                                   rtol=rtol, q_kwargs=qk)
         per_start[name] = {"objective": J, **{kk: v for kk, v in info.items() if kk != "history"}}
         if best is None or J < best[2]:
             best = (q, k, J, name)
@@ -163,9 +214,12 @@ def solve(
         "starts": per_start, "solve_seconds": time.perf_counter() - t0, "N": prob.N, "r": prob.r,
         "compute_model": prob.compute_model, "D": prob.D(q, k), "theta": prob.theta.as_array().tolist(),
     }
+    if br_info is not None:
+        diag["best_response"] = {"iterations": br_info["iterations"], "J": br_info["history"][-1],
+                                 "seconds": br_info["seconds"]}
     rounds = prob.rounds(q, k)
     rt = prob.round_time(q, k)
-    return Plan(q, k, rounds, rt, rounds * rt, J, prob.round_time_approx(q, k), diag)
+    return Plan(q, k, rounds, rt, rounds * rt, J, prob.round_time_approx(q, k), diag, prob.stability_report(q, k))
 
 
 def make_plan(
@@ -207,7 +261,8 @@ def make_plan(
         if not beat:
             break
         _, i = min(beat)
-        extra = solve(prob, **{**solve_kwargs, "k_starts": (), "extra_starts": [(points[i][2], points[i][3])]})
+        extra = solve(prob, **{**solve_kwargs, "k_starts": (), "best_response": False,
+                               "extra_starts": [(points[i][2], points[i][3])]})
         polished += 1
         if extra.objective < plan.objective:
             extra.diagnostics["polished_from_baseline"] = points[i][0]

@@ -6,6 +6,8 @@
 - Only ``fl.ranks = "optimized"``: the greedy k-step for the q the sampling policy gives
   (Fig. 3: optimised ranks at q = 0.5).
 The constants theta come from ``planner.theta`` or ``planner.theta_file`` (``fedsketch estimate``).
+``planner.stability`` (PAPER.md §8) applies to all three; under ``scale_lr`` the allocation carries
+``lr_scale`` s and the run trains every client at ``train.lr * s`` (``server.prepare``).
 """
 
 from __future__ import annotations
@@ -39,5 +41,9 @@ def planned_allocation(fed: Federation, q_fixed: np.ndarray | None = None,
         if bad:
             raise ValueError(f"planner: with the fixed part the plan is infeasible: {bad[:3]}")
     rounds, rt = prob.rounds(q, k), prob.round_time(q, k)
+    stab = prob.stability_report(q, k)  # PAPER.md §8.3; lr_scale s is applied by the run (train.lr * s)
     return Allocation(q=q, k=k, info={"planned_rounds": rounds, "planned_round_time": rt,
-                                      "planned_total_time": rounds * rt})
+                                      "planned_total_time": rounds * rt, "stability": stab["stability"],
+                                      "step_factor": stab["step_factor"], "max_step_factor": stab["max_step_factor"],
+                                      "stability_binding": stab["binding"], "lr_scale": stab["lr_scale"],
+                                      "train_lr": fed.cfg.train.lr * stab["lr_scale"]})
