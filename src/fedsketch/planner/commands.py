@@ -59,7 +59,7 @@ def _write(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool):
+def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory: PilotFactory | None = None):
     """Bootstrap band (theta and the plan's time) and the refinement loop of PAPER.md §8.4."""
     from fedsketch.planner.api import plan_problem, problem_from_config
     from fedsketch.planner.bound import Theta
@@ -78,7 +78,7 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool):
     if refine_ and est.ok:
         if pilots_file is not None:
             raise ValueError("--refine runs verification pilots: use it without --pilots")
-        runner = (pilot_factory_holder["factory"] or _default_pilot_factory)(cfg)
+        runner = (pilot_factory or _default_pilot_factory)(cfg)
         est, steps = refine(obs, p, r, plan_fn, runner.run_plan, signs=cfg.planner.estimate_signs)
         extra["refinement"] = [vars(s) for s in steps]
         extra["_refined"] = est
@@ -98,10 +98,6 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool):
     return extra, steps
 
 
-#: the pilot factory given to :func:`register` (``--refine`` needs it outside the command)
-pilot_factory_holder: dict = {"factory": None}
-
-
 def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
              pilot_factory: PilotFactory | None = None, payload_fn: PayloadFn | None = None) -> None:
     """Add the ``plan`` and ``estimate`` commands to ``app``.
@@ -118,7 +114,6 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         ``fedsketch.engine.payload.config_payload_mbit`` (counted from the model's shapes).
     """
     out_console = Console(highlight=False)
-    pilot_factory_holder["factory"] = pilot_factory
 
     def say_err(msg: str) -> None:
         typer.echo(msg, err=True)
@@ -212,7 +207,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
                 runner = (pilot_factory or _default_pilot_factory)(cfg)
                 obs = run_pilots(runner, configs)
             est = estimate_theta(obs, p, cfg.lora.rank, rcond=pl.estimate_rcond, signs=pl.estimate_signs)
-            extra, steps = _estimate_extras(cfg, p, obs, est, pilots, refine_)
+            extra, steps = _estimate_extras(cfg, p, obs, est, pilots, refine_, pilot_factory)
             if steps:
                 est = extra.pop("_refined")
         except EstimationError as e:
