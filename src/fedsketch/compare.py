@@ -8,6 +8,8 @@ A suite file::
     target = 0.55                          # test accuracy to reach
     stop_at_target = true                  # optional: end each run at its first evaluation >= target
     sweep = [0.50, 0.55, 0.60]             # optional: also tabulate minutes to each of these accuracies
+    loss_target = 3.0                      # optional: also the minutes to this test loss (less noisy)
+    loss_sweep = [4.0, 3.5, 3.0]           # optional: minutes to each of these test losses
     reference = "full"                     # speed-ups are relative to this strategy
     output = "../results/fig2-sampling"    # relative to the suite file
 
@@ -37,7 +39,8 @@ from fedsketch.io import atomic_write_text, atomic_write_with
 from fedsketch.stopping import DIVERGENCE_FACTOR, divergence_onset  # noqa: F401 - divergence_onset is part of the report API
 
 
-SUITE_KEYS = ("name", "base", "seeds", "target", "reference", "output", "strategy", "set", "stop_at_target", "sweep")
+SUITE_KEYS = ("name", "base", "seeds", "target", "reference", "output", "strategy", "set", "stop_at_target", "sweep",
+              "loss_target", "loss_sweep")
 """Top-level keys of a suite file."""
 STRATEGY_KEYS = ("name", "set")
 """Keys of a ``[[strategy]]`` table."""
@@ -54,6 +57,8 @@ class Suite:
     strategies: list[tuple[str, list[str]]]
     overrides: list[str]
     sweep: tuple[float, ...] = ()
+    loss_target: float | None = None
+    loss_sweep: tuple[float, ...] = ()
 
     def config(self, strategy: str, seed: int) -> ExperimentConfig:
         sets = dict(self.strategies)[strategy]
@@ -93,6 +98,16 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
                                             and 0 < a <= 1 for a in sweep)):
         errors.append(f"{path}: sweep must be a list of accuracies in (0, 1], got {sweep!r}")
         sweep = []
+    loss_target = raw.get("loss_target")
+    if loss_target is not None and (isinstance(loss_target, bool) or not isinstance(loss_target, (int, float))
+                                    or not loss_target > 0):
+        errors.append(f"{path}: loss_target must be a test loss > 0, got {loss_target!r}")
+        loss_target = None
+    loss_sweep = raw.get("loss_sweep", [])
+    if not (isinstance(loss_sweep, list) and all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                                 and a > 0 for a in loss_sweep)):
+        errors.append(f"{path}: loss_sweep must be a list of test losses > 0, got {loss_sweep!r}")
+        loss_sweep = []
     strategies = []
     raw_strategies = raw.get("strategy", [])
     if not isinstance(raw_strategies, list):
@@ -129,7 +144,9 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
                   output=Path(output).resolve() if output is not None else
                   (path.parent / raw.get("output", f"../results/{path.stem}")).resolve(),
                   strategies=strategies, overrides=list(top_set) + stop_set + list(overrides or []),
-                  sweep=tuple(sorted(float(a) for a in sweep)))
+                  sweep=tuple(sorted(float(a) for a in sweep)),
+                  loss_target=None if loss_target is None else float(loss_target),
+                  loss_sweep=tuple(sorted((float(a) for a in loss_sweep), reverse=True)))
     if not errors:  # every strategy x seed must give a valid config
         for n, _ in strategies:
             try:
@@ -189,6 +206,72 @@ def time_to_target(records: list[dict[str, Any]], target: float) -> float | None
     return None
 
 
+def time_to_loss(records: list[dict[str, Any]], level: float) -> float | None:
+    """Simulated seconds at the first evaluation with test loss <= level (None if never)."""
+    for r in records:
+        if r.get("test_loss") is not None and r["test_loss"] <= level:
+            return float(r["sim_seconds"])
+    return None
+
+
+def _mean_se(xs: list[float]) -> tuple[float | None, float | None]:
+    """Mean and standard error (std with ddof 1 over sqrt(n); None for fewer than 2 values)."""
+    if not xs:
+        return None, None
+    return float(np.mean(xs)), (float(np.std(xs, ddof=1) / np.sqrt(len(xs))) if len(xs) > 1 else None)
+
+
+def paired_rows(suite: Suite) -> list[dict[str, Any]]:
+    """Speed-up over the reference, paired by seed: for every seed where both the strategy and the
+    reference finished and reached the level, ratio_s = t_reference,s / t_strategy,s; mean ± SE
+    over those seeds (and how many seeds were paired). Levels: the accuracy target and sweep, and
+    the test-loss target and sweep."""
+    by_seed: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name, _ in suite.strategies}
+    for name, _ in suite.strategies:
+        for seed in suite.seeds:
+            recs = _finished_records(suite.config(name, seed))
+            if recs is not None:
+                by_seed[name][seed] = recs
+    levels = [("accuracy", a, time_to_target) for a in sorted({suite.target, *suite.sweep})]
+    levels += [("test_loss", x, time_to_loss) for x in sorted({*([suite.loss_target] if suite.loss_target else []),
+                                                              *suite.loss_sweep}, reverse=True)]
+    ref = by_seed[suite.reference]
+    rows = []
+    for name, _ in suite.strategies:
+        for metric, level, when in levels:
+            ratios, n_both = [], 0
+            for seed, recs in by_seed[name].items():
+                if seed not in ref:
+                    continue
+                n_both += 1
+                t_ref, t = when(ref[seed], level), when(recs, level)
+                if t_ref is not None and t is not None and t > 0:
+                    ratios.append(t_ref / t)
+            mean, se = _mean_se(ratios)
+            rows.append({"strategy": name, "metric": metric, "level": level, "paired_seeds": len(ratios),
+                         "seeds_both_finished": n_both, "speedup_mean": mean, "speedup_se": se,
+                         "speedup_min": min(ratios) if ratios else None, "speedup_max": max(ratios) if ratios else None})
+    return rows
+
+
+def write_paired(suite: Suite, rows: list[dict[str, Any]]) -> None:
+    """``paired.md`` and ``paired.csv``: per-seed paired speed-ups over the reference."""
+    md = [f"# {suite.name}: speed-up over {suite.reference}, paired by seed", "",
+          f"For each seed where both runs finished and reached the level: (minutes of {suite.reference}) / "
+          "(minutes of the strategy); mean ± standard error over those seeds, [min, max], and n = paired seeds "
+          "/ seeds where both finished. Accuracy levels and test-loss levels (the first evaluation at or below it).", "",
+          "| strategy | level | speed-up (mean ± SE) | [min, max] | n |", "|---|---|---|---|---|"]
+    for r in rows:
+        lvl = f"acc {100 * r['level']:.0f}%" if r["metric"] == "accuracy" else f"loss {r['level']:g}"
+        sp = "—" if r["speedup_mean"] is None else f"{r['speedup_mean']:.2f}×" + (
+            f" ± {r['speedup_se']:.2f}" if r["speedup_se"] is not None else "")
+        rng = "—" if r["speedup_min"] is None else f"[{r['speedup_min']:.2f}, {r['speedup_max']:.2f}]"
+        md.append(f"| {r['strategy']} | {lvl} | {sp} | {rng} | {r['paired_seeds']}/{r['seeds_both_finished']} |")
+    atomic_write_text(suite.output / "paired.md", "\n".join(md) + "\n")
+    if rows:
+        _write_csv(suite.output / "paired.csv", rows)
+
+
 def summarise(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
     """One row per strategy: minutes to target (mean, std over seeds that reached it), speed-up."""
     rows = []
@@ -197,13 +280,20 @@ def summarise(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list
         hit = [t / 60 for t in times if t is not None]
         final = [r[-1].get("accuracy") for r in seed_runs if r[-1].get("accuracy") is not None]
         complete = bool(times) and len(hit) == len(times)
+        row_loss = {}
+        if suite.loss_target is not None:
+            lt = [time_to_loss(r, suite.loss_target) for r in seed_runs]
+            lhit = [t / 60 for t in lt if t is not None]
+            row_loss = {"loss_target": suite.loss_target, "loss_reached": len(lhit),
+                        "loss_minutes_mean": float(np.mean(lhit)) if lhit and len(lhit) == len(lt) else None,
+                        "loss_minutes_std": float(np.std(lhit)) if lhit and len(lhit) == len(lt) else None}
         rows.append({"strategy": name, "target": suite.target, "reached": len(hit), "seeds": len(times),
                      "minutes_mean": float(np.mean(hit)) if complete else None,
                      "minutes_std": float(np.std(hit)) if complete else None,
                      "minutes_mean_reached": float(np.mean(hit)) if hit else None,
                      "final_accuracy_mean": float(np.mean(final)) if final else None,
                      "total_sim_minutes_mean": float(np.mean([r[-1]["sim_seconds"] / 60 for r in seed_runs]))
-                     if seed_runs else None})
+                     if seed_runs else None, **row_loss})
     ref = next(r for r in rows if r["strategy"] == suite.reference)
     for r in rows:
         ok = r["minutes_mean"] is not None and ref["minutes_mean"] is not None and r["minutes_mean"] > 0
@@ -230,13 +320,18 @@ def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
           "round that reaches it, so its last round may run past the budget by less than one round.", "",
           f"| strategy | target | minutes to target (mean ± std) | reached | final accuracy | speed-up vs {suite.reference} |",
           "|---|---|---|---|---|---|"]
+    if suite.loss_target is not None:
+        md[-2] += f" minutes to test loss {suite.loss_target:g} (mean ± std, reached) |"
+        md[-1] += "---|"
     for r in rows:
         t = (f"{_fmt(r['minutes_mean'])} ± {_fmt(r['minutes_std'])}" if r["minutes_mean"] is not None
              else "no finished run" if r["seeds"] == 0 else f"not reached in {r['seeds'] - r['reached']} of {r['seeds']} seeds"
              + (f" (the others: {_fmt(r['minutes_mean_reached'])})" if r["reached"] else ""))
         acc = _fmt(100 * r["final_accuracy_mean"] if r["final_accuracy_mean"] is not None else None, ".1f")
         speed = f"{r[key]:.2f}×" if r[key] is not None else "—"
-        md.append(f"| {r['strategy']} | {100 * suite.target:.0f}% | {t} | {r['reached']}/{r['seeds']} | {acc}% | {speed} |")
+        md.append(f"| {r['strategy']} | {100 * suite.target:.0f}% | {t} | {r['reached']}/{r['seeds']} | {acc}% | {speed} |"
+                  + (f" {_fmt(r['loss_minutes_mean'])} ± {_fmt(r['loss_minutes_std'])} ({r['loss_reached']}/{r['seeds']}) |"
+                     if suite.loss_target is not None else ""))
     atomic_write_text(suite.output / "table.md", "\n".join(md) + "\n")
     _write_csv(suite.output / "table.csv", rows)
 
@@ -366,6 +461,7 @@ def compare(path: str | Path, overrides: list[str] | None = None, output: str | 
     write_tables(suite, rows)
     if suite.sweep:
         write_sweep(suite, sweep_rows(suite, runs))
+    write_paired(suite, paired_rows(suite))
     plot_suite(suite, runs)
     plot_suite(suite, runs, "test_loss")
     write_stability(suite, stability_rows(suite))

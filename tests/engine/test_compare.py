@@ -192,3 +192,59 @@ def test_bad_sweep_is_reported(tmp_path):
     p.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\ntarget = 0.5\nsweep = [0.5, 1.5]\n[[strategy]]\nname = "a"\n')
     with pytest.raises(ConfigError, match="sweep must be a list of accuracies in"):
         load_suite(p)
+
+
+def test_paired_speedups_and_loss_target_by_hand(tmp_path):
+    """Speed-ups are paired by seed (t_ref,s / t_s), over the seeds where both finished and reached
+    the level; the oracle is written out by hand from the fake runs' evaluation times."""
+    from fedsketch.compare import compare
+
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0, 1, 2]\ntarget = 0.6\n'
+                          'loss_target = 2.5\nloss_sweep = [2.0]\nreference = "ref"\n'
+                          '[[strategy]]\nname = "ref"\n[[strategy]]\nname = "b"\n')
+    s = load_suite(suite_file, output=tmp_path / "out")
+    r = s.config("ref", 0).lora.rank
+
+    def recs(*pts):
+        rows = [{"round": i, "sim_seconds": t, "accuracy": a, "test_loss": loss} for i, (t, a, loss) in enumerate(pts)]
+        rows[-1]["stop"] = "sim_budget_minutes"
+        return rows
+
+    p, q, k = [0.5, 0.5], [1.0, 1.0], [r, r]
+    # ref: acc 0.6 at 60 / 120 / 240 s; loss <= 2.5 at 60 / 60 / 240 s; loss <= 2.0 only seed 0 at 120 s
+    _fake_run(s, "ref", 0, recs((0, 0.5, 3.0), (60, 0.6, 2.4), (120, 0.6, 2.0)), p, q, k)
+    _fake_run(s, "ref", 1, recs((0, 0.5, 3.0), (60, 0.5, 2.5), (120, 0.7, 2.2)), p, q, k)
+    _fake_run(s, "ref", 2, recs((0, 0.5, 3.0), (240, 0.6, 2.5)), p, q, k)
+    # b: acc 0.6 at 30 / 40 s and never in seed 2; loss <= 2.5 at 30 / 120 / 60 s
+    _fake_run(s, "b", 0, recs((0, 0.5, 3.0), (30, 0.61, 2.1), (90, 0.6, 2.1)), p, q, k)
+    _fake_run(s, "b", 1, recs((0, 0.5, 3.0), (40, 0.6, 2.6), (120, 0.6, 2.5)), p, q, k)
+    _fake_run(s, "b", 2, recs((0, 0.5, 3.0), (60, 0.5, 2.4)), p, q, k)
+    rows = compare(suite_file, output=tmp_path / "out", run=False, log=lambda m: None)
+
+    out = tmp_path / "out"
+    paired = {(x["strategy"], x["metric"], float(x["level"])): x for x in csv.DictReader((out / "paired.csv").open())}
+    acc = paired[("b", "accuracy", 0.6)]  # ratios 60/30 = 2 and 120/40 = 3; seed 2 unreached by b
+    assert (acc["paired_seeds"], acc["seeds_both_finished"]) == ("2", "3")
+    assert float(acc["speedup_mean"]) == pytest.approx(2.5)
+    assert float(acc["speedup_se"]) == pytest.approx(np.std([2.0, 3.0], ddof=1) / np.sqrt(2))
+    loss = paired[("b", "test_loss", 2.5)]  # ratios 60/30, 60/120, 240/60
+    assert loss["paired_seeds"] == "3" and float(loss["speedup_mean"]) == pytest.approx((2 + 0.5 + 4) / 3)
+    assert (float(loss["speedup_min"]), float(loss["speedup_max"])) == (0.5, 4.0)
+    assert paired[("b", "test_loss", 2.0)]["paired_seeds"] == "0"  # b never reaches 2.0
+    assert float(paired[("ref", "accuracy", 0.6)]["speedup_mean"]) == 1.0
+    b = next(x for x in rows if x["strategy"] == "b")
+    ref = next(x for x in rows if x["strategy"] == "ref")
+    assert ref["loss_minutes_mean"] == pytest.approx((1 + 1 + 4) / 3) and ref["loss_reached"] == 3
+    assert b["loss_minutes_mean"] == pytest.approx((0.5 + 2 + 1) / 3)
+    assert "minutes to test loss 2.5" in (out / "table.md").read_text()
+    assert "| b | acc 60% | 2.50× ± 0.50 | [2.00, 3.00] | 2/3 |" in (out / "paired.md").read_text()
+
+
+def test_bad_loss_target_is_reported(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\ntarget = 0.5\nloss_target = -1\n'
+                 'loss_sweep = ["x"]\n[[strategy]]\nname = "a"\n')
+    with pytest.raises(ConfigError) as ei:
+        load_suite(p)
+    assert "loss_target must be a test loss > 0" in str(ei.value) and "loss_sweep must be" in str(ei.value)
