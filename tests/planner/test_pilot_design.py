@@ -87,18 +87,20 @@ def test_registry_matches_the_config_choices_and_default_is_cover():
 
 def test_cover_holds_every_plan_and_the_old_design_does_not():
     inside = {"cover": 0, "list": 0}
+    regions = []
     for seed in range(PROBLEMS):
         prob = replace(_problem(seed), q_floor=0.01)
         designs = {name: _design(name, prob) for name in inside}
-        # under constrain, 'cover' needs no guard: the hull of its pilots already holds every allowed plan
-        qf, km, covered = plan_region(_obs(designs["cover"]), prob.p, prob.r, stability=prob.stability,
-                                      max_step_factor=prob.max_step_factor, q_floor=0.01, k_min=1)
-        assert covered and (qf, km) == (0.01, 1)
         plan = solve(prob, k_starts=())  # the unrestricted plan
         xy = _plan_xy(prob, plan)
         for name, design in designs.items():
             inside[name] += _in_hull_lp(xy, _points(prob, design))
-    assert inside["cover"] == PROBLEMS
+        assert inside["cover"] == seed + 1, f"problem {seed}: plan (X, Y) = {xy} outside the cover pilots' hull"
+        # under constrain, 'cover' needs no guard: the hull of its pilots already holds every allowed plan
+        qf, km, covered = plan_region(_obs(designs["cover"]), prob.p, prob.r, stability=prob.stability,
+                                      max_step_factor=prob.max_step_factor, q_floor=0.01, k_min=1)
+        regions.append((covered, qf, km))
+    assert regions == [(True, 0.01, 1)] * PROBLEMS
     assert inside["list"] <= PROBLEMS // 2, inside  # measured: see the report of this change
     print(f"plans inside the pilots' hull over {PROBLEMS} problems: {inside}")
 
