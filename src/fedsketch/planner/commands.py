@@ -248,6 +248,15 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
             pt = extra["plan_time_band"]
             out_console.print(f"plan with this theta: predicted {pt['total_time']:.4g} s, band [{pt['lo']:.4g}, "
                               f"{pt['hi']:.4g}] s")
+        if "plan" in extra:
+            pn = extra["plan"]
+            where = ("inside" if pn["inside_pilot_hull"] else "outside") + " the pilots' (X, Y) hull"
+            held = "planner.extrapolate = true" if pn["extrapolate"] else \
+                f"held to q >= {pn['q_floor']:.4g}, k >= {pn['k_min']}"
+            out_console.print(f"plan: {_fmt(pn['rounds'])} rounds, X = {pn['X']:.4g}, Y = {pn['Y']:.4g}, {where} "
+                              f"({held}); sum q = {sum(pn['q']):.3g}, min k = {min(pn['k'])}")
+        elif "plan_error" in extra:
+            say_err(f"no plan with this theta: {extra['plan_error']}")
         for i, st in enumerate(steps, 1):
             out_console.print(f"refinement {i}: predicted {st.predicted_rounds:.4g} rounds at the plan, observed "
                               f"{st.observed_rounds:.4g} ({100 * st.relative_error:.1f} % off)")
