@@ -417,12 +417,16 @@ def predicted_time_band(band: ThetaBand, prob, q: np.ndarray, k: np.ndarray) -> 
 
 @dataclass
 class RefinementStep:
-    """One pass of the refinement loop: theta, the plan's predicted and observed rounds."""
+    """One pass of the refinement loop: theta, the plan's predicted and observed rounds, the plan itself."""
 
     theta: list[float]
     predicted_rounds: float
     observed_rounds: float
     relative_error: float
+    q: list[float] = field(default_factory=list)
+    k: list[int] = field(default_factory=list)
+    X: float | None = None
+    Y: float | None = None
 
 
 def refine(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
@@ -455,10 +459,12 @@ def refine(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
             raise EstimationError(f"refinement: the verification pilot at the plan never reached the estimation "
                                   f"loss (got {observed!r}); raise planner.pilot_max_rounds")
         err = abs(observed - predicted) / predicted
-        steps.append(RefinementStep([float(x) for x in est.theta], float(predicted), float(observed), float(err)))
         q, k = np.asarray(q, dtype=float), np.asarray(k, dtype=float)
-        rows.append(PilotObservation(float(np.mean(q)), int(round(float(np.mean(k)))), float(observed),
-                                     X=float(np.sum(pw**2 / q)), Y=float(np.sum(pw**2 * r / (k * q)))))
+        X, Y = float(np.sum(pw**2 / q)), float(np.sum(pw**2 * r / (k * q)))  # the plan's own q_n, k_n (eq. 23)
+        steps.append(RefinementStep([float(x) for x in est.theta], float(predicted), float(observed), float(err),
+                                    q.tolist(), [int(x) for x in k], X, Y))
+        # q, k of the row are summaries for the table only; eq. 22 reads X, Y
+        rows.append(PilotObservation(float(np.mean(q)), int(round(float(np.mean(k)))), float(observed), X=X, Y=Y))
         est = estimate_theta(rows, pw, r, signs=signs)
         if err <= tol:
             break
