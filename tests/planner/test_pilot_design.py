@@ -79,6 +79,7 @@ def test_registry_matches_the_config_choices_and_default_is_cover():
 
     f = {x.name: x for x in fields(PlannerConfig)}["pilot_design"]
     assert tuple(f.metadata["choices"]) == tuple(PILOT_DESIGNS) and PlannerConfig().pilot_design == "cover"
+    assert PlannerConfig().pilot_seeds >= 3  # PAPER.md §8.4: at least 3 seeds per pilot by default
     # the old design stays reproducible by name
     d = PlannerConfig()
     assert design_pilots("list", np.ones(10), 16, pilot_q=d.pilot_q, pilot_k_frac=d.pilot_k_frac) == [
