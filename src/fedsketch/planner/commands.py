@@ -95,7 +95,7 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory
             prob = problem_from_config(cfg, p=p, theta=Theta.from_sequence(est.theta), pilots=list(obs),
                                        payload_mbit=payload_mbit)
             plan = plan_problem(prob, cfg)[0]
-        except ValueError as e:  # profiles or theta unusable for planning: report the theta (band) only
+        except (ValueError, SolverError) as e:  # profiles or theta unusable for planning: report theta (band) only
             extra["plan_error"] = str(e)
             return extra, steps
         xy = np.array([[prob.X(plan.q), prob.Y(plan.q, plan.k)]])
