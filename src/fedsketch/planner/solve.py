@@ -3,7 +3,11 @@
 From the joint best-response start (:mod:`fedsketch.planner.meanfield`) and, up to
 ``multistart_max_n`` clients, from each start ``k^0`` (multi-start, fractions of r), alternate a q-step (eq. 26, reference or
 fast solver) and a greedy k-step until ``k`` stops changing or ``J`` improves by less than
-``rtol`` relatively. Both steps never increase ``J``. :func:`make_plan` then scores the Fig. 2–3
+``rtol`` relatively. Both steps never increase ``J``. Above ``multistart_max_n`` clients (issue 13: N = 10^6 in
+seconds) the discrete choices that couple all clients, the rank floor of ``constrain`` (§8.1)
+and the learning-rate scale ``s`` of ``scale_lr`` (§8.2), are made on a systematic subsample
+(:func:`subsample_problem`), and the plan on all N clients is one best-response or subsample
+start, one q-step and one k-step. :func:`make_plan` then scores the Fig. 2–3
 baselines with the same model and, should a feasible baseline beat the plan, re-runs the
 alternation from it, so the returned plan is never worse than any feasible baseline.
 """
