@@ -15,6 +15,8 @@ statistics at N = 5000), Phi = kappa_max Omega, s and the rounds and round time.
 Usage: PYTHONPATH=src python scripts/planner_oracle.py [--out tests/planner/data/solver_oracle.json]
        PYTHONPATH=src python scripts/planner_oracle.py --suite stability
            [--out tests/planner/data/solver_oracle_stability.json]
+       PYTHONPATH=src python scripts/planner_oracle.py --compare tests/planner/data/solver_oracle_stability.json
+           [--multistart-max-n 1000]   (this commit's J against the recorded one, every case)
 """
 
 from __future__ import annotations
@@ -91,11 +93,33 @@ def stability_suite(commit: str) -> dict:
                          "base_fraction=0.3), stability=...)", "cases": rows}
 
 
+def compare(path: Path, multistart_max_n: int | None) -> None:
+    """Print (J_now - J_recorded) / J_recorded for every case of a recorded stability suite."""
+    rec = json.loads(path.read_text())
+    kw = {} if multistart_max_n is None else {"multistart_max_n": multistart_max_n}
+    worst = -np.inf
+    for c in rec["cases"]:
+        prob = stability_problem(c["N"], c["seed"], c["stability"], c["compute_model"])
+        c0 = time.process_time()
+        plan = solve(prob, **kw)
+        rel = plan.objective / c["J"] - 1
+        worst = max(worst, rel)
+        print(f"N={c['N']} seed={c['seed']} {c['stability']} {c['compute_model']}: J {c['J']:.6f} -> {plan.objective:.6f} "
+              f"({rel:+.2e}), CPU {c['cpu_seconds']:.2f} -> {time.process_time() - c0:.2f} s, "
+              f"violations {prob.violations(plan.q, plan.k)}", flush=True)
+    print(f"largest relative increase of J: {worst:+.2e} (recorded at commit {rec['commit'][:7]})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=("solver", "stability"), default="solver")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--compare", type=Path, default=None, help="recorded stability suite to compare against")
+    ap.add_argument("--multistart-max-n", type=int, default=None, help="with --compare: solve(multistart_max_n=...)")
     a = ap.parse_args()
+    if a.compare is not None:
+        compare(a.compare, a.multistart_max_n)
+        return
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     if a.suite == "stability":
         out = a.out or Path("tests/planner/data/solver_oracle_stability.json")
