@@ -171,6 +171,17 @@ class _FixedK:
         diag_x = self.lam * xq if self.lam > 0 else 0.0
         return f, g, -df_d * sc * inv + diag_x, x * gt / t
 
+    def price(self, x: np.ndarray) -> float:
+        """Least-squares dual price of ``X(q) <= x_max`` at ``x``: the ``lam >= 0`` that best cancels
+        ``grad_y log J + lam grad_y X`` over the clients strictly inside their box (``y = log q``)."""
+        lam_keep, self.lam = self.lam, 0.0
+        _, g = self.log_obj(x)
+        self.lam = lam_keep
+        gy, xy = g * x, -self.p2 / x  # (N,) d/dy of log J and of X
+        free = (x > self.lb * (1 + 1e-9)) & (x < 1 - 1e-9)
+        den = float(np.sum(xy[free] ** 2))
+        return max(0.0, -float(np.sum(gy[free] * xy[free])) / den) if den > 0 else 0.0
+
     def _ok(self, x: np.ndarray) -> bool:
         return self.D(x) >= self.delta and self.X(x) <= self.x_max
 
@@ -404,18 +415,20 @@ def q_step_fast(
     cands += [(fx.repair(s0), "repaired warm start") for s0 in starts]
     dual_state: dict = {}
 
-    def dual_bisection(warm: np.ndarray, lam_start: float | None = None) -> np.ndarray | None:
+    def dual_bisection(warm: np.ndarray, lam_start: float | None = None,
+                       first_step: float | None = None) -> np.ndarray | None:
         """Root of ``log X(q(lam)) = log x_max`` in ``log lam`` for the dual price lam of X(q) <= fx.x_max
         (§8.1): bracket by factors of 10 (around ``lam_start``, default ``lam0``, by ``warm_step``
         squared on every miss), then Illinois regula falsi (X(q(lam)) decreases in lam). The root's
         price is kept in ``dual_state["lam"]`` (the scale_lr scan warm-starts the next s with it)."""
         lam0 = lam_start if lam_start else lam0_arg
+        w_step = first_step or warm_step
         if fx.x_max <= float(np.sum(fx.p2)):  # not even q = 1 fits (X(1) = sum p^2)
             return None
         lx = math.log(fx.x_max)
         lam_hi, x_hi, g_hi = (lam0 if lam0 and lam0 > 0 else 1e-6), None, 0.0
         lo_state = None  # (log lam, g) with g > 0 (infeasible side)
-        step = warm_step if lam0 else 10.0
+        step = w_step if lam0 else 10.0
         for _ in range(60):
             fx.lam = lam_hi
             x = run(warm)
@@ -430,7 +443,7 @@ def q_step_fast(
         if lam0 and x_hi is not None and lo_state is None:  # the warm price was feasible: bracket below it
             # close to the warm price first (it is the best response's price of nearly the same problem),
             # the factor squared on every miss (1.02, 1.04, 1.08, 1.17, 1.37, 1.88, 3.5, 12, 150, 2e4)
-            down = warm_step
+            down = w_step
             for _ in range(10):
                 fx.lam = lam_hi / down
                 x = run(x_hi)
@@ -479,7 +492,11 @@ def q_step_fast(
     dual = {}
     if fx.x_max < np.inf and sols and (lam0 or min(fx.X(x) for x in sols) > fx.x_max * (1 + 1e-12)):
         # stability = constrain binds (§8.1)
-        x_hi = dual_bisection(min(sols, key=fx.J))
+        warm_x = min(sols, key=fx.J)
+        guess = None
+        if not lam0:  # cold: the least-squares price at the repaired unconstrained solution (§8.1)
+            guess = fx.price(fx.repair(warm_x)) or None
+        x_hi = dual_bisection(warm_x, guess, 1.5 if guess else None)
         if x_hi is not None:
             cands.append((fx.repair(x_hi), "dual bisection on kappa_max * Omega <= Phi_max: " + statuses[-1]))
         dual = {"dual_solves": len(iters) - len(starts)}

@@ -299,12 +299,7 @@ def _dual_price(prob: PlanProblem, q: np.ndarray, k: np.ndarray) -> float:
     ``X`` and the per-client gradients scale alike with N, so the price carries over to the full
     problem (the warm ``lam0`` of :func:`fedsketch.planner.qstep.q_step_fast`)."""
     fx = _FixedK(prob, k)
-    x = fx.to_sorted(q)
-    _, g = fx.log_obj(x)
-    gy, xy = g * x, -fx.p2 / x  # (N,) d/dy of log J and of X
-    free = (x > fx.lb * (1 + 1e-9)) & (x < 1 - 1e-9)
-    den = float(np.sum(xy[free] ** 2))
-    return max(0.0, -float(np.sum(gy[free] * xy[free])) / den) if den > 0 else 0.0
+    return fx.price(fx.to_sorted(q))
 
 
 def _solve_scale_lr_large(prob: PlanProblem, subsample_n: int, common: dict, t0: float) -> Plan:
