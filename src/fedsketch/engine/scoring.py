@@ -204,3 +204,87 @@ def shared_prompt_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id:
             qi = chunk[i][0]
             scores[qi][ci], counts[qi][ci] = float(per_row[r]), len(resp)
     return scores, counts
+
+
+def _segments(items: Sequence[Sequence[Encoded]]) -> list[tuple[int, tuple[int, ...], list[tuple[int, tuple[int, ...]]]]]:
+    """``(question, prompt ids, [(option index, option ids), ...])``, one per distinct prompt of a question."""
+    out = []
+    for qi, cands in enumerate(items):
+        by: dict[tuple[int, ...], list[tuple[int, tuple[int, ...]]]] = {}
+        for ci, s in enumerate(cands):
+            by.setdefault(s.ids[:s.n_prompt], []).append((ci, s.ids[s.n_prompt:]))
+        out += [(qi, p, opts) for p, opts in by.items()]
+    return out
+
+
+def packed_block_mask(seg: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive attention mask (b, 1, T, T) of packed prompt + options rows.
+
+    ``seg`` (b, T) labels each position: 0 the prompt, i >= 1 the i-th option, -1 padding. Query
+    q may attend key k iff ``k <= q`` and key k is in the prompt or in q's own option; a padding
+    position attends only to itself (its row is never read, but must not be all masked).
+    0 where allowed, the dtype's minimum elsewhere (valid for the eager and the sdpa attention).
+    """
+    T = seg.shape[1]
+    q, k = seg.unsqueeze(2), seg.unsqueeze(1)  # (b, T, 1), (b, 1, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=seg.device).tril()
+    allowed = causal & ((k == 0) | (k == q)) & (q >= 0) & (k >= 0)
+    allowed |= torch.eye(T, dtype=torch.bool, device=seg.device)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
+
+
+@torch.no_grad()
+def packed_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id: int, batch_size: int,
+                  device: torch.device, trace: list[int] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Sum of log p(option tokens | prompt) for every option, each question's prompt and options in one row.
+
+    A question (its options whose prompts are identical, as in :func:`shared_prompt_scores`) is
+    one sequence: the prompt (positions ``0 .. P-1``), then each option's tokens but its last
+    (which predicts nothing) at positions ``P .. P + len - 2``, the position ids restarting at
+    ``P`` for every option. A block attention mask (:func:`packed_block_mask`) lets an option see
+    the prompt and its own earlier tokens only, so each option's hidden states equal those of the
+    sequence prompt + option alone. The LM head runs only on the hidden states that predict an
+    option token (the prompt's last position for the first one), ``log p = logit - logsumexp``.
+
+    ``batch_size`` rows (questions, sorted by length: little padding) run per decoder pass.
+    Returns the same as :func:`shared_prompt_scores`.
+    """
+    dec, head = decoder_and_head(model)
+    scores = [np.full(len(c), -np.inf) for c in items]
+    counts = [np.zeros(len(c)) for c in items]
+    groups = _segments(items)
+    lengths = [len(p) + sum(len(o) - 1 for _, o in opts) for _, p, opts in groups]
+    order = sorted(range(len(groups)), key=lambda g: lengths[g])  # similar lengths per pass: little padding
+    for j in range(0, len(order), batch_size):
+        chunk = [groups[g] for g in order[j:j + batch_size]]
+        b, T = len(chunk), max(lengths[g] for g in order[j:j + batch_size])
+        ids = torch.full((b, T), pad_id, dtype=torch.long)
+        pos = torch.zeros((b, T), dtype=torch.long)
+        seg = torch.full((b, T), -1, dtype=torch.long)
+        src, tgt, owner, meta = [], [], [], []  # flat index (row * T + position) of the hidden state per scored token
+        for i, (qi, p, opts) in enumerate(chunk):
+            P = len(p)
+            ids[i, :P], pos[i, :P], seg[i, :P] = torch.tensor(p), torch.arange(P), 0
+            o = P
+            for s, (ci, resp) in enumerate(opts, start=1):
+                n = len(resp) - 1
+                ids[i, o:o + n], pos[i, o:o + n], seg[i, o:o + n] = torch.tensor(resp[:-1]), torch.arange(P, P + n), s
+                # token t of the option is predicted by the prompt's last position (t = 0) or option token t-1
+                src += [i * T + P - 1] + [i * T + o + t for t in range(n)]
+                tgt += resp
+                owner += [len(meta)] * len(resp)
+                meta.append((qi, ci, len(resp)))
+                o += n
+        h = dec(input_ids=ids.to(device), position_ids=pos.to(device),
+                attention_mask=packed_block_mask(seg.to(device))).last_hidden_state  # (b, T, D)
+        h = h.reshape(b * T, -1)[torch.tensor(src, device=device)]  # (n, D), n = option tokens in the chunk
+        logits = head(h).float()  # (n, V)
+        if trace is not None:
+            trace.append(int(logits.numel()))
+        target = torch.tensor(tgt, device=device)
+        lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (n,)
+        per = torch.zeros(len(meta), dtype=lp.dtype, device=device).index_add_(0, torch.tensor(owner, device=device), lp)
+        for (qi, ci, n), v in zip(meta, per.tolist(), strict=True):
+            scores[qi][ci], counts[qi][ci] = v, n
+    return scores, counts
