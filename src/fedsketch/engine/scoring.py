@@ -7,9 +7,13 @@ whose *next* token is a response token. Here the decoder runs as before but the 
 log-softmax over the vocabulary) runs only at those positions, so the ``(b, L, V)`` logits
 tensor is never built.
 
-Evaluation additionally runs each question's prompt once: the decoder's key/value cache of the
-prompt is reused for every answer option (``shared_prompt_scores``). Both give the same numbers
-as the full-logits paths up to float rounding (tests/engine/test_scoring.py).
+Evaluation additionally runs each question's prompt once, in one of two ways:
+``packed_scores`` puts the prompt and all its options into one sequence under a block attention
+mask (each option sees the prompt and itself; positions restart after the prompt for every
+option), so a batch of questions is one decoder pass without any key/value copies;
+``shared_prompt_scores`` runs the prompts, copies their key/value cache to one row per option
+and runs the options on top of it (two passes). Both give the same numbers as the full-logits
+paths up to float rounding (tests/engine/test_scoring.py).
 
 These functions assume the model's logits are ``lm_head(last_hidden_state)`` (Llama, Qwen2,
 SmolLM2, Mistral); a model with a logit soft-cap or scaling is refused.
