@@ -112,14 +112,19 @@ def profile_step(fn, dev, n: int, reps: int, peak: float) -> None:
     ev = prof.key_averages(group_by_input_shape=True)
     total = sum(e.self_cpu_time_total for e in ev)
     share: dict[str, float] = {}
+    other: dict[str, float] = {}
     gemms = []
     for e in ev:
         cat = next((c for c, keys in CATEGORIES if any(k in e.key for k in keys)), "other")
         share[cat] = share.get(cat, 0.0) + e.self_cpu_time_total
+        if cat == "other":
+            other[e.key] = other.get(e.key, 0.0) + e.self_cpu_time_total
         if e.key in ("aten::mm", "aten::addmm", "aten::bmm") and e.input_shapes:
             gemms.append((e.key, [tuple(x) for x in e.input_shapes], e.count))
     print("      profile (self CPU time of one step, profiler on): "
-          + "; ".join(f"{c} {100 * v / total:.0f} %" for c, v in sorted(share.items(), key=lambda kv: -kv[1])))
+          + "; ".join(f"{c} {100 * v / total:.0f} %" for c, v in sorted(share.items(), key=lambda kv: -kv[1]))
+          + "; largest in other: " + ", ".join(f"{k} {100 * v / total:.1f} %" for k, v in
+                                               sorted(other.items(), key=lambda kv: -kv[1])[:4]))
     # the same GEMMs alone, at their shapes: the ceiling of this step's matmul throughput
     g_flops, g_time = 0.0, 0.0
     for key, shp, count in gemms:
@@ -313,7 +318,9 @@ def main() -> None:
                 shares.append(flops / times[-1] / peaks[-1])
             results.setdefault("d", []).append(float(np.median(shares)))
             ids = pack(batch, rows)[0]
-            print(f"\n    {label}: packed rows {tuple(ids.shape)}; {flops / 1e9:.1f} GFLOP (torch flop counter), "
+            real = int(batch["attention_mask"].sum()) - batch["input_ids"].shape[0]  # each sequence but its last token
+            print(f"\n    {label}: packed rows {tuple(ids.shape)}, {real} of {ids.numel()} positions real "
+                  f"({100 * (1 - real / ids.numel()):.0f} % padding, counted as computed); {flops / 1e9:.1f} GFLOP (torch flop counter), "
                   f"{analytic['total'] / 1e9:.1f} GFLOP (formula: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in analytic.items()
                                                                   if k != "total") + ")")
             print("      per rep: step " + ", ".join(f"{t:.2f} s" for t in times) + "; GEMM peak "
