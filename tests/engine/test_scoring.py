@@ -16,7 +16,7 @@ import torch
 from fedsketch.data import build_federated_data
 from fedsketch.engine import lora
 from fedsketch.engine.runtime import TorchEngine
-from fedsketch.engine.scoring import packed_block_mask, packed_scores, scored_response_loss, shared_prompt_scores
+from fedsketch.engine.scoring import _first_fit, packed_block_mask, packed_scores, scored_response_loss, shared_prompt_scores
 from fedsketch.engine.tokens import Encoded, collate, mean_response_loss, response_logprobs
 from fedsketch.rng import Streams
 
@@ -108,7 +108,10 @@ def test_shared_prompt_scores_equal_per_option_tiny(tiny_cfg, scoring):
     # the head ran on option tokens only: no logits tensor beyond (option tokens of 5 questions) x V
     V = eng.model.get_output_embeddings().weight.shape[0]
     option_tokens = sorted(sum(len(s.ids) - s.n_prompt for s in c) for c in items)
-    assert max(trace) <= sum(option_tokens[-5:]) * V
+    # packed: a row may hold several short questions (first-fit into rows as long as the longest)
+    seg_len = [c[0].n_prompt + sum(len(s.ids) - s.n_prompt - 1 for s in c) for c in items]
+    per_row = 1 if scoring == "shared_prompt" else max(len(r) for r in _first_fit(seg_len))
+    assert max(trace) <= sum(option_tokens[-5 * per_row:]) * V
     full = sum(len(s.ids) for c in items for s in c) * V
     assert sum(trace) == sum(option_tokens) * V < full / 3
     # through the engine: identical predictions, loss within rounding
@@ -202,3 +205,15 @@ def test_packed_scores_odd_shapes_tiny(tiny_cfg):
                 np.testing.assert_array_equal(c, n.numpy())
                 np.testing.assert_allclose(s, lp.numpy(), rtol=1e-5, atol=1e-5)
                 assert np.argmax(s) == np.argmax(lp.numpy())
+
+
+def test_packed_block_mask_keeps_questions_apart():
+    """Two questions in one row: nothing attends across them (prompt 0 of question 2 included)."""
+    seg = torch.tensor([[0, 1, 0, 0, 1]])
+    grp = torch.tensor([[0, 0, 1, 1, 1]])
+    allowed = (packed_block_mask(seg, group=grp)[0, 0] == 0).int().tolist()
+    assert allowed == [[1, 0, 0, 0, 0],
+                       [1, 1, 0, 0, 0],
+                       [0, 0, 1, 0, 0],
+                       [0, 0, 1, 1, 0],
+                       [0, 0, 1, 1, 1]]

@@ -221,67 +221,97 @@ def _segments(items: Sequence[Sequence[Encoded]]) -> list[tuple[int, tuple[int, 
     return out
 
 
-def packed_block_mask(seg: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def packed_block_mask(seg: torch.Tensor, dtype: torch.dtype = torch.float32,
+                      group: torch.Tensor | None = None) -> torch.Tensor:
     """Additive attention mask (b, 1, T, T) of packed prompt + options rows.
 
-    ``seg`` (b, T) labels each position: 0 the prompt, i >= 1 the i-th option, -1 padding. Query
-    q may attend key k iff ``k <= q`` and key k is in the prompt or in q's own option; a padding
-    position attends only to itself (its row is never read, but must not be all masked).
-    0 where allowed, the dtype's minimum elsewhere (valid for the eager and the sdpa attention).
+    ``seg`` (b, T) labels each position: 0 a prompt, i >= 1 the i-th option of its question, -1
+    padding; ``group`` (b, T), if given, the question each position belongs to (several per row).
+    Query q may attend key k iff ``k <= q``, both are in the same question and key k is in the
+    prompt or in q's own option; a padding position attends only to itself (its row is never
+    read, but must not be all masked). 0 where allowed, the dtype's minimum elsewhere (valid for
+    the eager and the sdpa attention).
     """
     T = seg.shape[1]
     q, k = seg.unsqueeze(2), seg.unsqueeze(1)  # (b, T, 1), (b, 1, T)
     causal = torch.ones(T, T, dtype=torch.bool, device=seg.device).tril()
     allowed = causal & ((k == 0) | (k == q)) & (q >= 0) & (k >= 0)
+    if group is not None:
+        allowed &= group.unsqueeze(2) == group.unsqueeze(1)
     allowed |= torch.eye(T, dtype=torch.bool, device=seg.device)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
 
 
+def _first_fit(lengths: Sequence[int]) -> list[list[int]]:
+    """Segments into rows of capacity ``max(lengths)``, first-fit by decreasing length (little padding)."""
+    cap = max(lengths)
+    rows: list[list[int]] = []
+    fill: list[int] = []
+    for g in sorted(range(len(lengths)), key=lambda g: -lengths[g]):
+        r = next((r for r in range(len(rows)) if fill[r] + lengths[g] <= cap), None)
+        if r is None:
+            rows.append([])
+            fill.append(0)
+            r = len(rows) - 1
+        rows[r].append(g)
+        fill[r] += lengths[g]
+    return rows
+
+
 @torch.no_grad()
 def packed_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id: int, batch_size: int,
                   device: torch.device, trace: list[int] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Sum of log p(option tokens | prompt) for every option, each question's prompt and options in one row.
+    """Sum of log p(option tokens | prompt) for every option, each question's prompt and options in one segment.
 
     A question (its options whose prompts are identical, as in :func:`shared_prompt_scores`) is
-    one sequence: the prompt (positions ``0 .. P-1``), then each option's tokens but its last
+    one segment: the prompt (positions ``0 .. P-1``), then each option's tokens but its last
     (which predicts nothing) at positions ``P .. P + len - 2``, the position ids restarting at
     ``P`` for every option. A block attention mask (:func:`packed_block_mask`) lets an option see
-    the prompt and its own earlier tokens only, so each option's hidden states equal those of the
-    sequence prompt + option alone. The LM head runs only on the hidden states that predict an
-    option token (the prompt's last position for the first one), ``log p = logit - logsumexp``.
+    its own prompt and its own earlier tokens only, so each option's hidden states equal those of
+    the sequence prompt + option alone. Segments are packed first-fit into rows as long as the
+    longest segment (short questions share a row), ``batch_size`` rows per decoder pass. The LM
+    head runs only on the hidden states that predict an option token (the prompt's last position
+    for the first one), ``log p = logit - logsumexp``.
 
-    ``batch_size`` rows (questions, sorted by length: little padding) run per decoder pass.
     Returns the same as :func:`shared_prompt_scores`.
     """
     dec, head = decoder_and_head(model)
     scores = [np.full(len(c), -np.inf) for c in items]
     counts = [np.zeros(len(c)) for c in items]
     groups = _segments(items)
+    if not groups:
+        return scores, counts
     lengths = [len(p) + sum(len(o) - 1 for _, o in opts) for _, p, opts in groups]
-    order = sorted(range(len(groups)), key=lambda g: lengths[g])  # similar lengths per pass: little padding
-    for j in range(0, len(order), batch_size):
-        chunk = [groups[g] for g in order[j:j + batch_size]]
-        b, T = len(chunk), max(lengths[g] for g in order[j:j + batch_size])
+    rows = _first_fit(lengths)
+    rows.sort(key=lambda r: sum(lengths[g] for g in r))  # similar fills per pass
+    for j in range(0, len(rows), batch_size):
+        chunk = rows[j:j + batch_size]
+        b, T = len(chunk), max(sum(lengths[g] for g in r) for r in chunk)
         ids = torch.full((b, T), pad_id, dtype=torch.long)
         pos = torch.zeros((b, T), dtype=torch.long)
         seg = torch.full((b, T), -1, dtype=torch.long)
+        grp = torch.full((b, T), -1, dtype=torch.long)
         src, tgt, owner, meta = [], [], [], []  # flat index (row * T + position) of the hidden state per scored token
-        for i, (qi, p, opts) in enumerate(chunk):
-            P = len(p)
-            ids[i, :P], pos[i, :P], seg[i, :P] = torch.tensor(p), torch.arange(P), 0
-            o = P
-            for s, (ci, resp) in enumerate(opts, start=1):
-                n = len(resp) - 1
-                ids[i, o:o + n], pos[i, o:o + n], seg[i, o:o + n] = torch.tensor(resp[:-1]), torch.arange(P, P + n), s
-                # token t of the option is predicted by the prompt's last position (t = 0) or option token t-1
-                src += [i * T + P - 1] + [i * T + o + t for t in range(n)]
-                tgt += resp
-                owner += [len(meta)] * len(resp)
-                meta.append((qi, ci, len(resp)))
-                o += n
+        for i, row in enumerate(chunk):
+            o = 0
+            for g in row:
+                qi, p, opts = groups[g]
+                P, start = len(p), o
+                ids[i, o:o + P], pos[i, o:o + P], seg[i, o:o + P] = torch.tensor(p), torch.arange(P), 0
+                o += P
+                for s_, (ci, resp) in enumerate(opts, start=1):
+                    n = len(resp) - 1
+                    ids[i, o:o + n], pos[i, o:o + n], seg[i, o:o + n] = torch.tensor(resp[:-1]), torch.arange(P, P + n), s_
+                    # token t of the option is predicted by the prompt's last position (t = 0) or option token t-1
+                    src += [i * T + start + P - 1] + [i * T + o + t for t in range(n)]
+                    tgt += resp
+                    owner += [len(meta)] * len(resp)
+                    meta.append((qi, ci, len(resp)))
+                    o += n
+                grp[i, start:o] = g
         h = dec(input_ids=ids.to(device), position_ids=pos.to(device),
-                attention_mask=packed_block_mask(seg.to(device))).last_hidden_state  # (b, T, D)
+                attention_mask=packed_block_mask(seg.to(device), group=grp.to(device))).last_hidden_state  # (b, T, D)
         h = h.reshape(b * T, -1)[torch.tensor(src, device=device)]  # (n, D), n = option tokens in the chunk
         logits = head(h).float()  # (n, V)
         if trace is not None:
