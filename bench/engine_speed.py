@@ -64,6 +64,98 @@ def gemm_peak(n: int, reps: int, device: torch.device) -> float:
     return 2 * n ** 3 / best
 
 
+def flop_model_text(eng) -> str:
+    return ("FLOPs counted: forward 2 x (frozen decoder linear weights) x (positions computed, packed rows incl. padding); "
+            "backward the same again (input gradients only: the base is frozen, no weight gradients); attention "
+            "QK^T and AV over each full packed row (4 T^2 d per layer forward, 2x that backward); LM head 2 D V per "
+            "scored position forward and again backward; LoRA 2 r (d_in + d_out) per position and module forward, 2x backward.")
+
+
+def analytic_flops(eng, batch, rows: int) -> dict[str, float]:
+    """The FLOP model of :func:`flop_model_text` for one scored training step of ``batch`` packed into ``rows``."""
+    from fedsketch.engine.scoring import decoder_and_head, pack
+
+    dec, head = decoder_and_head(eng.model)
+    ids, _, tgt = pack(batch, rows)
+    P, scored = ids.numel(), int((tgt != -100).sum())
+    n_lin = sum(p.numel() for n, p in dec.layers.named_parameters() if n.endswith(".weight") and "lora_" not in n
+                and p.dim() == 2)
+    conf = eng.model.get_base_model().config
+    d_attn = conf.num_attention_heads * getattr(conf, "head_dim", conf.hidden_size // conf.num_attention_heads)
+    attn = 4 * len(dec.layers) * ids.shape[0] * ids.shape[1] ** 2 * d_attn
+    D, V = head.weight.shape[1], head.weight.shape[0]
+    lora_f = sum(2 * eng.rank * (m.in_features + m.out_features) for m in eng.modules.values()) * P
+    out = {"linear fwd": 2 * n_lin * P, "linear bwd": 2 * n_lin * P, "attention": 3 * attn,
+           "head": 2 * 2 * D * V * scored, "LoRA": 3 * lora_f}
+    out["total"] = sum(out.values())
+    return out
+
+
+CATEGORIES = (("GEMM (mm/addmm/bmm)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
+              ("attention (sdpa + its softmax)", ("scaled_dot_product", "aten::_softmax", "aten::softmax")),
+              ("CE / log-softmax", ("log_softmax", "nll_loss", "cross_entropy")),
+              ("copies / indexing / cat", ("aten::copy_", "aten::index", "aten::cat", "aten::clone", "aten::contiguous",
+                                           "aten::masked", "aten::scatter", "aten::gather", "aten::fill_", "aten::zero_",
+                                           "aten::empty", "aten::to", "aten::_to_copy")),
+              ("elementwise (norms, SiLU, RoPE, residual adds, grad accumulation)",
+               ("aten::mul", "aten::add", "aten::silu", "aten::pow", "aten::mean", "aten::rsqrt", "aten::neg",
+                "aten::sub", "aten::div", "aten::sum", "aten::cos", "aten::sin", "aten::sigmoid", "silu_backward",
+                "aten::threshold")))
+
+
+def profile_step(fn, dev, n: int, reps: int, peak: float) -> None:
+    """Self CPU time of one step by op category, and the step's GEMMs replayed alone at their own shapes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    ev = prof.key_averages(group_by_input_shape=True)
+    total = sum(e.self_cpu_time_total for e in ev)
+    share: dict[str, float] = {}
+    other: dict[str, float] = {}
+    gemms = []
+    for e in ev:
+        cat = next((c for c, keys in CATEGORIES if any(k in e.key for k in keys)), "other")
+        share[cat] = share.get(cat, 0.0) + e.self_cpu_time_total
+        if cat == "other":
+            other[e.key] = other.get(e.key, 0.0) + e.self_cpu_time_total
+        if e.key in ("aten::mm", "aten::addmm", "aten::bmm") and e.input_shapes:
+            gemms.append((e.key, [tuple(x) for x in e.input_shapes], e.count))
+    print("      profile (self CPU time of one step, profiler on): "
+          + "; ".join(f"{c} {100 * v / total:.0f} %" for c, v in sorted(share.items(), key=lambda kv: -kv[1]))
+          + "; largest in other: " + ", ".join(f"{k} {100 * v / total:.1f} %" for k, v in
+                                               sorted(other.items(), key=lambda kv: -kv[1])[:4]))
+    # the same GEMMs alone, at their shapes: the ceiling of this step's matmul throughput
+    g_flops, g_time = 0.0, 0.0
+    for key, shp, count in gemms:
+        if key == "aten::addmm":
+            shp = shp[1:3]
+        if key == "aten::bmm":
+            (b_, m_, k_), (_, _, n_) = shp
+            a, b = torch.randn(b_, m_, k_, device=dev), torch.randn(b_, k_, n_, device=dev)
+            f = 2 * b_ * m_ * k_ * n_
+            op = torch.bmm
+        else:
+            (m_, k_), (_, n_) = shp
+            a, b = torch.randn(m_, k_, device=dev), torch.randn(k_, n_, device=dev)
+            f = 2 * m_ * k_ * n_
+            op = torch.mm
+        op(a, b)
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(count):
+                op(a, b)
+            best = min(best, time.perf_counter() - t0)
+        g_flops += f * count
+        g_time += best
+    peak = max(peak, gemm_peak(n, reps, dev))  # re-measured next to the replay (the load varies)
+    big = sorted(gemms, key=lambda g: -g[2])[:3]
+    print(f"      the step's {sum(c for *_, c in gemms)} GEMMs replayed alone at their own shapes: {g_flops / 1e9:.1f} GFLOP in "
+          f"{g_time:.2f} s = {g_flops / g_time / 1e9:.1f} GFLOP/s = {100 * g_flops / g_time / peak:.0f} % of the "
+          f"{n}^3 peak ({peak / 1e9:.1f}, the higher of the step's median and one measured right after the replay); most frequent shapes " + ", ".join(f"{k}{s} x{c}" for k, s, c in big))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
@@ -78,13 +170,19 @@ def main() -> None:
     ap.add_argument("--gemm-reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip (a,b,c,d)")
+    ap.add_argument("--scorings", default="per_option,shared_prompt,packed",
+                    help="(b): eval.scoring paths, the first is the reference of the ratios")
+    ap.add_argument("--eval-batch-size", type=int, default=0, help="(b): eval.batch_size (0 = the config default)")
+    ap.add_argument("--profile", type=int, default=1, help="(d): per-op profile and the GEMMs replayed at the step's own shapes")
+    ap.add_argument("--fused-clients", type=int, default=10, help="(d): clients of the fused (client_batch) step")
     args = ap.parse_args()
     skip = set(args.skip.split(",")) - {""}
 
     cfg = load_config(None, [f"model.name='{args.model}'", f"data.data_dir='{args.data_dir}'",
                              f"data.num_clients={args.clients}", "data.partition='iid'", f"fl.local_steps={args.steps}",
                              f"eval.num_samples={args.questions}", f"train.device='{args.device}'",
-                             f"train.threads={args.threads}"])
+                             f"train.threads={args.threads}"]
+                      + ([f"eval.batch_size={args.eval_batch_size}"] if args.eval_batch_size else []))
     data = build_federated_data(cfg)
     streams = Streams(0)
     eng = TorchEngine(cfg, data.train, data.test, data.parts, streams)
@@ -136,19 +234,26 @@ def main() -> None:
                 run.scores, counts = eng.option_scores(state, run.trace)
                 run.res = eng._result(run.scores, counts)
             return run
-        fa, fb = ev("per_option"), ev("shared_prompt")
-        t = interleaved({"per_option": fa, "shared_prompt": fb}, args.eval_reps)
-        rb = np.median(t["per_option"]) / np.median(t["shared_prompt"])
-        results["b"] = rb
+        paths = [p for p in args.scorings.split(",") if p]
+        fns = {p: ev(p) for p in paths}
+        t = interleaved(fns, args.eval_reps)
+        med = {p: float(np.median(t[p])) for p in paths}
         items = [c for c, _ in eng.eval_items]
-        differ = sum(int(np.argmax(a) != np.argmax(b)) for a, b in zip(fa.scores, fb.scores, strict=True))
         nseq = sum(len(c) for c in items)
-        print(f"\n(b) evaluation of {len(items)} questions ({nseq} options), eval.batch_size {cfg.eval.batch_size}")
-        print(f"    per_option {np.median(t['per_option']):.2f} s (acc {fa.res.accuracy:.2f}), shared_prompt "
-              f"{np.median(t['shared_prompt']):.2f} s (acc {fb.res.accuracy:.2f}) -> ratio {rb:.2f}x; "
-              f"predictions differing: {differ} of {len(items)}")
-        print(f"    largest logits tensor (fp32): per_option {4 * max(fa.trace) / 2**20:.0f} MiB (b x L x V), "
-              f"shared_prompt {4 * max(fb.trace) / 2**20:.1f} MiB (option tokens x V)")
+        print(f"\n(b) evaluation of {len(items)} questions ({nseq} options), eval.batch_size {cfg.eval.batch_size}, "
+              f"{args.eval_reps} interleaved reps (median)")
+        ref = paths[0]
+        for p in paths:
+            differ = sum(int(np.argmax(a) != np.argmax(b)) for a, b in zip(fns[ref].scores, fns[p].scores, strict=True))
+            worst = max(float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-30)))
+                        for a, b in zip(fns[ref].scores, fns[p].scores, strict=True))
+            print(f"    {p:<13} {med[p]:7.2f} s  (" + ", ".join(f"{x:.2f}" for x in t[p]) + f")  acc {fns[p].res.accuracy:.2f}"
+                  f"  ratio {ref}/{p} {med[ref] / med[p]:.2f}x; vs {ref}: {differ} of {len(items)} predictions differ, "
+                  f"max relative log-likelihood difference {worst:.1e}; largest logits tensor {4 * max(fns[p].trace) / 2**20:.1f} MiB")
+            if p != ref:
+                results[f"b {p}"] = med[ref] / med[p]
+        for a, b in zip(paths[1:], paths[2:]):
+            print(f"    ratio {a}/{b} {med[a] / med[b]:.2f}x")
 
     if "c" not in skip:
         jobs = [(n, draw_indices(streams.generator("sketch", 1, n), eng.module_names, r, int(1 + n % r)), None)
@@ -178,15 +283,33 @@ def main() -> None:
     if "d" not in skip:
         from torch.utils.flop_counter import FlopCounterMode
 
-        fused = collate([eng.client_data[n][i] for n in range(args.clients) for i in range(bs)], eng.tok.pad_token_id)
+        from fedsketch.engine.scoring import grouped_response_loss, pack
+        from fedsketch.engine.stacked import StackedLoRA
+
+        C = args.fused_clients
+        fused = collate([eng.client_data[n][i] for n in range(C) for i in range(bs)], eng.tok.pad_token_id)
         fused = {k: v.to(dev) for k, v in fused.items()}
+
+        def fused_step():  # one local step of train.client_batch = C (engine.train_clients), scored loss
+            stack = StackedLoRA(eng.modules, [state] * C, [float(eng.scaling)] * C, 1)
+            eng.model.train()
+            with eng.model.disable_adapter(), stack:
+                grouped_response_loss(eng.model, fused, C).sum().backward()
+            sync()
+            eng.model.eval()
+
         print(f"\n(d) achieved FLOP/s of a training step (scored loss) / fp32 GEMM peak ({args.gemm_n}^3 matmul, "
               f"best of {args.gemm_reps}), the peak re-measured right before each timed step (load varies)")
-        for label, batch in ((f"batch {bs}", train_batch), (f"batch {bs * args.clients} (one fused step's rows)", fused)):
-            fn = step("scored", batch)
+        print("    " + flop_model_text(eng))
+        cases = ((f"PEFT step, batch {bs} (the default local step)", step("scored", train_batch), train_batch, 1),
+                 (f"fused step, client_batch={C} ({C} x {bs} sequences, one row per client)", fused_step, fused, C))
+        for label, fn, batch, groups in cases:
             with FlopCounterMode(display=False) as fc:
                 fn()
             flops = fc.get_total_flops()
+            rows = next(g for g in range(1, batch["input_ids"].shape[0] + 1) if batch["input_ids"].shape[0] % g == 0
+                        and batch["input_ids"].shape[0] // g <= 8) if groups == 1 else groups
+            analytic = analytic_flops(eng, batch, rows)
             shares, peaks, times = [], [], []
             for _ in range(args.reps):
                 peaks.append(gemm_peak(args.gemm_n, args.gemm_reps, dev))
@@ -195,10 +318,17 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
                 shares.append(flops / times[-1] / peaks[-1])
             results.setdefault("d", []).append(float(np.median(shares)))
-            print(f"    training step, {label}: {flops / 1e9:.1f} GFLOP (torch flop counter); per rep: step "
-                  + ", ".join(f"{t:.2f} s" for t in times) + "; GEMM peak "
+            ids = pack(batch, rows)[0]
+            real = int(batch["attention_mask"].sum()) - batch["input_ids"].shape[0]  # each sequence but its last token
+            print(f"\n    {label}: packed rows {tuple(ids.shape)}, {real} of {ids.numel()} positions real "
+                  f"({100 * (1 - real / ids.numel()):.0f} % padding, counted as computed); {flops / 1e9:.1f} GFLOP (torch flop counter), "
+                  f"{analytic['total'] / 1e9:.1f} GFLOP (formula: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in analytic.items()
+                                                                  if k != "total") + ")")
+            print("      per rep: step " + ", ".join(f"{t:.2f} s" for t in times) + "; GEMM peak "
                   + ", ".join(f"{p / 1e9:.1f}" for p in peaks) + " GFLOP/s; share "
                   + ", ".join(f"{100 * x:.0f} %" for x in shares) + f" -> median {100 * np.median(shares):.0f} %")
+            if args.profile:
+                profile_step(fn, dev, args.gemm_n, args.gemm_reps, float(np.median(peaks)))
     print(f"\nload {os.getloadavg()[0]:.2f} at end")
     summary = ", ".join(f"({k}) {v:.2f}x" if k != "d" else f"(d) {', '.join(f'{100 * x:.0f} %' for x in v)}"
                         for k, v in results.items())

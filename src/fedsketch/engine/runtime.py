@@ -17,7 +17,7 @@ import torch
 from fedsketch.config import ExperimentConfig
 from fedsketch.engine import lora
 from fedsketch.engine.model import add_lora, load_base_model, scoped_seed
-from fedsketch.engine.scoring import grouped_response_loss, scored_response_loss, shared_prompt_scores
+from fedsketch.engine.scoring import grouped_response_loss, packed_scores, scored_response_loss, shared_prompt_scores
 from fedsketch.engine.stacked import StackedLoRA
 from fedsketch.engine.tokens import Encoded, collate, encode, mean_response_loss, response_logprobs
 from fedsketch.io import atomic_write_dir
@@ -230,16 +230,19 @@ class TorchEngine:
                       ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per question, each option's log-likelihood sum and its token count.
 
-        ``eval.scoring = 'shared_prompt'``: one prompt pass per question, the LM head on option
-        tokens only (``scoring.shared_prompt_scores``, ``eval.batch_size`` questions per pass);
+        ``eval.scoring = 'packed'``: each question's prompt and options in one row under a block
+        attention mask (``scoring.packed_scores``); ``'shared_prompt'``: one prompt pass per
+        question whose key/value cache every option reuses (``scoring.shared_prompt_scores``);
+        both run the LM head on option tokens only, ``eval.batch_size`` questions per pass;
         ``'per_option'``: every option a full sequence with full logits (``eval.batch_size``
         sequences per pass), the earlier path. ``trace`` collects the size of each logits tensor.
         """
         self.load_state(state)
         lora.set_scaling(self.modules, self.scaling)
         self.model.eval()
-        if self.cfg.eval.scoring == "shared_prompt":
-            return shared_prompt_scores(self.model, [c for c, _ in self.eval_items], self.tok.pad_token_id,
+        if self.cfg.eval.scoring in ("shared_prompt", "packed"):
+            fn = shared_prompt_scores if self.cfg.eval.scoring == "shared_prompt" else packed_scores
+            return fn(self.model, [c for c, _ in self.eval_items], self.tok.pad_token_id,
                                         self.cfg.eval.batch_size, self.device, trace)
         flat = [(qi, ci, s) for qi, (cands, _) in enumerate(self.eval_items) for ci, s in enumerate(cands)]
         flat.sort(key=lambda x: len(x[2].ids))  # similar lengths per batch: less padding

@@ -7,9 +7,13 @@ whose *next* token is a response token. Here the decoder runs as before but the 
 log-softmax over the vocabulary) runs only at those positions, so the ``(b, L, V)`` logits
 tensor is never built.
 
-Evaluation additionally runs each question's prompt once: the decoder's key/value cache of the
-prompt is reused for every answer option (``shared_prompt_scores``). Both give the same numbers
-as the full-logits paths up to float rounding (tests/engine/test_scoring.py).
+Evaluation additionally runs each question's prompt once, in one of two ways:
+``packed_scores`` puts the prompt and all its options into one sequence under a block attention
+mask (each option sees the prompt and itself; positions restart after the prompt for every
+option), so a batch of questions is one decoder pass without any key/value copies;
+``shared_prompt_scores`` runs the prompts, copies their key/value cache to one row per option
+and runs the options on top of it (two passes). Both give the same numbers as the full-logits
+paths up to float rounding (tests/engine/test_scoring.py).
 
 These functions assume the model's logits are ``lm_head(last_hidden_state)`` (Llama, Qwen2,
 SmolLM2, Mistral); a model with a logit soft-cap or scaling is refused.
@@ -203,4 +207,118 @@ def shared_prompt_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id:
         for r, (i, ci, resp) in enumerate(rows):
             qi = chunk[i][0]
             scores[qi][ci], counts[qi][ci] = float(per_row[r]), len(resp)
+    return scores, counts
+
+
+def _segments(items: Sequence[Sequence[Encoded]]) -> list[tuple[int, tuple[int, ...], list[tuple[int, tuple[int, ...]]]]]:
+    """``(question, prompt ids, [(option index, option ids), ...])``, one per distinct prompt of a question."""
+    out = []
+    for qi, cands in enumerate(items):
+        by: dict[tuple[int, ...], list[tuple[int, tuple[int, ...]]]] = {}
+        for ci, s in enumerate(cands):
+            by.setdefault(s.ids[:s.n_prompt], []).append((ci, s.ids[s.n_prompt:]))
+        out += [(qi, p, opts) for p, opts in by.items()]
+    return out
+
+
+def packed_block_mask(seg: torch.Tensor, dtype: torch.dtype = torch.float32,
+                      group: torch.Tensor | None = None) -> torch.Tensor:
+    """Additive attention mask (b, 1, T, T) of packed prompt + options rows.
+
+    ``seg`` (b, T) labels each position: 0 a prompt, i >= 1 the i-th option of its question, -1
+    padding; ``group`` (b, T), if given, the question each position belongs to (several per row).
+    Query q may attend key k iff ``k <= q``, both are in the same question and key k is in the
+    prompt or in q's own option; a padding position attends only to itself (its row is never
+    read, but must not be all masked). 0 where allowed, the dtype's minimum elsewhere (valid for
+    the eager and the sdpa attention).
+    """
+    T = seg.shape[1]
+    q, k = seg.unsqueeze(2), seg.unsqueeze(1)  # (b, T, 1), (b, 1, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=seg.device).tril()
+    allowed = causal & ((k == 0) | (k == q)) & (q >= 0) & (k >= 0)
+    if group is not None:
+        allowed &= group.unsqueeze(2) == group.unsqueeze(1)
+    allowed |= torch.eye(T, dtype=torch.bool, device=seg.device)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
+
+
+def _first_fit(lengths: Sequence[int]) -> list[list[int]]:
+    """Segments into rows of capacity ``max(lengths)``, first-fit by decreasing length (little padding)."""
+    cap = max(lengths)
+    rows: list[list[int]] = []
+    fill: list[int] = []
+    for g in sorted(range(len(lengths)), key=lambda g: -lengths[g]):
+        r = next((r for r in range(len(rows)) if fill[r] + lengths[g] <= cap), None)
+        if r is None:
+            rows.append([])
+            fill.append(0)
+            r = len(rows) - 1
+        rows[r].append(g)
+        fill[r] += lengths[g]
+    return rows
+
+
+@torch.no_grad()
+def packed_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id: int, batch_size: int,
+                  device: torch.device, trace: list[int] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Sum of log p(option tokens | prompt) for every option, each question's prompt and options in one segment.
+
+    A question (its options whose prompts are identical, as in :func:`shared_prompt_scores`) is
+    one segment: the prompt (positions ``0 .. P-1``), then each option's tokens but its last
+    (which predicts nothing) at positions ``P .. P + len - 2``, the position ids restarting at
+    ``P`` for every option. A block attention mask (:func:`packed_block_mask`) lets an option see
+    its own prompt and its own earlier tokens only, so each option's hidden states equal those of
+    the sequence prompt + option alone. Segments are packed first-fit into rows as long as the
+    longest segment (short questions share a row), ``batch_size`` rows per decoder pass. The LM
+    head runs only on the hidden states that predict an option token (the prompt's last position
+    for the first one), ``log p = logit - logsumexp``.
+
+    Returns the same as :func:`shared_prompt_scores`.
+    """
+    dec, head = decoder_and_head(model)
+    scores = [np.full(len(c), -np.inf) for c in items]
+    counts = [np.zeros(len(c)) for c in items]
+    groups = _segments(items)
+    if not groups:
+        return scores, counts
+    lengths = [len(p) + sum(len(o) - 1 for _, o in opts) for _, p, opts in groups]
+    rows = _first_fit(lengths)
+    rows.sort(key=lambda r: sum(lengths[g] for g in r))  # similar fills per pass
+    for j in range(0, len(rows), batch_size):
+        chunk = rows[j:j + batch_size]
+        b, T = len(chunk), max(sum(lengths[g] for g in r) for r in chunk)
+        ids = torch.full((b, T), pad_id, dtype=torch.long)
+        pos = torch.zeros((b, T), dtype=torch.long)
+        seg = torch.full((b, T), -1, dtype=torch.long)
+        grp = torch.full((b, T), -1, dtype=torch.long)
+        src, tgt, owner, meta = [], [], [], []  # flat index (row * T + position) of the hidden state per scored token
+        for i, row in enumerate(chunk):
+            o = 0
+            for g in row:
+                qi, p, opts = groups[g]
+                P, start = len(p), o
+                ids[i, o:o + P], pos[i, o:o + P], seg[i, o:o + P] = torch.tensor(p), torch.arange(P), 0
+                o += P
+                for s_, (ci, resp) in enumerate(opts, start=1):
+                    n = len(resp) - 1
+                    ids[i, o:o + n], pos[i, o:o + n], seg[i, o:o + n] = torch.tensor(resp[:-1]), torch.arange(P, P + n), s_
+                    # token t of the option is predicted by the prompt's last position (t = 0) or option token t-1
+                    src += [i * T + start + P - 1] + [i * T + o + t for t in range(n)]
+                    tgt += resp
+                    owner += [len(meta)] * len(resp)
+                    meta.append((qi, ci, len(resp)))
+                    o += n
+                grp[i, start:o] = g
+        h = dec(input_ids=ids.to(device), position_ids=pos.to(device),
+                attention_mask=packed_block_mask(seg.to(device), group=grp.to(device))).last_hidden_state  # (b, T, D)
+        h = h.reshape(b * T, -1)[torch.tensor(src, device=device)]  # (n, D), n = option tokens in the chunk
+        logits = head(h).float()  # (n, V)
+        if trace is not None:
+            trace.append(int(logits.numel()))
+        target = torch.tensor(tgt, device=device)
+        lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (n,)
+        per = torch.zeros(len(meta), dtype=lp.dtype, device=device).index_add_(0, torch.tensor(owner, device=device), lp)
+        for (qi, ci, n), v in zip(meta, per.tolist(), strict=True):
+            scores[qi][ci], counts[qi][ci] = v, n
     return scores, counts
