@@ -46,7 +46,10 @@ def main() -> int:
     ap.add_argument("--check", type=Path, default=None)
     a = ap.parse_args()
     from fedsketch.config import load_config
-    from fedsketch.server import run_experiment
+    try:
+        from fedsketch.runner import run_experiment
+    except ImportError:  # before issue 11 the loop lived in fedsketch.server
+        from fedsketch.server import run_experiment
 
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
