@@ -107,7 +107,7 @@ def test_failing_and_non_finite_clients_recorded(tiny_cfg, monkeypatch):
 
 def test_optimized_allocation_comes_from_the_planner(tiny_cfg):
     """fl.sampling/ranks = 'optimized' run Algorithm 2 on this federation's p and profiles."""
-    from fedsketch.planner.solve import plan_for_federation
+    from fedsketch.planner.api import plan_for_federation
     from fedsketch.runner import prepare
 
     cfg = tiny_cfg("fl.sampling='optimized'", "fl.ranks='optimized'", "planner.theta=[1.0, 0.5, 0.5, 100.0]",

@@ -111,7 +111,7 @@ def test_estimate_command_writes_band_plan_time_and_refinement(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from fedsketch.planner.commands import register
+    from fedsketch.cli.planner import register
 
     n, r = 12, 8
     w = np.random.default_rng(0).lognormal(0, 0.5, n)

@@ -271,15 +271,13 @@ def report(folder: Annotated[Path, typer.Argument(help="a run folder (metrics.js
     say(f"report: {path}")
 
 
-def _register_optional() -> None:
-    try:
-        from fedsketch.planner.commands import register
-    except ImportError:  # planner not installed in this checkout
-        return
+def _register_planner() -> None:
+    from fedsketch.cli.planner import register
+
     register(app)
 
 
-_register_optional()
+_register_planner()
 
 
 def main() -> None:
