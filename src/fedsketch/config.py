@@ -186,8 +186,16 @@ class PlannerConfig:
     k_moves: str = opt("both", choices=("decrease", "both"), doc="greedy k-step moves: paper's decrease-only or +/-1")
     theta: list = opt([], doc="theta1..theta4 (eq. 22-23); empty = read theta_file")
     theta_file: str = opt("", doc="JSON written by 'fedsketch estimate'")
-    pilot_q: list = opt([1.0, 0.5, 1.0, 0.25], doc="q of each pilot run (eq. 22)")
-    pilot_k_frac: list = opt([1.0, 1.0, 0.25, 0.5], doc="k/r of each pilot run (eq. 22)")
+    pilot_design: str = opt("cover", choices=("cover", "list"),
+                            doc="where the pilots of eq. 22 run (PAPER.md §8.4; planner/estimate.py:PILOT_DESIGNS): 'cover' "
+                                "puts them at the corners of the (X, Y) region where plans land (under stability = "
+                                "'constrain' every plan is in their convex hull); 'list' runs pilot_q/pilot_k_frac as given "
+                                "(the design before §8.4). Default 'cover': over 30 random problems its hull held the "
+                                "plan in 30, the old list in 12 (tests/planner/test_pilot_design.py, docs/planner.md)")
+    pilot_q: list = opt([1.0, 0.5, 1.0, 0.25], doc="q of each pilot run (eq. 22) under pilot_design = 'list'; "
+                                                   "the smallest sets the low-q corner of 'cover' unless stability = 'constrain'")
+    pilot_k_frac: list = opt([1.0, 1.0, 0.25, 0.5], doc="k/r of each pilot run (eq. 22) under pilot_design = 'list'; "
+                                                        "the smallest sets the low-k corner of 'cover' unless stability = 'constrain'")
     pilot_loss: float = opt(0.0, range=(0.0, INF), doc="estimation loss F_s (0 = 90% of the first pilot's round-0 loss)")
     pilot_max_rounds: int = opt(50, range=(1, 100000), doc="give up a pilot run after this many rounds")
     pilot_seeds: int = opt(3, range=(1, 1000), doc="repeat each pilot with this many training seeds and average R_i (Algorithm 2 line 1; >= 3 for the bootstrap band, PAPER.md §8.4)")
@@ -205,8 +213,10 @@ class PlannerConfig:
     max_step_factor: float = opt(1.3, range=(1.0, 1e6),
                                  doc="Phi_max of PAPER.md §8.1; default measured in results/long/README.md: 0 of 19 runs "
                                      "diverged at kappa_max*Omega <= 1.3 (2/7 at 3-4, 3/8 at 4-6, 4/5 above 6) at lr 0.05")
-    extrapolate: bool = opt(False, doc="allow plans outside the pilots' region (q below the smallest pilot q, k below the "
-                                       "smallest pilot k of planner.theta_file); PAPER.md §8.4")
+    extrapolate: bool = opt(False, doc="allow plans outside the pilots' region (PAPER.md §8.4): unless the pilots' (X, Y) "
+                                       "hull holds every allowed plan, plans keep q >= the smallest pilot q and k >= the "
+                                       "smallest pilot k (of planner.theta_file, and of the pilots run so far in "
+                                       "'fedsketch estimate --refine')")
     multistart_max_n: int = opt(20000, range=(0, 10**9),
                                 doc="run the k_starts multi-start next to the best-response start only up to this N "
                                     "(above it: best-response start + exact polish, linear in N)")

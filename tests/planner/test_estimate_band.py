@@ -79,7 +79,7 @@ def test_refinement_converges_on_a_synthetic_pilot_function():
     prob0 = replace(synthetic_problem(N, 7), p=p)
     pw = prob0.p
 
-    def plan_fn(theta):
+    def plan_fn(theta, rows):
         plan = solve(replace(prob0, theta=theta), k_starts=())
         return plan.q, plan.k, plan.rounds
 

@@ -24,7 +24,7 @@ from rich.table import Table
 from fedsketch.config import ConfigError, load_config
 from fedsketch.network.profiles import payload_from_model
 from fedsketch.planner.api import WeightsFn, default_weights, plan_from_config, plan_json
-from fedsketch.planner.estimate import EstimationError, estimate_theta, load_pilots, pilot_configs, run_pilots
+from fedsketch.planner.estimate import EstimationError, design_from_config, estimate_theta, load_pilots, run_pilots
 from fedsketch.planner.qstep import SolverError
 
 class _EstimateFailed(EstimationError):
@@ -59,42 +59,54 @@ def _write(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory: PilotFactory | None = None):
+def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory: PilotFactory | None = None,
+                     payload_mbit: float | None = None, runner=None):
     """Bootstrap band (theta and the plan's time) and the refinement loop of PAPER.md §8.4."""
     from fedsketch.planner.api import plan_problem, problem_from_config
     from fedsketch.planner.bound import Theta
-    from fedsketch.planner.estimate import bootstrap_theta, predicted_time_band, refine
+    from fedsketch.planner.estimate import bootstrap_theta, in_hull, observation_points, predicted_time_band, refine
     from fedsketch.rng import Streams
 
     extra: dict = {}
     steps: list = []
     r = cfg.lora.rank
 
-    def plan_fn(theta: Theta):
-        prob = problem_from_config(cfg, p=p, theta=theta)
+    def plan_fn(theta: Theta, rows):  # PAPER.md §8.4: inside the pilots run so far unless planner.extrapolate
+        prob = problem_from_config(cfg, p=p, theta=theta, pilots=rows, payload_mbit=payload_mbit)
         plan = plan_problem(prob, cfg)[0]
         return plan.q, plan.k, plan.rounds
 
     if refine_ and est.ok:
         if pilots_file is not None:
             raise ValueError("--refine runs verification pilots: use it without --pilots")
-        runner = (pilot_factory or _default_pilot_factory)(cfg)
+        runner = runner or (pilot_factory or _default_pilot_factory)(cfg)  # reuse the pilots' engine
         est, steps = refine(obs, p, r, plan_fn, runner.run_plan, signs=cfg.planner.estimate_signs)
         extra["refinement"] = [vars(s) for s in steps]
         extra["_refined"] = est
         obs = est.observations
     homo = [o for o in obs if o.X is None]
+    band = None
     if est.ok and homo and all(len(o.replicates) >= 2 for o in homo):
         band = bootstrap_theta(homo, p, r, Streams(cfg.seed).generator("theta_bootstrap"),
                                signs=cfg.planner.estimate_signs)
         extra["bootstrap"] = band.to_dict()
-        try:
-            prob = problem_from_config(cfg, p=p, theta=Theta.from_sequence(est.theta))
+    if est.ok:
+        try:  # the plan with this theta, inside the pilots run so far unless planner.extrapolate (§8.4)
+            prob = problem_from_config(cfg, p=p, theta=Theta.from_sequence(est.theta), pilots=list(obs),
+                                       payload_mbit=payload_mbit)
             plan = plan_problem(prob, cfg)[0]
+        except (ValueError, SolverError) as e:  # profiles or theta unusable for planning: report theta (band) only
+            extra["plan_error"] = str(e)
+            return extra, steps
+        xy = np.array([[prob.X(plan.q), prob.Y(plan.q, plan.k)]])
+        extra["plan"] = {"q": plan.q.tolist(), "k": [int(x) for x in plan.k], "X": float(xy[0, 0]),
+                         "Y": float(xy[0, 1]), "rounds": plan.rounds, "total_time": plan.total_time,
+                         "q_floor": prob.q_floor, "k_min": int(prob.k_min),
+                         "extrapolate": bool(cfg.planner.extrapolate),
+                         "inside_pilot_hull": bool(in_hull(xy, observation_points(obs, p, r), rtol=1e-6)[0])}
+        if band is not None:
             lo, hi, _ = predicted_time_band(band, prob, plan.q, plan.k)
             extra["plan_time_band"] = {"total_time": plan.total_time, "lo": lo, "hi": hi, "level": list(band.level)}
-        except ValueError as e:  # profiles or theta unusable for planning: report the theta band only
-            extra["plan_time_band_error"] = str(e)
     return extra, steps
 
 
@@ -200,14 +212,16 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         pl = cfg.planner
         try:
             p = (weights_fn or default_weights)(cfg)
+            runner = None
             if pilots is not None:
                 obs = load_pilots(pilots)
             else:
-                configs = pilot_configs(pl.pilot_q, pl.pilot_k_frac, cfg.lora.rank)
+                configs = design_from_config(cfg, p)  # planner.pilot_design (PAPER.md §8.4)
                 runner = (pilot_factory or _default_pilot_factory)(cfg)
                 obs = run_pilots(runner, configs)
             est = estimate_theta(obs, p, cfg.lora.rank, rcond=pl.estimate_rcond, signs=pl.estimate_signs)
-            extra, steps = _estimate_extras(cfg, p, obs, est, pilots, refine_, pilot_factory)
+            payload = (payload_fn or _default_payload_fn)(cfg) if est.ok and payload_from_model(cfg) else None
+            extra, steps = _estimate_extras(cfg, p, obs, est, pilots, refine_, pilot_factory, payload, runner)
             if steps:
                 est = extra.pop("_refined")
         except EstimationError as e:
@@ -234,6 +248,15 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
             pt = extra["plan_time_band"]
             out_console.print(f"plan with this theta: predicted {pt['total_time']:.4g} s, band [{pt['lo']:.4g}, "
                               f"{pt['hi']:.4g}] s")
+        if "plan" in extra:
+            pn = extra["plan"]
+            where = ("inside" if pn["inside_pilot_hull"] else "outside") + " the pilots' (X, Y) hull"
+            held = "planner.extrapolate = true" if pn["extrapolate"] else \
+                f"held to q >= {pn['q_floor']:.4g}, k >= {pn['k_min']}"
+            out_console.print(f"plan: {_fmt(pn['rounds'])} rounds, X = {pn['X']:.4g}, Y = {pn['Y']:.4g}, {where} "
+                              f"({held}); sum q = {sum(pn['q']):.3g}, min k = {min(pn['k'])}")
+        elif "plan_error" in extra:
+            say_err(f"no plan with this theta: {extra['plan_error']}")
         for i, st in enumerate(steps, 1):
             out_console.print(f"refinement {i}: predicted {st.predicted_rounds:.4g} rounds at the plan, observed "
                               f"{st.observed_rounds:.4g} ({100 * st.relative_error:.1f} % off)")

@@ -9,14 +9,14 @@ caller computed from the model), the rank ``lora.rank``, the bandwidth
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from fedsketch.network.profiles import ClientProfiles, profiles_from_config
 from fedsketch.planner.baselines import Baseline
 from fedsketch.planner.bound import PlanProblem, Theta
-from fedsketch.planner.estimate import EstimationError, load_pilots, load_theta_file
+from fedsketch.planner.estimate import EstimationError, PilotObservation, load_pilots, load_theta_file, plan_region
 from fedsketch.planner.solve import Plan, make_plan
 from fedsketch.rng import Streams
 
@@ -55,7 +55,8 @@ def default_weights(cfg) -> np.ndarray:
 
 def problem_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
                         weights_fn: WeightsFn | None = None, theta: Theta | None = None,
-                        payload_mbit: float | None = None) -> PlanProblem:
+                        payload_mbit: float | None = None,
+                        pilots: Sequence[PilotObservation] | None = None) -> PlanProblem:
     """The P2 instance (eq. 21) described by ``cfg``.
 
     Parameters
@@ -70,13 +71,16 @@ def problem_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfil
     payload_mbit : float, optional
         Full-rank LoRA upload size (Mbit) for the seeded profile draw, as the run computes it
         (``fedsketch.engine.payload.config_payload_mbit``); unused when ``profiles`` is given.
+    pilots : sequence of PilotObservation, optional
+        The pilots whose region the plan must stay in (:func:`pilot_region`); default: those
+        recorded in ``planner.theta_file``.
     """
     if p is None:
         p = (weights_fn or default_weights)(cfg)
     if profiles is None:
         profiles = profiles_from_config(cfg, payload_mbit=payload_mbit)
     pl = cfg.planner
-    q_floor, k_min = pilot_region(cfg)
+    q_floor, k_min = pilot_region(cfg, p, pilots)
     return PlanProblem(profiles, np.asarray(p, dtype=float), int(cfg.lora.rank), float(cfg.network.bandwidth_mbps),
                        theta if theta is not None else resolve_theta(cfg), compute_model=cfg.network.compute_model,
                        feasibility=pl.feasibility, margin=pl.margin, q_floor=q_floor,
@@ -84,22 +88,39 @@ def problem_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfil
                        max_step_factor=float(pl.max_step_factor))
 
 
-def pilot_region(cfg) -> tuple[float, int]:
-    """``(q_floor, k_min)`` of the plan: the config's, raised to the smallest pilot ``q`` and ``k`` of
-    ``planner.theta_file`` unless ``planner.extrapolate`` (PAPER.md §8.4: the fitted bound is not
-    trusted outside the region the pilots measured). Inline ``planner.theta`` has no pilots: no change."""
+def pilot_region(cfg, p: np.ndarray | None = None,
+                 pilots: Sequence[PilotObservation] | None = None) -> tuple[float, int]:
+    """``(q_floor, k_min)`` of the plan: the config's, or raised so that plans stay in the pilots' region.
+
+    PAPER.md §8.4: the fitted bound is not trusted outside the region the pilots measured. Unless
+    ``planner.extrapolate``, :func:`fedsketch.planner.estimate.plan_region` keeps the config's bounds
+    when the pilots' (X, Y) hull holds every allowed plan (the ``cover`` design under ``constrain``),
+    and otherwise raises them to the smallest pilot ``q`` and ``k``. ``pilots`` default to those of
+    ``planner.theta_file``; inline ``planner.theta`` has no pilots: no change. Without ``p`` only
+    the box applies.
+    """
     pl = cfg.planner
     r = int(cfg.lora.rank)
     q_floor, k_min = float(pl.q_min_floor), min(int(pl.k_min), r)
-    if pl.extrapolate or pl.theta or not pl.theta_file:
+    if pl.extrapolate:
         return q_floor, k_min
-    try:
-        obs = [o for o in load_pilots(pl.theta_file) if o.X is None]  # homogeneous pilots define the region
-    except EstimationError:
-        return q_floor, k_min  # no pilots recorded in the file: nothing to restrict to
-    if not obs:
+    if pilots is None:
+        if pl.theta or not pl.theta_file:
+            return q_floor, k_min
+        try:
+            pilots = load_pilots(pl.theta_file)
+        except EstimationError:
+            return q_floor, k_min  # no pilots recorded in the file: nothing to restrict to
+    if not pilots:
         return q_floor, k_min
-    return max(q_floor, min(o.q for o in obs)), min(r, max(k_min, min(o.k for o in obs)))
+    if p is not None:
+        qf, km, _ = plan_region(pilots, p, r, stability=pl.stability, max_step_factor=float(pl.max_step_factor),
+                                q_floor=q_floor, k_min=k_min)
+        return qf, km
+    homo = [o for o in pilots if o.X is None]  # homogeneous pilots define the box
+    if not homo:
+        return q_floor, k_min
+    return max(q_floor, min(o.q for o in homo)), min(r, max(k_min, min(o.k for o in homo)))
 
 
 def plan_problem(prob: PlanProblem, cfg) -> tuple[Plan, list[Baseline]]:

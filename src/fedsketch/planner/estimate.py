@@ -417,22 +417,27 @@ def predicted_time_band(band: ThetaBand, prob, q: np.ndarray, k: np.ndarray) -> 
 
 @dataclass
 class RefinementStep:
-    """One pass of the refinement loop: theta, the plan's predicted and observed rounds."""
+    """One pass of the refinement loop: theta, the plan's predicted and observed rounds, the plan itself."""
 
     theta: list[float]
     predicted_rounds: float
     observed_rounds: float
     relative_error: float
+    q: list[float] = field(default_factory=list)
+    k: list[int] = field(default_factory=list)
+    X: float | None = None
+    Y: float | None = None
 
 
 def refine(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
-           plan_fn: Callable[[Theta], tuple[np.ndarray, np.ndarray, float]],
+           plan_fn: Callable[[Theta, list[PilotObservation]], tuple[np.ndarray, np.ndarray, float]],
            verify_fn: Callable[[np.ndarray, np.ndarray], float | None], *,
            max_iter: int = 3, tol: float = 0.2, signs: str = "check") -> tuple[ThetaEstimate, list[RefinementStep]]:
     """Sequential refinement (PAPER.md §8.4, "Algorithm 2+"): plan, verify, refit, re-plan.
 
     Each pass fits theta (eq. 22) on the observations so far, plans with it
-    (``plan_fn(theta) -> (q, k, predicted_rounds)``), runs one verification pilot at the plan
+    (``plan_fn(theta, observations) -> (q, k, predicted_rounds)``; the observations so far are passed
+    so that the plan can be kept inside their region, :func:`plan_region`), runs one verification pilot at the plan
     (``verify_fn(q, k) -> rounds``), and adds it as a row of eq. 22 with that plan's
     ``X = sum p^2/q_n`` and ``Y = sum p^2 r/(k_n q_n)``. It stops when the observed rounds are
     within ``tol`` (relative) of the prediction, or after ``max_iter`` verification pilots.
@@ -448,17 +453,146 @@ def refine(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
     est = estimate_theta(rows, pw, r, signs=signs)
     for _ in range(max_iter):
         theta = est.require()
-        q, k, predicted = plan_fn(theta)
+        q, k, predicted = plan_fn(theta, list(rows))
         observed = verify_fn(q, k)
         if observed is None or not np.isfinite(observed) or observed <= 0:
             raise EstimationError(f"refinement: the verification pilot at the plan never reached the estimation "
                                   f"loss (got {observed!r}); raise planner.pilot_max_rounds")
         err = abs(observed - predicted) / predicted
-        steps.append(RefinementStep([float(x) for x in est.theta], float(predicted), float(observed), float(err)))
         q, k = np.asarray(q, dtype=float), np.asarray(k, dtype=float)
-        rows.append(PilotObservation(float(np.mean(q)), int(round(float(np.mean(k)))), float(observed),
-                                     X=float(np.sum(pw**2 / q)), Y=float(np.sum(pw**2 * r / (k * q)))))
+        X, Y = float(np.sum(pw**2 / q)), float(np.sum(pw**2 * r / (k * q)))  # the plan's own q_n, k_n (eq. 23)
+        steps.append(RefinementStep([float(x) for x in est.theta], float(predicted), float(observed), float(err),
+                                    q.tolist(), [int(x) for x in k], X, Y))
+        # q, k of the row are summaries for the table only; eq. 22 reads X, Y
+        rows.append(PilotObservation(float(np.mean(q)), int(round(float(np.mean(k)))), float(observed), X=X, Y=Y))
         est = estimate_theta(rows, pw, r, signs=signs)
         if err <= tol:
             break
     return est, steps
+
+
+# --------------------------------------------------------------------------- PAPER.md §8.4: pilot design, coverage
+#
+# The bound depends on a plan only through (X, Y) = (sum p_n^2 / q_n, sum p_n^2 r / (k_n q_n)) (eq. 21;
+# a homogeneous pilot (q, k) sits at (P/q, P r/(q k)), eq. 23). Every plan the constraints allow lies in
+# the wedge  P <= X <= x_hi,  X <= Y <= kappa X  (q_n <= 1, k_n <= r, and the bounds below), whose four
+# corners are homogeneous configurations: (1, r), (P/x_hi, r), (1, r/kappa), (P/x_hi, r/kappa). Pilots at
+# those corners cover every plan: the wedge is their convex hull.
+
+#: largest q of the low-q pilots and largest k/r of the low-k pilots, so that the pilots always spread
+#: in q and in k (eq. 22 needs 3 affinely independent (X, Y) points; identification, §2.8)
+COVER_MAX_Q_LO = 0.5
+
+
+def plan_extent(p: np.ndarray, r: int, *, stability: str, max_step_factor: float, q_floor: float,
+                k_min: int) -> tuple[float, float]:
+    """``(x_hi, kappa)`` of the wedge ``P <= X <= x_hi, X <= Y <= kappa X`` holding every allowed plan.
+
+    ``q_n >= q_floor`` gives ``X <= P / q_floor``; ``k_n >= k_min`` gives ``Y <= (r / k_min) X``. Under
+    ``stability = "constrain"`` (PAPER.md §8.1) ``kappa_max (sum p(1-p) + X) <= Phi_max`` with
+    ``kappa_max >= 1`` and ``sum p(1-p) = 1 - P`` gives ``X <= Phi_max - 1 + P``, and the smallest rank
+    is ``k_stable = ceil(r / Phi_max)`` (``PlanProblem.k_stable``).
+    """
+    pw = normalise_weights(p)
+    P = float(np.sum(pw**2))
+    k_lo = max(1, min(int(k_min), int(r)))
+    x_hi = P / float(q_floor)
+    if stability == "constrain":
+        x_hi = min(x_hi, float(max_step_factor) - 1.0 + P)
+        k_lo = max(k_lo, int(np.ceil(r / float(max_step_factor) - 1e-9)))
+    return max(x_hi, P), r / min(k_lo, r)
+
+
+def _design_list(p, r, *, pilot_q, pilot_k_frac, **_) -> list[tuple[float, int]]:
+    """The configured lists ``planner.pilot_q`` / ``planner.pilot_k_frac`` as given (the design before §8.4)."""
+    return pilot_configs(pilot_q, pilot_k_frac, r)
+
+
+def _design_cover(p, r, *, stability, max_step_factor, q_floor, k_min, pilot_q, pilot_k_frac) -> list[tuple[float, int]]:
+    """Four pilots at the corners of the region where plans land (see the section comment).
+
+    Under ``stability = "constrain"`` the region is :func:`plan_extent`'s wedge: every plan the solver
+    may return is in the pilots' convex hull, whatever theta turns out to be. The other forms allow
+    plans down to ``q_min_floor`` and ``k_min``, where pilots would not train, so there the wedge
+    spans the configured lists' smallest q and k (``planner.pilot_q``, ``planner.pilot_k_frac``) and the
+    guard of :func:`plan_region` keeps plans inside it. The low pilots are at most ``q = 0.5`` and
+    ``k = r - 1`` so that q and k both vary (identification).
+    """
+    pw = normalise_weights(p)
+    P = float(np.sum(pw**2))
+    if stability == "constrain":
+        x_hi, kappa = plan_extent(pw, r, stability=stability, max_step_factor=max_step_factor,
+                                  q_floor=q_floor, k_min=k_min)
+        q_lo, k_lo = P / x_hi, int(round(r / kappa))
+    else:
+        lst = pilot_configs(pilot_q, pilot_k_frac, r)
+        q_lo, k_lo = max(float(q_floor), min(q for q, _ in lst)), max(int(k_min), min(k for _, k in lst))
+    q_lo = min(q_lo, COVER_MAX_Q_LO)
+    k_lo = max(1, min(k_lo, r - 1)) if r > 1 else 1
+    return [(1.0, int(r)), (float(q_lo), int(r)), (1.0, int(k_lo)), (float(q_lo), int(k_lo))]
+
+
+#: ``planner.pilot_design``: name -> design(p, r, **planner settings) -> [(q, k), ...]
+PILOT_DESIGNS: dict[str, Callable[..., list[tuple[float, int]]]] = {"cover": _design_cover, "list": _design_list}
+
+
+def design_pilots(name: str, p: np.ndarray, r: int, *, stability: str = "constrain", max_step_factor: float = 1.3,
+                  q_floor: float = 0.01, k_min: int = 1, pilot_q: Sequence[float] = (1.0, 0.5, 1.0, 0.25),
+                  pilot_k_frac: Sequence[float] = (1.0, 1.0, 0.25, 0.5)) -> list[tuple[float, int]]:
+    """Pilot configurations ``(q^i, k^i)`` of the design ``name`` (``planner.pilot_design``, :data:`PILOT_DESIGNS`)."""
+    if name not in PILOT_DESIGNS:
+        raise EstimationError(f"planner.pilot_design = {name!r}: allowed values are {', '.join(PILOT_DESIGNS)}")
+    return PILOT_DESIGNS[name](p, r, stability=stability, max_step_factor=max_step_factor, q_floor=q_floor,
+                               k_min=k_min, pilot_q=list(pilot_q), pilot_k_frac=list(pilot_k_frac))
+
+
+def design_from_config(cfg, p: np.ndarray) -> list[tuple[float, int]]:
+    """:func:`design_pilots` with the ``[planner]`` settings of ``cfg`` (``planner.pilot_design``)."""
+    pl = cfg.planner
+    return design_pilots(pl.pilot_design, p, int(cfg.lora.rank), stability=pl.stability,
+                         max_step_factor=float(pl.max_step_factor), q_floor=float(pl.q_min_floor),
+                         k_min=int(pl.k_min), pilot_q=pl.pilot_q, pilot_k_frac=pl.pilot_k_frac)
+
+
+def observation_points(obs: Sequence[PilotObservation], p: np.ndarray, r: int) -> np.ndarray:
+    """``(X_i, Y_i)`` of every observation (eq. 23; a verification row's own X, Y), shape (m, 2)."""
+    A = design_matrix(obs, p, r)  # (m, 4): [R, -R X, -R Y, -1]
+    return np.stack([-A[:, 1] / A[:, 0], -A[:, 2] / A[:, 0]], axis=1)
+
+
+def in_hull(points: np.ndarray, hull_of: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
+    """Whether each of ``points`` (n, 2) lies in the convex hull of ``hull_of`` (m, 2); False if the hull is flat."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    scale = np.max(np.abs(hull_of), axis=0)
+    try:
+        hull = ConvexHull(hull_of / scale)
+    except (QhullError, ValueError):
+        return np.zeros(len(points), dtype=bool)
+    eq = hull.equations  # (f, 3): a . x + b <= 0 inside, |a| = 1
+    return np.all(np.asarray(points, float) / scale @ eq[:, :2].T + eq[:, 2] <= rtol, axis=1)
+
+
+def plan_region(obs: Sequence[PilotObservation], p: np.ndarray, r: int, *, stability: str, max_step_factor: float,
+                q_floor: float, k_min: int) -> tuple[float, int, bool]:
+    """``(q_floor, k_min, covered)`` that keep plans inside the region the pilots ``obs`` measured (§8.4).
+
+    ``covered``: the convex hull of the pilots' ``(X, Y)`` already contains :func:`plan_extent`'s wedge,
+    so every allowed plan is inside it and nothing changes. Otherwise the box of PAPER.md §8.4 applies:
+    ``q_n >= `` the smallest pilot q and ``k_n >= `` the smallest pilot k (homogeneous pilots). With the
+    ``cover`` design the box's plans are themselves in the hull (``X <= P / q_lo``, ``Y <= (r/k_lo) X``).
+    """
+    k_min = max(1, min(int(k_min), int(r)))
+    if not obs:
+        return float(q_floor), k_min, False
+    pw = normalise_weights(p)
+    P = float(np.sum(pw**2))
+    x_hi, kappa = plan_extent(pw, r, stability=stability, max_step_factor=max_step_factor, q_floor=q_floor,
+                              k_min=k_min)
+    corners = np.array([[P, P], [x_hi, x_hi], [x_hi, kappa * x_hi], [P, kappa * P]])
+    if np.all(in_hull(corners, observation_points(obs, pw, r))):
+        return float(q_floor), k_min, True
+    homo = [o for o in obs if o.X is None]
+    if not homo:
+        return float(q_floor), k_min, False
+    return max(float(q_floor), min(o.q for o in homo)), min(int(r), max(k_min, min(o.k for o in homo))), False

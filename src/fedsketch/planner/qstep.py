@@ -171,6 +171,17 @@ class _FixedK:
         diag_x = self.lam * xq if self.lam > 0 else 0.0
         return f, g, -df_d * sc * inv + diag_x, x * gt / t
 
+    def price(self, x: np.ndarray) -> float:
+        """Least-squares dual price of ``X(q) <= x_max`` at ``x``: the ``lam >= 0`` that best cancels
+        ``grad_y log J + lam grad_y X`` over the clients strictly inside their box (``y = log q``)."""
+        lam_keep, self.lam = self.lam, 0.0
+        _, g = self.log_obj(x)
+        self.lam = lam_keep
+        gy, xy = g * x, -self.p2 / x  # (N,) d/dy of log J and of X
+        free = (x > self.lb * (1 + 1e-9)) & (x < 1 - 1e-9)
+        den = float(np.sum(xy[free] ** 2))
+        return max(0.0, -float(np.sum(gy[free] * xy[free])) / den) if den > 0 else 0.0
+
     def _ok(self, x: np.ndarray) -> bool:
         return self.D(x) >= self.delta and self.X(x) <= self.x_max
 
@@ -311,6 +322,7 @@ def q_step_fast(
     scale_lr_starts: tuple[float, ...] = (0.03, 0.1, 0.3),
     scale_lr_scan: int = 10,
     lam0: float | None = None,
+    warm_step: float = 1.02,
 ) -> QStepResult:
     """Fast q-step: L-BFGS-B on ``log J`` over the Appendix C box (spec §7.2), in ``y = log q``.
 
@@ -334,6 +346,9 @@ def q_step_fast(
         against 59-114 with the scalar L-BFGS scaling (issue 13).
     lam0 : float, optional
         Warm dual price for the constrained search (the best-response start's price; same Lagrangian).
+    warm_step : float
+        First bracketing factor around ``lam0`` (squared on every miss): the warm price is within a
+        few per cent of the root, so a tight bracket saves L-BFGS runs (issue 13).
     dual_rtol : float
         ``stability = "constrain"``: tolerance (in ``log lam`` and ``log X``) of the root search on the dual price of
         ``X(q) <= Phi_max / kappa_max - sum p(1-p)`` (§8.1) stops. Under ``scale_lr`` the objective
@@ -389,6 +404,7 @@ def q_step_fast(
         return np.clip(np.exp(y), fx.lb, 1.0)
 
     sols = []
+    lam0_arg = lam0
     if lam0 and fx.x_max < np.inf:
         fx.lam = lam0  # a warm dual price: the first solves are Lagrangian ones (constrain, §8.1)
     for x0 in starts:
@@ -397,15 +413,22 @@ def q_step_fast(
         cands.append((fx.repair(x), statuses[-1]))
     fx.lam = 0.0
     cands += [(fx.repair(s0), "repaired warm start") for s0 in starts]
-    def dual_bisection(warm: np.ndarray) -> np.ndarray | None:
+    dual_state: dict = {}
+
+    def dual_bisection(warm: np.ndarray, lam_start: float | None = None,
+                       first_step: float | None = None) -> np.ndarray | None:
         """Root of ``log X(q(lam)) = log x_max`` in ``log lam`` for the dual price lam of X(q) <= fx.x_max
-        (§8.1): bracket by factors of 10, then Illinois regula falsi (X(q(lam)) decreases in lam)."""
+        (§8.1): bracket by factors of 10 (around ``lam_start``, default ``lam0``, by ``warm_step``
+        squared on every miss), then Illinois regula falsi (X(q(lam)) decreases in lam). The root's
+        price is kept in ``dual_state["lam"]`` (the scale_lr scan warm-starts the next s with it)."""
+        lam0 = lam_start if lam_start else lam0_arg
+        w_step = first_step or warm_step
         if fx.x_max <= float(np.sum(fx.p2)):  # not even q = 1 fits (X(1) = sum p^2)
             return None
         lx = math.log(fx.x_max)
         lam_hi, x_hi, g_hi = (lam0 if lam0 and lam0 > 0 else 1e-6), None, 0.0
         lo_state = None  # (log lam, g) with g > 0 (infeasible side)
-        step = 4.0 if lam0 else 10.0
+        step = w_step if lam0 else 10.0
         for _ in range(60):
             fx.lam = lam_hi
             x = run(warm)
@@ -415,16 +438,22 @@ def q_step_fast(
                 break
             lo_state, warm = (math.log(lam_hi), g), x
             lam_hi *= step
+            if lam0:
+                step = min(step * step, 1e3)
         if lam0 and x_hi is not None and lo_state is None:  # the warm price was feasible: bracket below it
+            # close to the warm price first (it is the best response's price of nearly the same problem),
+            # the factor squared on every miss (1.02, 1.04, 1.08, 1.17, 1.37, 1.88, 3.5, 12, 150, 2e4)
+            down = w_step
             for _ in range(10):
-                fx.lam = lam_hi / step
+                fx.lam = lam_hi / down
                 x = run(x_hi)
                 g = math.log(fx.X(x)) - lx
                 if g > 0:
                     lo_state = (math.log(fx.lam), g)
                     break
                 lam_hi, x_hi, g_hi = fx.lam, x, g
-            if lo_state is None:  # feasible down to lam0 / 4^10: try the unconstrained problem
+                down = down * down
+            if lo_state is None:  # feasible far below the warm price: try the unconstrained problem
                 fx.lam = 0.0
                 x = run(x_hi)
                 if fx.X(x) <= fx.x_max:
@@ -447,18 +476,27 @@ def q_step_fast(
                     if side == -1:
                         ga *= 0.5
                     side = -1
+                elif gc <= dual_rtol:  # within tolerance on the infeasible side: repair() closes the gap
+                    x_hi = x
+                    break
                 else:
                     a_, ga = c_, gc
                     if side == 1:
                         gb *= 0.5
                     side = 1
+        if x_hi is not None:
+            dual_state["lam"] = fx.lam if fx.lam > 0 else lam_hi
         fx.lam = 0.0
         return x_hi
 
     dual = {}
     if fx.x_max < np.inf and sols and (lam0 or min(fx.X(x) for x in sols) > fx.x_max * (1 + 1e-12)):
         # stability = constrain binds (§8.1)
-        x_hi = dual_bisection(min(sols, key=fx.J))
+        warm_x = min(sols, key=fx.J)
+        guess = None
+        if not lam0:  # cold: the least-squares price at the repaired unconstrained solution (§8.1)
+            guess = fx.price(fx.repair(warm_x)) or None
+        x_hi = dual_bisection(warm_x, guess, 1.5 if guess else None)
         if x_hi is not None:
             cands.append((fx.repair(x_hi), "dual bisection on kappa_max * Omega <= Phi_max: " + statuses[-1]))
         dual = {"dual_solves": len(iters) - len(starts)}
@@ -468,26 +506,35 @@ def q_step_fast(
         s_lo = max(1e-3, fx.phi_max / (fx.kappa * (fx.p1 + fx.X(fx.lb))))
         x_mem: dict[float, np.ndarray] = {}
 
+        scored = [(fx.J(c), c) for c, _ in cands if c is not None]  # (J, q) of every candidate so far
+        s_memo: dict[float, float] = {}
+
         def at_s(sv: float) -> float:
+            key = round(math.log(sv), 10)  # the golden section revisits its inner points
+            if key in s_memo:
+                return s_memo[key]
             if fx.phi_max / (fx.kappa * sv) - fx.p1 <= float(np.sum(fx.p2)):
                 return np.inf  # Phi(q) <= Phi_max / s is out of reach at this s
             fx.s_fixed, fx.x_max = sv, fx.phi_max / (fx.kappa * sv) - fx.p1
-            warm = min((c for c, _ in cands if c is not None), key=fx.J)
+            warm = min(scored, key=lambda t: t[0])[1]
             xs = run(warm)
             if fx.X(xs) > fx.x_max * (1 + 1e-12):
-                xs = dual_bisection(xs)
+                xs = dual_bisection(xs, dual_state.get("lam"))  # the previous s's price is close
             fx.s_fixed, fx.x_max = None, np.inf
             if xs is None:
+                s_memo[key] = np.inf
                 return np.inf
             x_mem[sv] = xs
             cands.append((fx.repair(xs), f"scale_lr scan at s={sv:.4g}"))
-            return fx.J(cands[-1][0])
+            scored.append((fx.J(cands[-1][0]), cands[-1][0]))
+            s_memo[key] = scored[-1][0]
+            return scored[-1][0]
 
         grid = np.geomspace(s_lo, 1.0, scale_lr_scan)
         vals = [at_s(float(sv)) for sv in grid]
         i = int(np.argmin(vals))
         a_, b_ = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, len(grid) - 1)])
-        for _ in range(8):  # golden-section refinement on log s
+        for _ in range(8):  # golden-section refinement on log s (the memo reuses the surviving inner point)
             m1, m2 = a_ * (b_ / a_) ** (1 - _INV_PHI), a_ * (b_ / a_) ** _INV_PHI
             if at_s(m1) <= at_s(m2):
                 b_ = m2

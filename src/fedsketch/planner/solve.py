@@ -3,29 +3,61 @@
 From the joint best-response start (:mod:`fedsketch.planner.meanfield`) and, up to
 ``multistart_max_n`` clients, from each start ``k^0`` (multi-start, fractions of r), alternate a q-step (eq. 26, reference or
 fast solver) and a greedy k-step until ``k`` stops changing or ``J`` improves by less than
-``rtol`` relatively. Both steps never increase ``J``. :func:`make_plan` then scores the Fig. 2–3
+``rtol`` relatively. Both steps never increase ``J``. Above ``multistart_max_n`` clients (issue 13: N = 10^6 in
+seconds) the discrete choices that couple all clients, the rank floor of ``constrain`` (§8.1)
+and the learning-rate scale ``s`` of ``scale_lr`` (§8.2), are made on a systematic subsample
+(:func:`subsample_problem`), and the plan on all N clients is one best-response or subsample
+start, one q-step and one k-step. :func:`make_plan` then scores the Fig. 2–3
 baselines with the same model and, should a feasible baseline beat the plan, re-runs the
 alternation from it, so the returned plan is never worse than any feasible baseline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+from fedsketch.network import ClientProfiles
 from fedsketch.planner.baselines import DEFAULT_FIXED_Q, Baseline, baseline_points, baselines
-from fedsketch.planner.bound import PlanProblem
+from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.kstep import k_step
 from fedsketch.planner.meanfield import best_response_start
-from fedsketch.planner.qstep import q_step
+from fedsketch.planner.qstep import _FixedK, q_step
 
 #: default multi-start ranks k^0 as fractions of r (spec §7.4)
 DEFAULT_K_STARTS = (1.0, 0.5, 0.25)
 #: largest N at which the k_starts multi-start runs next to the best-response start
 DEFAULT_MULTISTART_MAX_N = 20_000
+#: clients of the systematic subsample that makes the large-N path's discrete choices (rank floor, s)
+DEFAULT_SUBSAMPLE_N = 2_000
+
+
+def subsample_problem(prob: PlanProblem, m: int) -> tuple[PlanProblem, np.ndarray]:
+    """The same P2 on ``m`` of the ``N`` clients: a systematic sample in ``tau_cp`` order (deterministic).
+
+    ``p`` is renormalised over the sample. P2 at this size is the same problem in the mean-field
+    sense: with ``q' = q N / m`` the sums ``X(q) = sum p^2 / q``, ``sum q t_cm`` and the survival
+    ``prod (1 - q)`` above every time keep their expected values, so the planned ``J``, rank floor,
+    ``Phi`` and ``s`` barely move with N (``bench/planner.py``: J = 2989, 2975, 2982 at N = 5000,
+    50,000, 10^6 under ``constrain``). Used only to choose the discrete quantities of the large-N
+    path; the plan itself is solved on all N clients.
+
+    Returns
+    -------
+    problem, idx
+        The subsampled problem and the client ids it keeps, shape (m,).
+    """
+    n = prob.N
+    m = int(min(max(m, 1), n))
+    order = np.argsort(prob.profiles.tau_cp, kind="stable")
+    idx = order[np.unique(np.round(np.linspace(0, n - 1, m)).astype(np.int64))]  # (m,)
+    prof = prob.profiles
+    sub_prof = ClientProfiles(prof.tau_cp[idx], prof.tau_cm[idx], prof.tau_0[idx])
+    return dataclasses.replace(prob, profiles=sub_prof, p=prob.p[idx]), idx
 
 
 @dataclass
@@ -125,6 +157,8 @@ def solve(
     q_kwargs: dict | None = None,
     best_response: bool = True,
     multistart_max_n: int = DEFAULT_MULTISTART_MAX_N,
+    subsample_n: int = DEFAULT_SUBSAMPLE_N,
+    k_floor: int | None = None,
 ) -> Plan:
     """Algorithm 2's alternating minimisation with multi-start (spec §7.4).
 
@@ -155,6 +189,14 @@ def solve(
         Run the ``k_starts`` multi-start only while ``N <= multistart_max_n``; above it (and when
         ``best_response`` is on) only the best-response start is polished, which keeps the
         planner linear in N (N = 1,000,000 in seconds, ``bench/planner.py``).
+    subsample_n : int
+        Large-N path (``N > multistart_max_n``) under ``constrain``: the rank floor of the
+        best-response start is the smallest rank of the plan for ``subsample_n`` clients
+        (:func:`subsample_problem`, solved by this function's small-N path) instead of one
+        best-response start per floor; under ``scale_lr`` the subsample's plan also fixes ``s``
+        (:func:`_solve_scale_lr_large`). Either way each step on all N clients runs once.
+    k_floor : int, optional
+        Large-N ``constrain`` path: use this rank floor instead of the subsample's.
 
     Returns
     -------
@@ -163,17 +205,43 @@ def solve(
     prob.require_reachable()
     t0 = time.perf_counter()
     q_kwargs = dict(q_kwargs or {})
+    large = best_response and prob.N > multistart_max_n and subsample_n < prob.N and not extra_starts
+    # the subsample is solved by the small-N path, multi-start included
+    common = {"k_starts": k_starts, "k_moves": k_moves, "q_solver": q_solver, "max_outer": max_outer, "rtol": rtol,
+              "q_kwargs": q_kwargs, "multistart_max_n": max(multistart_max_n, subsample_n)}
+    if large and prob.stability == "scale_lr" and q_solver == "fast":
+        return _solve_scale_lr_large(prob, subsample_n, common, t0)
     starts: list[tuple[str, np.ndarray | None, np.ndarray]] = []
     br_info = None
+    sub_info = None
+    br_q0 = None
     lam0s: dict[str, float] = {}
     if best_response:
         tb = time.perf_counter()
         floors = [None]
         if prob.stability == "constrain":  # kappa_max couples all clients: one start per rank floor (§8.1)
             floors = sorted({int(round(x)) for x in np.linspace(prob.k_stable, prob.r, min(5, prob.r - prob.k_stable + 1))})
+        if large:  # large N: the subsample picks the floor (and, at uniform ranks, the whole start)
+            sub_prob = subsample_problem(prob, subsample_n)[0]
+            sub = solve(sub_prob, **common)
+            if prob.stability == "constrain":
+                floors = [max(prob.k_stable, int(sub.k.min()) if k_floor is None else int(k_floor))]
+            # the subsample's expected cohort, spread evenly, starts the best response near its prices
+            br_q0 = np.full(prob.N, min(1.0, float(sub.q.sum()) / prob.N))
+            sub_info = {"N": sub.diagnostics["N"], "k_floor": int(floors[0] or sub.k.min()), "J": sub.objective,
+                        "seconds": sub.diagnostics["solve_seconds"]}
+            k_lift = int(sub.k.min())
+            if int(sub.k.max()) == k_lift and (prob.stability != "constrain" or k_lift == floors[0]):
+                # uniform ranks: no rank to choose per client, so the best response would only move q;
+                # the q-step starts from the spread cohort at the subsample's dual price instead
+                floors = []
+                lam = _dual_price(sub_prob, sub.q, sub.k) if prob.stability == "constrain" else 0.0
+                lam0s["subsample_lift"] = lam
+                starts.append(("subsample_lift", br_q0, np.full(prob.N, k_lift, dtype=np.int64)))
+                sub_info["lambda"] = lam
         br_starts = []
         for fl in floors:
-            q_br, k_br, info = best_response_start(prob, k_floor=fl)
+            q_br, k_br, info = best_response_start(prob, k_floor=fl, q0=br_q0)
             name = "best_response" if fl is None else f"best_response@k>={fl}"
             br_starts.append((info["history"][-1], name, q_br, k_br))
             lam0s[name] = info.get("lambda", 0.0)
@@ -183,7 +251,8 @@ def solve(
         if prob.N > multistart_max_n:  # large N: polish only the best floor (its J ranks the polished ones)
             br_starts = br_starts[:1]
         starts += [(name, q_br, k_br) for _, name, q_br, k_br in br_starts]
-        br_info["seconds"] = time.perf_counter() - tb
+        if br_info is not None:
+            br_info["seconds"] = time.perf_counter() - tb
     for f in k_starts:
         if not (0 < f <= 1):
             raise ValueError(f"k_starts must be fractions of r in (0, 1], got {f!r}")
@@ -198,7 +267,7 @@ def solve(
     per_start = {}
     for name, q0, k0 in starts:
         qk = q_kwargs
-        if name.startswith("best_response") and q_solver == "fast":
+        if (name.startswith("best_response") or name == "subsample_lift") and q_solver == "fast":
             qk = {"start_from_ones": False, "lam0": lam0s.get(name) or None, **q_kwargs}  # already a good q
         q, k, J, info = _alternate(prob, k0, q0, q_solver=q_solver, k_moves=k_moves, max_outer=max_outer,
                                    rtol=rtol, q_kwargs=qk)
@@ -217,6 +286,64 @@ def solve(
     if br_info is not None:
         diag["best_response"] = {"iterations": br_info["iterations"], "J": br_info["history"][-1],
                                  "seconds": br_info["seconds"]}
+    if sub_info is not None:
+        diag["subsample"] = sub_info
+    rounds = prob.rounds(q, k)
+    rt = prob.round_time(q, k)
+    return Plan(q, k, rounds, rt, rounds * rt, J, prob.round_time_approx(q, k), diag, prob.stability_report(q, k))
+
+
+def _dual_price(prob: PlanProblem, q: np.ndarray, k: np.ndarray) -> float:
+    """Least-squares dual price of ``X(q) <= x_max`` (§8.1) at a solved plan: the ``lam`` with
+    ``grad_y log J + lam grad_y X ~ 0`` over the clients strictly inside their box (``y = log q``).
+    ``X`` and the per-client gradients scale alike with N, so the price carries over to the full
+    problem (the warm ``lam0`` of :func:`fedsketch.planner.qstep.q_step_fast`)."""
+    fx = _FixedK(prob, k)
+    return fx.price(fx.to_sorted(q))
+
+
+def _solve_scale_lr_large(prob: PlanProblem, subsample_n: int, common: dict, t0: float) -> Plan:
+    """``scale_lr`` (PAPER.md §8.2) at large N: ``s`` and the rank floor from a subsample, then one
+    constrained P2 on all N clients.
+
+    For a fixed ``s``, §8.2's ``J = (theta4 / s) / (theta1 - s V) T`` restricted to
+    ``Phi(q, k) <= Phi_max / s`` (so that the true ``s(q, k) >= s``) is P2 with
+    ``theta' = (theta1, s theta2, s theta3, theta4 / s)`` under ``constrain`` at
+    ``max_step_factor = Phi_max / s`` (§8.1): the q-step's 1-D search over ``s`` is done on the
+    :func:`subsample_problem` (whose ``s`` matches the full problem's to 1e-3: 0.2326 at N = 500,
+    0.2323 at N = 5000, ``tests/planner/data/solver_oracle_stability.json``), and the full
+    problem is solved once at that ``s``. The result is made feasible for the true problem
+    (box and ``D >= delta`` at the true ``theta``), polished by one k-step of the true
+    objective, and scored with it (:meth:`PlanProblem.objective`).
+    """
+    sub = solve(subsample_problem(prob, subsample_n)[0], **common)
+    s = float(sub.stability["lr_scale"])
+    floor = int(sub.k.min())
+    th = prob.theta
+    surrogate = dataclasses.replace(prob, theta=Theta(th.theta1, s * th.theta2, s * th.theta3, th.theta4 / s),
+                                    stability="constrain", max_step_factor=prob.max_step_factor / s)
+    sur = solve(surrogate, **{**common, "multistart_max_n": 0}, subsample_n=subsample_n,
+                k_floor=max(floor, surrogate.k_stable))
+    k = sur.k
+    fx = _FixedK(prob, k)
+    q = fx.to_clients(fx.repair(np.maximum(fx.to_sorted(sur.q), fx.lb)))  # true box and D >= delta
+    ks = k_step(prob, q, k, moves=common["k_moves"])
+    if ks.objective < prob.objective(q, k):
+        k = ks.k
+    J = prob.objective(q, k)
+    viol = prob.violations(q, k)
+    if viol:  # pragma: no cover - repair and the k-step keep feasibility
+        raise RuntimeError(f"planner produced an infeasible point: {viol[:3]}")
+    diag = {
+        "q_solver": common["q_solver"], "feasibility": prob.feasibility, "k_moves": common["k_moves"],
+        "best_start": "scale_lr_large", "starts": {"surrogate": sur.diagnostics["starts"]},
+        "solve_seconds": time.perf_counter() - t0, "N": prob.N, "r": prob.r, "compute_model": prob.compute_model,
+        "D": prob.D(q, k), "theta": th.as_array().tolist(),
+        "subsample": {"N": sub.diagnostics["N"], "lr_scale": s, "k_floor": floor, "J": sub.objective,
+                      "seconds": sub.diagnostics["solve_seconds"]},
+        "surrogate": {"J": sur.objective, "theta": surrogate.theta.as_array().tolist(),
+                      "max_step_factor": surrogate.max_step_factor, "seconds": sur.diagnostics["solve_seconds"]},
+    }
     rounds = prob.rounds(q, k)
     rt = prob.round_time(q, k)
     return Plan(q, k, rounds, rt, rounds * rt, J, prob.round_time_approx(q, k), diag, prob.stability_report(q, k))
