@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fedsketch.flower.run import run_flower
-    from fedsketch.server import run_experiment
+    from fedsketch.runner import run_experiment
 
     tmp = tempfile.mkdtemp(prefix="flower-bench-")
     sets = ["model.name='random:tiny-llama'", f"data.num_clients={args.clients}", "data.partition='iid'",

@@ -169,7 +169,7 @@ set -e
 python3 - "$EXP" <<'PY'
 import json, sys
 from fedsketch.config import load_config
-from fedsketch.server import run_dir_for
+from fedsketch.runner import run_dir_for
 cfg = load_config(sys.argv[1])
 out = run_dir_for(cfg)
 recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]

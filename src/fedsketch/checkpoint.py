@@ -96,7 +96,7 @@ def _mismatch(path: Path, manifest: dict[str, Any], config_hash: str, config: di
     import tomllib
 
     diffs: list[str] = []
-    written = path.parent / "config.toml"  # the config the checkpoint was written with (see server.open_run)
+    written = path.parent / "config.toml"  # the config the checkpoint was written with (see runner.build.build_run)
     if config is not None and written.is_file():
         try:
             diffs = config_differences(tomllib.loads(written.read_text()), config)

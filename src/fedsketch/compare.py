@@ -161,7 +161,7 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
 def _finished_records(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
     """The records of a run of exactly this config that finished (any stop rule), else None."""
     from fedsketch.report import read_metrics
-    from fedsketch.server import run_dir_for
+    from fedsketch.runner import run_dir_for
 
     out = run_dir_for(cfg)
     try:
@@ -179,7 +179,7 @@ def run_suite(suite: Suite, log: Any = print, run: bool = True) -> dict[str, lis
     With ``run=False`` nothing is trained: only the runs that finished earlier are read, and the
     others are left out (logged), e.g. to tabulate a suite that was run on another machine.
     """
-    from fedsketch.server import run_experiment
+    from fedsketch.runner import run_experiment
 
     out: dict[str, list[list[dict[str, Any]]]] = {name: [] for name, _ in suite.strategies}
     for seed in suite.seeds:  # seed-major: an interrupted suite has whole seeds done
@@ -370,13 +370,13 @@ def stability_rows(suite: Suite) -> list[dict[str, Any]]:
     """Per run: Theorem 1's step-size factor ``kappa_max * Omega`` of its plan and whether it diverged.
 
     ``q``, ``k`` and ``p`` come from the run's ``run.json``; ``kappa_n`` is the LoRA scale the
-    method trains client n at (``Method.client_scale``: r/k_n for the sketched methods, 1 for
+    method trains client n at (``strategies.methods.client_scale``: r/k_n for the sketched methods, 1 for
     HeteroLoRA and FLoRA). Sorted by the factor, so a threshold between stable and diverged runs
     shows at a glance.
     """
     from fedsketch.planner.bound import step_size_factor
-    from fedsketch.server import run_dir_for
-    from fedsketch.strategies.methods import make_method
+    from fedsketch.runner import run_dir_for
+    from fedsketch.strategies.methods import client_scale
 
     rows = []
     for name, _ in suite.strategies:
@@ -386,8 +386,7 @@ def stability_rows(suite: Suite) -> list[dict[str, Any]]:
             if recs is None:  # not run, or unfinished: not part of the report
                 continue
             info = json.loads((run_dir_for(cfg) / "run.json").read_text())
-            method, r = make_method(cfg.fl.method), cfg.lora.rank
-            kappa = [method.client_scale(int(k), r) for k in info["k"]]
+            kappa = [client_scale(cfg.fl.method, int(k), cfg.lora.rank) for k in info["k"]]
             factor, omega, kmax = step_size_factor(info["p"], info["q"], kappa)
             onset = divergence_onset(recs, cfg.fl.stop_divergence or DIVERGENCE_FACTOR)  # the run's own rule
             rows.append({"strategy": name, "seed": seed, "step_factor": factor, "omega": omega, "kappa_max": kmax,

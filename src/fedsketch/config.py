@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from fedsketch.stopping import DIVERGENCE_FACTOR
+from fedsketch.strategies.methods import METHODS
+from fedsketch.strategies.ranks import RANK_POLICIES
+from fedsketch.strategies.sampling import SAMPLING_POLICIES
 
 TASKS = ("arc_e", "arc_c", "obqa", "siqa")
 INF = math.inf
@@ -95,16 +98,16 @@ class FLConfig:
     rounds: int = opt(10, range=(0, 1000000), doc="R")
     local_steps: int = opt(5, range=(1, 100000), doc="H, local SGD steps per round (paper: 10)")
     batch_size: int = opt(4, range=(1, 4096), doc="mini-batch size of a local step")
-    sampling: str = opt("fixed", choices=("full", "fixed", "uniform", "weighted", "explicit", "optimized"),
+    sampling: str = opt("fixed", choices=(*SAMPLING_POLICIES, "optimized"),
                         doc="participation probabilities q (optimized: from the planner)")
     q: float = opt(0.5, range=(1e-6, 1.0), doc="q for 'fixed'; expected participation fraction for 'uniform'/'weighted'")
     q_list: list = opt([], doc="per-client q for sampling='explicit'")
     match_planned_cohort: bool = opt(False, doc="uniform/weighted: use sum(q*)/N of the planner's q instead of fl.q (Fig. 2)")
-    ranks: str = opt("uniform", choices=("full", "fixed", "normal", "uniform", "capability", "explicit", "optimized"),
+    ranks: str = opt("uniform", choices=(*RANK_POLICIES, "optimized"),
                      doc="sketch ranks k (optimized: from the planner)")
     k: int = opt(0, range=(0, 4096), doc="k for ranks='fixed' (1..r)")
     k_list: list = opt([], doc="per-client k for ranks='explicit'")
-    method: str = opt("independent", choices=("independent", "fslora", "heterolora", "flora"),
+    method: str = opt("independent", choices=tuple(METHODS),
                       doc="round rule: independent (the paper's Algorithm 1), fslora, heterolora, flora (FedStackLoRA)")
     clients_per_round: int = opt(0, range=(0, INF), doc="fixed cohort size of fslora/heterolora/flora (0 = round(sum q))")
     server_lr: float = opt(1.0, range=(1e-9, INF), doc="multiplier of the eq. 6 server step (1.0 = the paper's eta*H)")

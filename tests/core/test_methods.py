@@ -8,19 +8,36 @@ import pytest
 from fedsketch.config import load_config
 from fedsketch.network.profiles import profiles_from_config
 from fedsketch.rng import Streams
-from fedsketch.server import plan_round
+from fedsketch.runner.build import method_from_config
+from fedsketch.runner.run import Rules, Run
 from fedsketch.strategies import Federation, resolve_allocation
-from fedsketch.strategies.methods import make_method
+from fedsketch.strategies.methods import AGGREGATORS, METHODS, SAMPLERS, SKETCHERS, MethodContext, build_method, check_method
 
 
 def _setup(*sets):
     cfg = load_config(None, ["data.num_clients=12", *sets])
     p = np.random.default_rng(0).dirichlet(np.ones(12))
-    fed = Federation(p=p, profiles=profiles_from_config(cfg, payload_mbit=5.0), cfg=cfg, streams=Streams(cfg.seed))
+    fed = Federation(p=p, profiles=profiles_from_config(cfg, payload_mbit=5.0), cfg=cfg, streams=Streams(cfg.seed), r=cfg.lora.rank)
     return fed, resolve_allocation(fed)
 
 
 MODS = ["l0.q", "l0.v"]
+
+
+class _NoEngine:
+    """Only the module names: a plan needs nothing else of the engine."""
+
+    module_names = MODS
+
+
+def plan_round(t, fed, alloc, modules):
+    """Round t's plan (coins, sketches, scales) of a bare Run on ``fed``/``alloc``."""
+    assert modules == MODS
+    zeros = np.zeros(fed.num_clients)
+    run = Run(method=method_from_config(fed.cfg, fed, alloc), alloc=alloc, t_cp=zeros, t_cm=zeros,
+              r=fed.cfg.lora.rank, streams=fed.streams, rules=Rules(rounds=10**6), engine=_NoEngine(), executor=None,
+              probe=lambda t, state: {}, x0={})
+    return run.plan(t)
 
 
 def test_independent_is_bernoulli_with_r_over_k():
@@ -30,7 +47,7 @@ def test_independent_is_bernoulli_with_r_over_k():
     plan = plan_round(1, fed, alloc, MODS)
     assert all(s == 4.0 for s in plan.scales.values())  # r/k = 8/2
     ids = plan.sampled
-    np.testing.assert_allclose(make_method("independent").weights(fed, alloc, ids), fed.p[ids] / 0.5)
+    np.testing.assert_allclose(method_from_config(fed.cfg, fed, alloc).weights(ids), fed.p[ids] / 0.5)
 
 
 def test_fslora_fixed_cohort_and_mean_weights():
@@ -38,7 +55,7 @@ def test_fslora_fixed_cohort_and_mean_weights():
     sizes = {plan_round(t, fed, alloc, MODS).sampled.size for t in range(50)}
     assert sizes == {3}  # round(sum q) = 3, every round
     plan = plan_round(2, fed, alloc, MODS)
-    w = make_method("fslora").weights(fed, alloc, plan.sampled)
+    w = method_from_config(fed.cfg, fed, alloc).weights(plan.sampled)
     assert w.sum() == pytest.approx(1.0)
     k = alloc.k
     fastest = int(np.argmin(fed.profiles.tau_cp))
@@ -59,14 +76,14 @@ def test_heterolora_leading_ranks_unscaled():
 
 def test_unknown_method_rejected():
     with pytest.raises(ValueError, match="fl.method: 'flora2' is not allowed"):
-        make_method("flora2")
+        check_method("flora2")
 
 
 def _flora_round(fed, alloc, t=2, seed=0):
     from fedsketch.sketch import ClientUpdate
 
     rng = np.random.default_rng(seed)
-    method = make_method("flora")
+    method = method_from_config(fed.cfg, fed, alloc)
     r, d, m = fed.cfg.lora.rank, 6, 5
     base = {mod: (np.zeros((d, r)), rng.normal(size=(r, m))) for mod in MODS}  # B_0 = 0, A_0 random
     state = method.initial_state(base)
@@ -84,9 +101,10 @@ def test_flora_merges_the_stacked_module_exactly():
     fed, alloc = _setup("fl.method='flora'", "fl.ranks='uniform'", "fl.clients_per_round=4", "lora.alpha=4.0")
     method, state, plan, ups = _flora_round(fed, alloc)
     assert set(state) == {*MODS, *(MERGED + m for m in MODS)} and not state[MERGED + MODS[0]][0].any()
-    w = method.weights(fed, alloc, plan.sampled)
-    new = method.aggregate(state, ups, w, fed)
-    s = lora_scale(fed)
+    w = method.weights(plan.sampled)
+    new = method.aggregate(state, ups, w)
+    lo = fed.cfg.lora
+    s = lora_scale(lo.alpha, lo.rank, lo.use_rslora)
     assert s == 4.0 / 8
     for mod in MODS:
         # the stacked module [w_1 B_1, ..., w_K B_K] @ [A_1; ...; A_K] of FLoRA, built explicitly
@@ -97,17 +115,44 @@ def test_flora_merges_the_stacked_module_exactly():
         np.testing.assert_array_equal(new[mod][0], state[mod][0])  # factors re-start from (0, A_0)
         np.testing.assert_array_equal(new[mod][1], state[mod][1])
     assert not state[MERGED + MODS[0]][0].any()  # input state untouched
-    again = method.aggregate(new, ups, w, fed)  # merging accumulates
+    again = method.aggregate(new, ups, w)  # merging accumulates
     np.testing.assert_allclose(again[MERGED + MODS[0]][0], 2 * new[MERGED + MODS[0]][0])
 
 
 def test_flora_download_grows_with_the_previous_cohort():
     fed, alloc = _setup("fl.method='flora'", "fl.ranks='full'", "fl.clients_per_round=2")
     fed6, alloc6 = _setup("fl.method='flora'", "fl.ranks='full'", "fl.clients_per_round=6")
-    m = make_method("flora")
-    assert not m.download_mbit(1, fed, alloc).any()  # nothing stacked before round 1
-    d2, d6 = m.download_mbit(2, fed, alloc), m.download_mbit(2, fed6, alloc6)
+    m, m6 = method_from_config(fed.cfg, fed, alloc), method_from_config(fed6.cfg, fed6, alloc6)
+    assert not m.download_mbit(1).any()  # nothing stacked before round 1
+    d2, d6 = m.download_mbit(2), m6.download_mbit(2)
     np.testing.assert_allclose(d2, fed.profiles.tau_cm * 2)  # 2 clients x k = r: twice a full-rank module
     np.testing.assert_allclose(d6, 3 * d2)
     for other in ("independent", "fslora", "heterolora"):
-        assert not make_method(other).download_mbit(2, fed, alloc).any()
+        ctx = MethodContext(p=fed.p, q=alloc.q, k=alloc.k, r=8, streams=fed.streams, tau_cm=fed.profiles.tau_cm)
+        assert not build_method(other, ctx).download_mbit(2).any()
+
+
+def test_methods_are_compositions_without_inheritance():
+    assert METHODS == {"independent": ("bernoulli", "random_subset", "unbiased"),
+                       "fslora": ("cohort", "random_subset", "mean"),
+                       "heterolora": ("cohort", "leading", "mean"),
+                       "flora": ("cohort", "leading", "stack_merge")}
+    fed, alloc = _setup("fl.q=0.5")
+    ctx = MethodContext(p=fed.p, q=alloc.q, k=alloc.k, r=8, streams=fed.streams, tau_cm=fed.profiles.tau_cm)
+    for name, parts in METHODS.items():
+        m = build_method(name, ctx)
+        for part, registry, key in zip((m.sampler, m.sketcher, m.aggregator), (SAMPLERS, SKETCHERS, AGGREGATORS),
+                                       parts, strict=True):
+            assert type(part) is type(registry[key](ctx))
+            assert type(part).__mro__[1:] in ((object,), ())  # no implementation inheritance chains
+
+
+def test_the_method_is_built_once_per_run(tiny_cfg, monkeypatch):
+    import fedsketch.runner.build as build
+    from fedsketch.runner import run_experiment
+
+    calls = []
+    real = build.build_method
+    monkeypatch.setattr(build, "build_method", lambda *a, **kw: calls.append(a[0]) or real(*a, **kw))
+    res = run_experiment(tiny_cfg("fl.method='flora'", "fl.rounds=3"))
+    assert len(res.records) == 4 and calls == ["flora"]

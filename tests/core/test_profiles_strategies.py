@@ -61,7 +61,7 @@ def _fed(*sets):
     cfg = load_config(None, ["data.num_clients=20", *sets])
     p = np.random.default_rng(0).dirichlet(np.full(20, 0.5))
     prof = profiles_from_config(cfg, payload_mbit=10.0)
-    return Federation(p=p, profiles=prof, cfg=cfg, streams=Streams(cfg.seed))
+    return Federation(p=p, profiles=prof, cfg=cfg, streams=Streams(cfg.seed), r=cfg.lora.rank)
 
 
 def test_sampling_policies():

@@ -204,7 +204,7 @@ def _run(tmp: Path, *sets: str, env: dict[str, str] | None = None):
 
 def test_checkpoint_mismatch_and_corruption(tmp_path: Path) -> None:
     from fedsketch.config import load_config
-    from fedsketch.server import run_experiment
+    from fedsketch.runner import run_experiment
 
     cfg = load_config(TINY, [f"output.dir='{tmp_path}'", "output.name='r'", "output.plot=false"])
     run_experiment(cfg, stop_after=1)

@@ -94,7 +94,7 @@ def test_stacked_path_leaves_the_peft_model_as_it_was(tiny_cfg):
 @pytest.mark.parametrize("method", ["independent", "heterolora", "flora"])
 def test_run_with_client_batch_matches_sequential_run(tiny_cfg, method):
     """Whole runs: client_batch = 0 (all) + the new loss and evaluation against the earlier paths."""
-    from fedsketch.server import run_experiment
+    from fedsketch.runner import run_experiment
 
     common = [f"fl.method='{method}'", "fl.rounds=2", "output.checkpoint_every=0"]
     if method != "independent":

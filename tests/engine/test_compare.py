@@ -67,7 +67,7 @@ def test_shipped_suites_load(path):
 def test_interrupted_suite_resumes_to_the_same_results(tmp_path):
     """Seed-major order, --seeds, and an unfinished run resumed from its checkpoint inside a suite."""
     from fedsketch.compare import compare
-    from fedsketch.server import run_experiment
+    from fedsketch.runner import run_experiment
 
     suite = tmp_path / "s.toml"
     suite.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0, 1]\ntarget = 0.99\n'
@@ -123,7 +123,7 @@ def _fake_run(suite, strategy: str, seed: int, records: list[dict], p, q, k) -> 
     """A run folder as run_experiment leaves it (run.json + metrics.jsonl), without training."""
     import json
 
-    from fedsketch.server import run_dir_for
+    from fedsketch.runner import run_dir_for
 
     cfg = suite.config(strategy, seed)
     out = run_dir_for(cfg)

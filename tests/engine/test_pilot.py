@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedsketch.engine.pilot import make_pilot_runner
+from fedsketch.runner.pilot import make_pilot_runner
 
 
 def test_default_target_is_ninety_percent_of_initial_probe_loss(tiny_cfg):
@@ -24,17 +24,17 @@ def test_pilot_counts_rounds_to_target(tiny_cfg):
 
 
 def test_pilot_seeds_average_rounds(tiny_cfg, monkeypatch):
-    import fedsketch.engine.pilot as pilot
+    from fedsketch.runner.run import Run
 
     probe = make_pilot_runner(tiny_cfg()).initial_loss
     seen = []
-    real = pilot.run_round
+    real = Run.round
 
-    def spy(t, state, engine, fed, *args):
-        seen.append((fed.streams.seed, engine.streams.seed))
-        return real(t, state, engine, fed, *args)
+    def spy(self, t):
+        seen.append((self.streams.seed, self.engine.streams.seed))
+        return real(self, t)
 
-    monkeypatch.setattr(pilot, "run_round", spy)
+    monkeypatch.setattr(Run, "round", spy)
     cfg = tiny_cfg("planner.pilot_max_rounds=4", "fl.local_steps=3", "train.lr=2.0",
                    f"planner.pilot_loss={probe - 0.02}", "planner.pilot_seeds=3")
     run = make_pilot_runner(cfg)

@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 
 from fedsketch.config import load_config
-from fedsketch.server import run_experiment
+from fedsketch.runner import run_experiment
 
 
 

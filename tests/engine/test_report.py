@@ -71,7 +71,7 @@ def assert_self_contained(page: _Page) -> None:
 
 
 def test_run_report_has_every_figure_embedded(tiny_cfg, tmp_path):
-    from fedsketch.server import run_experiment
+    from fedsketch.runner import run_experiment
 
     res = run_experiment(tiny_cfg("output.plot=true", "fl.rounds=3", "fl.q=0.5"))
     page = parse(res.run_dir / "report.html")

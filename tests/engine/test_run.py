@@ -10,7 +10,7 @@ import pytest
 from fedsketch import checkpoint
 from fedsketch.engine.runtime import TorchEngine
 from fedsketch.report import read_metrics
-from fedsketch.server import run_experiment
+from fedsketch.runner import run_experiment
 
 
 def test_run_folder_contents(tiny_cfg):
@@ -107,8 +107,8 @@ def test_failing_and_non_finite_clients_recorded(tiny_cfg, monkeypatch):
 
 def test_optimized_allocation_comes_from_the_planner(tiny_cfg):
     """fl.sampling/ranks = 'optimized' run Algorithm 2 on this federation's p and profiles."""
-    from fedsketch.planner.solve import plan_for_federation
-    from fedsketch.server import prepare
+    from fedsketch.planner.api import plan_for_federation
+    from fedsketch.runner import prepare
 
     cfg = tiny_cfg("fl.sampling='optimized'", "fl.ranks='optimized'", "planner.theta=[1.0, 0.5, 0.5, 100.0]",
                    "fl.rounds=1")
@@ -128,7 +128,7 @@ def test_optimized_without_theta_is_a_clear_error(tiny_cfg):
 
 
 def test_partly_optimized_keeps_the_fixed_part(tiny_cfg):
-    from fedsketch.server import prepare
+    from fedsketch.runner import prepare
 
     theta = "planner.theta=[1.0, 0.5, 0.5, 100.0]"
     from fedsketch.planner.api import problem_from_config
@@ -150,7 +150,7 @@ def test_partly_optimized_keeps_the_fixed_part(tiny_cfg):
 
 
 def test_uniform_and_weighted_can_match_the_planned_cohort(tiny_cfg):
-    from fedsketch.server import prepare
+    from fedsketch.runner import prepare
 
     theta = "planner.theta=[1.0, 0.5, 0.5, 100.0]"
     _, _, opt, _, _ = prepare(tiny_cfg("fl.sampling='optimized'", "fl.ranks='full'", theta))
@@ -242,7 +242,7 @@ def test_flora_run_merges_into_the_base_and_resumes_exactly(tiny_cfg):
     for m in merged:
         np.testing.assert_array_equal(resumed.state[m][0], st[m][0])
     # the engine adds the delta to the base weight, and restores the base without it
-    from fedsketch.server import prepare
+    from fedsketch.runner import prepare
 
     engine, *_ = prepare(cfg)
     name = lora_keys(st)[0]
@@ -270,7 +270,7 @@ def test_evaluation_on_a_simulated_time_grid(tiny_cfg):
 
 
 def test_every_seed_is_scored_on_the_same_questions_by_default(tiny_cfg):
-    from fedsketch.server import prepare
+    from fedsketch.runner import prepare
 
     def questions(*sets):
         engine = prepare(tiny_cfg("eval.num_samples=6", *sets))[0]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedsketch.server import run_experiment
+from fedsketch.runner import run_experiment
 
 THETA = "planner.theta=[1.0, 0.5, 0.5, 100.0]"
 

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("flwr")
 
 from fedsketch.report import read_metrics  # noqa: E402
-from fedsketch.server import run_experiment  # noqa: E402
+from fedsketch.runner import run_experiment  # noqa: E402
 
 RAY = {"num_cpus": 2}
 

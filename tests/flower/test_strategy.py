@@ -1,4 +1,4 @@
-"""SketchStrategy with a fake grid (no Ray): error, missing, malformed and stray replies."""
+"""FlowerExecutor with a fake grid (no Ray): error, missing, malformed and stray replies."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import ConfigRecord, Error, Message, RecordDict  # noqa: E402
+from flwr.app import Error, Message, RecordDict  # noqa: E402
 
 from fedsketch.config import load_config  # noqa: E402
 from fedsketch.flower import codec  # noqa: E402
-from fedsketch.flower.strategy import SketchStrategy, exchange  # noqa: E402
+from fedsketch.flower.strategy import FlowerExecutor  # noqa: E402
 from fedsketch.network import sketch_times  # noqa: E402
 from fedsketch.network.profiles import profiles_from_config  # noqa: E402
 from fedsketch.rng import Streams  # noqa: E402
-from fedsketch.server import finish_round, plan_round  # noqa: E402
+from fedsketch.runner.engine import InProcessExecutor  # noqa: E402
+from fedsketch.runner.run import Rules, Run  # noqa: E402
 from fedsketch.sketch import ClientUpdate  # noqa: E402
 from fedsketch.strategies import Federation, resolve_allocation  # noqa: E402
+from fedsketch.runner.build import method_from_config  # noqa: E402
 
 MODULES = ["l0.q", "l0.v"]
 
@@ -76,7 +78,7 @@ def _setup():
     cfg = load_config(None, ["data.num_clients=4", "fl.sampling='full'", "fl.ranks='fixed'", "fl.k=2",
                              f"lora.rank={R}"])
     profiles = profiles_from_config(cfg, payload_mbit=1.0)
-    fed = Federation(p=np.full(4, 0.25), profiles=profiles, cfg=cfg, streams=Streams(cfg.seed))
+    fed = Federation(p=np.full(4, 0.25), profiles=profiles, cfg=cfg, streams=Streams(cfg.seed), r=R)
     alloc = resolve_allocation(fed)
     t_cp, t_cm = sketch_times(profiles, alloc.k, R, cfg.network.compute_model)
     rng = np.random.default_rng(0)
@@ -85,43 +87,71 @@ def _setup():
     return cfg, fed, alloc, t_cp, t_cm, state
 
 
+class _Modules:
+    module_names = MODULES
+
+
+def _run(fed, alloc, t_cp, t_cm, state, executor):
+    """A bare Run at X_t = ``state`` whose clients are ``executor``."""
+    return Run(method=method_from_config(fed.cfg, fed, alloc), alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=R,
+               streams=fed.streams, rules=Rules(rounds=10), engine=_Modules(), executor=executor, probe=lambda t, s: {}, x0=state)
+
+
+def _round(run, t):
+    """The run's round up to the record (no evaluation or folder): plan, train, validate, aggregate, time."""
+    plan = run.plan(t)
+    updates, failed = run.validate(plan, run.executor.execute(t, run.state, plan))
+    run.aggregate(updates)
+    return run.time(plan, updates, failed)
+
+
 def test_error_silent_malformed_and_unreachable_clients():
     cfg, fed, alloc, t_cp, t_cm, state = _setup()
     node_of = {0: 100, 1: 101, 2: 102}  # client 3 has no node
     grid = FakeGrid({100: "ok", 101: "error", 102: "silent"})
-    strat = SketchStrategy(fed, alloc, t_cp, t_cm, MODULES, "seed = 0\n", node_of, timeout=0.2)
-    msgs = list(strat.configure_train(1, codec.state_to_arrays(state), ConfigRecord(), grid))
-    assert sorted(m.metadata.dst_node_id for m in msgs) == [100, 101, 102]
+    nodes = FlowerExecutor(grid, "seed = 0\n", node_of, num_clients=4, timeout=0.2)
+    run = _run(fed, alloc, t_cp, t_cm, state, nodes)
+    plan = run.plan(1)
+    msgs, unreachable = nodes.messages(plan, state)
+    assert sorted(m.metadata.dst_node_id for m in msgs) == [100, 101, 102] and set(unreachable) == {3}
     ins = {m.metadata.dst_node_id: m.content[codec.TRAIN] for m in msgs}
     assert ins[100]["q"] == pytest.approx(float(alloc.q[0])) and ins[100]["k"] == 2
     assert sorted(k for k in ins[100] if k.startswith(codec.IDX)) == [codec.IDX + m for m in MODULES]
-    replies = exchange(grid, msgs, timeout=0.2)
-    arrays, metrics = strat.aggregate_train(1, replies)
-    rec = strat.last_record
+    rec = _round(run, 1)
     reasons = {f["client"]: f["reason"] for f in rec["failed"]}
     assert set(reasons) == {1, 2, 3}
     assert "boom" in reasons[1] and reasons[2].startswith("timeout") and "no node" in reasons[3]
-    assert metrics["num_failed"] == 3 and metrics["num_sampled"] == 4
-    # the aggregate equals finish_round applied to the one good upload (same function, same weights)
-    plan = plan_round(1, fed, alloc, MODULES)
+    assert len(rec["sampled"]) == 4
+    # the aggregate equals the in-process round with only client 0's upload arriving
     idx = plan.sketches[0]
     good = ClientUpdate(0, 1, idx, {m: (np.full((D, 2), 0.1, np.float32), np.full((2, M), 0.2, np.float32))
                                     for m in MODULES}, 4, 1.5, 0.01)
-    want, want_rec = finish_round(plan, state, {0: good}, fed, alloc, t_cp, t_cm)
-    got = codec.arrays_to_state(arrays)
+
+    class OnlyZero:
+        def train_client(self, state, n, t, issued, scale=None):
+            if n != 0:
+                raise RuntimeError("down")
+            return good
+
+    ref = _run(fed, alloc, t_cp, t_cm, state, InProcessExecutor(OnlyZero()))
+    want_rec = _round(ref, 1)
     for m in MODULES:
-        np.testing.assert_array_equal(got[m][0], want[m][0])
-        np.testing.assert_array_equal(got[m][1], want[m][1])
+        np.testing.assert_array_equal(run.state[m][0], ref.state[m][0])
+        np.testing.assert_array_equal(run.state[m][1], ref.state[m][1])
+    # and by hand: X + (p_0/q_0) Delta_0 scattered into the issued columns / rows (eq. 6)
+    w = fed.p[0] / alloc.q[0]
+    for m in MODULES:
+        B = state[m][0].copy()
+        B[:, idx[m]] += w * good.delta[m][0]
+        np.testing.assert_allclose(run.state[m][0], B, rtol=1e-6)
     assert rec["round_sim_seconds"] == want_rec["round_sim_seconds"]
 
 
 def test_malformed_reply_is_a_failure():
     cfg, fed, alloc, t_cp, t_cm, state = _setup()
     grid = FakeGrid({100: "bad", 101: "ok", 102: "ok", 103: "ok"})
-    strat = SketchStrategy(fed, alloc, t_cp, t_cm, MODULES, "", {0: 100, 1: 101, 2: 102, 3: 103}, timeout=1.0)
-    msgs = strat.configure_train(1, codec.state_to_arrays(state), ConfigRecord(), grid)
-    strat.aggregate_train(1, exchange(grid, msgs, timeout=1.0))
-    failed = strat.last_record["failed"]
+    nodes = FlowerExecutor(grid, "", {0: 100, 1: 101, 2: 102, 3: 103}, num_clients=4, timeout=1.0)
+    failed = _round(_run(fed, alloc, t_cp, t_cm, state, nodes), 1)["failed"]
     assert [f["client"] for f in failed] == [0] and "malformed" in failed[0]["reason"]
 
 

@@ -47,7 +47,7 @@ def recording_run(cfg, **kw):
 
     Returns ``(RunResult, RecordingEngine, run.json as a dict)``.
     """
-    from fedsketch.server import prepare, run_experiment
+    from fedsketch.runner import prepare, run_experiment
 
     engine = RecordingEngine(prepare(cfg)[0])
     res = run_experiment(cfg, engine=engine, **kw)
@@ -83,7 +83,7 @@ class ScriptedEngine(RecordingEngine):
 
 def scripted_run(cfg, evaluate_fn=None, tamper=None, **kw):
     """Like :func:`recording_run` with a :class:`ScriptedEngine`; returns ``(RunResult, engine)``."""
-    from fedsketch.server import prepare, run_experiment
+    from fedsketch.runner import prepare, run_experiment
 
     engine = ScriptedEngine(prepare(cfg)[0], evaluate_fn, tamper)
     return run_experiment(cfg, engine=engine, **kw), engine

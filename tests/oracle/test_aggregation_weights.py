@@ -12,21 +12,17 @@ import numpy as np
 import pytest
 from oracle_helpers import recording_run
 
-from fedsketch.config import load_config
-from fedsketch.network.profiles import profiles_from_config
 from fedsketch.rng import Streams
 from fedsketch.sketch import MERGED, lora_keys
-from fedsketch.strategies import Allocation, Federation
-from fedsketch.strategies.methods import make_method
+from fedsketch.strategies.methods import MethodContext, build_method
 
 P = np.array([0.1, 0.2, 0.3, 0.4])
 Q = np.array([0.5, 1.0, 0.25, 0.8])
 COHORT = np.array([0, 2, 3])
 
 
-def _fed():
-    cfg = load_config(None, ["data.num_clients=4"])
-    return Federation(p=P, profiles=profiles_from_config(cfg, payload_mbit=1.0), cfg=cfg, streams=Streams(0))
+def _method(name, p=P, q=Q):
+    return build_method(name, MethodContext(p=p, q=q, k=np.full(p.size, 8), r=8, streams=Streams(0)))
 
 
 @pytest.mark.parametrize("method, expect", [
@@ -36,7 +32,7 @@ def _fed():
     ("flora", [0.125, 0.375, 0.5]),
 ])
 def test_weights_by_hand(method, expect):
-    w = make_method(method).weights(_fed(), Allocation(q=Q, k=np.full(4, 8)), COHORT)
+    w = _method(method).weights(COHORT)
     np.testing.assert_allclose(w, expect, rtol=1e-15)
 
 
@@ -70,7 +66,7 @@ def test_weights_read_back_from_a_run(tiny_cfg, method, sets):
     assert len(K) >= 2, "the oracle needs at least two participants"
     p, q = np.asarray(info["p"]), np.asarray(info["q"])
     assert len(set(np.round(p[K], 9))) > 1  # unequal data weights: p/q and p/sum p differ from a plain mean
-    x0 = make_method(cfg.fl.method).initial_state(eng.state0)
+    x0 = _method(cfg.fl.method, p, q).initial_state(eng.state0)
     cols = np.stack([_flat_lora(_scatter(x0, eng.uploads[(1, n)])) for n in K], axis=1)
     w, *_ = np.linalg.lstsq(cols, _flat_lora(res.state) - _flat_lora(x0), rcond=None)
     hand = cfg.fl.server_lr * (p[K] / q[K] if method == "independent" else p[K] / p[K].sum())

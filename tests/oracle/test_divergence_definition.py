@@ -53,7 +53,7 @@ def test_the_run_and_the_stability_report_agree(tmp_path):
     assert rows["three"]["diverged_at_minutes"] == pytest.approx(stops["three"]["sim_seconds"] / 60)
     # with the stop rule off the run went on; the report still dates its divergence by the default factor 2
     from fedsketch.report import read_metrics
-    from fedsketch.server import run_dir_for
+    from fedsketch.runner import run_dir_for
 
     off = read_metrics(run_dir_for(suite.config("off", 0)) / "metrics.jsonl")
     assert rows["off"]["diverged_at_minutes"] == pytest.approx(off[2]["sim_seconds"] / 60)

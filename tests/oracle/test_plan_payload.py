@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from fedsketch.cli import app
 from fedsketch.config import load_config, to_toml
-from fedsketch.server import run_experiment
+from fedsketch.runner import run_experiment
 
 THETA = "planner.theta=[1.0, 0.5, 0.5, 100.0]"
 

@@ -1,6 +1,6 @@
 """The sketches a run draws are uniform over k-subsets and independent (issue 11, point 6d).
 
-Drawn through the method's public ``sketch(t, n, k, fed, modules)`` with the run's streams, so
+Drawn through the method's public ``sketch(t, n, k, modules)`` with the run's streams, so
 the stream keys the run uses are part of what is tested. Chi-square tests (scipy.stats) on
 r = 5, k = 2 (10 subsets): the subset counts against uniform, and the joint counts of two
 layers of one client, two clients in one round, and one client in consecutive rounds against
@@ -15,11 +15,8 @@ import numpy as np
 import pytest
 from scipy.stats import chi2_contingency, chisquare
 
-from fedsketch.config import load_config
-from fedsketch.network.profiles import profiles_from_config
 from fedsketch.rng import Streams
-from fedsketch.strategies import Federation
-from fedsketch.strategies.methods import make_method
+from fedsketch.strategies.methods import MethodContext, build_method
 
 R, K, ROUNDS, CLIENTS = 5, 2, 120, 40
 SUBSETS = {s: i for i, s in enumerate(combinations(range(R), K))}
@@ -30,14 +27,13 @@ ALPHA = 1e-3
 @pytest.fixture(scope="module", params=["independent", "fslora"])
 def draws(request):
     """Subset id of every (round, client, module): array (ROUNDS, CLIENTS, len(MODULES))."""
-    cfg = load_config(None, [f"data.num_clients={CLIENTS}", f"lora.rank={R}", "seed=11"])
-    fed = Federation(p=np.full(CLIENTS, 1 / CLIENTS), profiles=profiles_from_config(cfg, payload_mbit=1.0),
-                     cfg=cfg, streams=Streams(cfg.seed))
-    method = make_method(request.param)
+    p = np.full(CLIENTS, 1 / CLIENTS)
+    method = build_method(request.param, MethodContext(p=p, q=np.full(CLIENTS, 0.5), k=np.full(CLIENTS, K), r=R,
+                                                       streams=Streams(11)))
     out = np.empty((ROUNDS, CLIENTS, len(MODULES)), dtype=int)
     for t in range(1, ROUNDS + 1):
         for n in range(CLIENTS):
-            idx = method.sketch(t, n, K, fed, MODULES)
+            idx = method.sketch(t, n, K, MODULES)
             for j, m in enumerate(MODULES):
                 assert len(set(idx[m].tolist())) == K
                 out[t - 1, n, j] = SUBSETS[tuple(sorted(int(i) for i in idx[m]))]

@@ -71,23 +71,18 @@ def test_each_branch_rejects_with_its_reason(case):
 
 
 def test_weight_count_must_match_the_updates():
-    from fedsketch.config import load_config
-    from fedsketch.network.profiles import profiles_from_config
     from fedsketch.rng import Streams
-    from fedsketch.strategies import Federation
-    from fedsketch.strategies.methods import make_method
+    from fedsketch.strategies.methods import MethodContext, build_method
 
     u, _ = _good()
     with pytest.raises(ValueError, match="2 updates but 1 weights"):
         aggregate(_state(), [u, u], np.array([1.0]))
-    cfg = load_config(None, ["data.num_clients=2"])
-    fed = Federation(p=np.full(2, 0.5), profiles=profiles_from_config(cfg, payload_mbit=1.0), cfg=cfg,
-                     streams=Streams(0))
+    ctx = MethodContext(p=np.full(2, 0.5), q=np.ones(2), k=np.full(2, 8), r=8, streams=Streams(0))
     plain = {m: v for m, v in _state().items() if not m.startswith(MERGED)}
     for name in ("independent", "fslora", "heterolora", "flora"):
-        method = make_method(name)
+        method = build_method(name, ctx)
         with pytest.raises(ValueError):
-            method.aggregate(method.initial_state(plain), [u, u], np.array([1.0]), fed)
+            method.aggregate(method.initial_state(plain), [u, u], np.array([1.0]))
 
 
 # corruption of client 0's upload in round t (the run's modules and shapes, not the toy's)

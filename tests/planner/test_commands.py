@@ -8,7 +8,7 @@ import numpy as np
 import typer
 from typer.testing import CliRunner
 
-from fedsketch.planner.commands import register
+from fedsketch.cli.planner import register
 
 N = 12
 

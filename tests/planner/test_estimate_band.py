@@ -98,7 +98,7 @@ def test_refinement_converges_on_a_synthetic_pilot_function():
 
 
 def test_crossing_is_interpolated_between_the_two_rounds():
-    from fedsketch.engine.pilot import crossing  # noqa: PLC0415 - torch behind this import
+    from fedsketch.runner.pilot import crossing  # noqa: PLC0415 - torch behind this import
 
     assert crossing(3, 2.0, 1.0, 1.5) == pytest.approx(2.5)  # halfway between rounds 2 and 3
     assert crossing(1, 4.0, 1.0, 3.0) == pytest.approx(1 / 3)  # from round 0 (the initial loss)
@@ -111,7 +111,7 @@ def test_estimate_command_writes_band_plan_time_and_refinement(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from fedsketch.planner.commands import register
+    from fedsketch.cli.planner import register
 
     n, r = 12, 8
     w = np.random.default_rng(0).lognormal(0, 0.5, n)

@@ -9,7 +9,7 @@ import sys
 def test_planner_never_imports_torch():
     code = (
         "import sys, numpy as np, typer\n"
-        "import fedsketch.network, fedsketch.planner.api, fedsketch.planner.commands, fedsketch.planner.solve\n"
+        "import fedsketch.network, fedsketch.planner.api, fedsketch.cli.planner, fedsketch.planner.solve\n"
         "import fedsketch.planner.estimate, fedsketch.planner.baselines\n"
         "from fedsketch.planner.solve import solve\n"
         "from fedsketch.planner.bound import PlanProblem, Theta\n"

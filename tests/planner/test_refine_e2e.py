@@ -1,5 +1,5 @@
 """``fedsketch estimate CONFIG --refine`` end to end on the tiny model (configs/tiny.toml): the real CLI,
-the real pilot runner (``engine/pilot.py``: probe loss, interpolated crossing, seeds, verification
+the real pilot runner (``runner/pilot.py``: probe loss, interpolated crossing, seeds, verification
 pilots at the plan's per-client q_n, k_n), the planner, and the JSON it writes.
 
 The random tiny model's rounds carry no q/k signal (measured while writing this test: at ``F_s`` 0.3 %
@@ -29,20 +29,21 @@ def _model(X, Y):
 
 @pytest.mark.slow
 def test_estimate_refine_end_to_end_on_the_tiny_model(tmp_path, monkeypatch):
-    import fedsketch.engine.pilot as pilot
-    import fedsketch.planner.commands as commands
+    import fedsketch.cli.planner as commands
+    import fedsketch.runner.pilot as pilot
     from fedsketch.cli import app
     from fedsketch.planner.api import default_weights
+    from fedsketch.runner.run import Run
 
     monkeypatch.setattr(pilot, "DEFAULT_FRACTION", 0.997)  # F_s just below the initial probe loss: 1-4 rounds
     allocs: list[tuple[np.ndarray, np.ndarray]] = []
-    real_round = pilot.run_round
+    real_round = Run.round
 
-    def spy(t, state, engine, fed, alloc, *args):
-        allocs.append((np.array(alloc.q, float), np.array(alloc.k)))
-        return real_round(t, state, engine, fed, alloc, *args)
+    def spy(self, t):
+        allocs.append((np.array(self.alloc.q, float), np.array(self.alloc.k)))
+        return real_round(self, t)
 
-    monkeypatch.setattr(pilot, "run_round", spy)
+    monkeypatch.setattr(Run, "round", spy)
     measured: list[tuple] = []  # (q, k, the engine's per-seed rounds)
 
     def factory(cfg):

@@ -13,7 +13,7 @@ import typer
 from test_pilot_design import _in_hull_lp
 from typer.testing import CliRunner
 
-from fedsketch.planner.commands import register
+from fedsketch.cli.planner import register
 
 TRUE = np.array([1.0, 0.15, 0.15, 100.0])  # theta1 / ((theta2 + theta3) P) ~ 30: plans want small q
 N, R = 12, 8

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from fedsketch.planner.commands import register
+from fedsketch.cli.planner import register
 
 N = 12
 THETA = "[planner]\ntheta = [1.0, 0.5, 0.5, 100.0]\n"

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from fedsketch.config import ExperimentConfig
-from fedsketch.server import RunResult
+from fedsketch.runner import RunResult
 
 _RUN_LOCK = threading.Lock()  # one simulation at a time per process (the handoff is global)
 

@@ -1,10 +1,10 @@
 """The fedsketch ``ServerApp``: discovery, the round loop, and the run folder.
 
-The loop is the in-process one with the client execution replaced by Flower messages:
-:func:`fedsketch.server.open_run` (prepare, config.toml, run.json, resume or round-0
-evaluation) -> per round ``SketchStrategy.configure_train`` / :func:`exchange` /
-``SketchStrategy.aggregate_train`` -> :func:`fedsketch.server.commit_round` (clock,
-evaluation, metrics.jsonl, checkpoint) -> :func:`fedsketch.server.close_run` (adapter, plot).
+The ServerApp drives the same :class:`~fedsketch.runner.run.Run` as the in-process backend, with
+the clients behind a :class:`~fedsketch.flower.strategy.FlowerExecutor` (Flower messages):
+:func:`fedsketch.runner.build_run` (prepare, config.toml, run.json, resume or round-0
+evaluation) -> :func:`discover` -> :meth:`Run.run` (per round: sample, sketch, train on the
+nodes, validate, aggregate, time, evaluate, record and checkpoint; then adapter, plot).
 
 Configuration
 -------------
@@ -35,14 +35,14 @@ from logging import INFO
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
 from fedsketch.config import ExperimentConfig, load_config
 from fedsketch.flower import codec
-from fedsketch.flower.strategy import SketchStrategy, discover, exchange
-from fedsketch.server import RunResult, close_run, commit_round, open_run
+from fedsketch.flower.strategy import FlowerExecutor, discover
+from fedsketch.runner import Run, RunResult, build_run
 
 
 @dataclass
@@ -91,36 +91,28 @@ def client_config(cfg: ExperimentConfig) -> ExperimentConfig:
 def serve(grid: Grid, opts: ServerOptions) -> RunResult:
     """Run (or resume) the experiment of ``opts.cfg`` over ``grid``; write the run folder."""
     cfg = opts.cfg
-    sess = open_run(cfg, fresh=opts.fresh)
+    nodes = FlowerExecutor(grid, codec.config_text(client_config(cfg)), {}, cfg.data.num_clients,
+                           opts.round_timeout, opts.poll_interval, opts.faults)
+    run = build_run(cfg, executor=nodes, fresh=opts.fresh)
     t0 = time.perf_counter()
-    node_of = discover(grid, cfg.data.num_clients, wait=opts.discovery_wait, timeout=opts.round_timeout)
+    nodes.node_of = discover(grid, cfg.data.num_clients, wait=opts.discovery_wait, timeout=opts.round_timeout)
     opts.discovery_seconds = time.perf_counter() - t0
-    log(INFO, "fedsketch: %d of %d clients have a node (discovery %.1f s)", len(node_of), cfg.data.num_clients,
-        opts.discovery_seconds)
-    strategy = SketchStrategy(sess.fed, sess.alloc, sess.t_cp, sess.t_cm, sess.engine.module_names,
-                              codec.config_text(client_config(cfg)), node_of, opts.round_timeout, opts.faults)
-    strategy.summary()
-    arrays = codec.state_to_arrays(sess.state)
-    for t in range(sess.start + 1, sess.last + 1):
-        w0 = time.perf_counter()
-        if len(strategy.node_of) < cfg.data.num_clients:  # late joiners (deployment)
-            known = {nid: n for n, nid in strategy.node_of.items()}
-            strategy.node_of = discover(grid, cfg.data.num_clients, wait=0.0, timeout=opts.round_timeout,
-                                        known=known)
-        replies = exchange(grid, strategy.configure_train(t, arrays, ConfigRecord(), grid), opts.round_timeout,
-                           opts.poll_interval)
-        arrays, _ = strategy.aggregate_train(t, replies)
-        assert arrays is not None and strategy.state is not None and strategy.last_record is not None
-        rec = commit_round(sess, t, strategy.state, strategy.last_record)
-        opts.round_wall_seconds.append(time.perf_counter() - w0)
+    q, k = run.alloc.q, run.alloc.k
+    log(INFO, "fedsketch: %d of %d clients have a node (discovery %.1f s); q in [%.3f, %.3f] (expected %.1f "
+        "sampled per round), k in [%d, %d] of r=%d", len(nodes.node_of), cfg.data.num_clients, opts.discovery_seconds,
+        q.min(), q.max(), q.sum(), k.min(), k.max(), run.r)
+    w0 = [time.perf_counter()]
+
+    def on_round(run: Run, rec: dict[str, Any]) -> None:
+        opts.round_wall_seconds.append(time.perf_counter() - w0[0])
         acc = f", accuracy {100 * rec['accuracy']:.1f}%" if rec.get("accuracy") is not None else ""
-        log(INFO, "fedsketch round %d/%d: %d sampled, %d failed, sim %.1f s%s", t, cfg.fl.rounds,
+        log(INFO, "fedsketch round %d/%d: %d sampled, %d failed, sim %.1f s%s", rec["round"], run.rules.rounds,
             len(rec["sampled"]), len(rec["failed"]), rec["sim_seconds"], acc)
         for f in rec["failed"]:
             log(INFO, "  client %s failed: %s", f["client"], f["reason"])
-        if sess.finished:
-            break
-    return close_run(sess)
+        w0[0] = time.perf_counter()
+
+    return run.run(on_round=on_round)
 
 
 @app.main()

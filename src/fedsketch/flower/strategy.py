@@ -1,34 +1,25 @@
-"""A Flower ``Strategy`` that runs fedsketch's own round: plan -> per-node messages -> finish.
+"""The clients of a run as Flower nodes: a :class:`~fedsketch.runner.engine.ClientExecutor`.
 
-Nothing of the algorithm is re-implemented here. Per round the strategy calls
-
-* :func:`fedsketch.server.plan_round` — independent Bernoulli(q_n) coins and one sketch per
-  sampled client (PAPER.md Algorithm 1 lines 2 and 5, eqs. 3 and 6);
-* sends each sampled client's node its own ``ConfigRecord`` (q_n, k_n, index sets) with the
-  global adapter ``X_t``;
-* :func:`fedsketch.server.finish_round` — validation, the unbiased ``p_n / q_n`` aggregation of
-  eq. 6 and the equal-finish simulated round time of eq. 10.
-
-Error replies and replies that did not arrive before the timeout become failure reasons that
-``finish_round`` records (the round aggregates the others; the estimator stays the paper's
-eq. 6 over the clients that did reply — failures are reported, not re-weighted).
+Nothing of the algorithm is re-implemented here: the :class:`~fedsketch.runner.run.Run` samples,
+sketches, validates, aggregates and times the round exactly as in process. Per round
+:meth:`FlowerExecutor.execute` sends each sampled client's node its own ``ConfigRecord``
+(q_n, k_n, index sets, LoRA scale) with the global adapter ``X_t``, and turns the replies into
+uploads. Error replies, malformed replies and replies that did not arrive before the timeout
+become failure reasons that the run records (the round aggregates the others; the estimator
+stays the paper's eq. 6 over the clients that did reply — failures are reported, not re-weighted).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
 
-import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
 
 from fedsketch.flower import codec
-from fedsketch.server import RoundPlan, finish_round, plan_round
+from fedsketch.runner.engine import RoundPlan
 from fedsketch.sketch import ClientUpdate, LoraState
-from fedsketch.strategies import Allocation, Federation
 
 
 def exchange(grid: Grid, messages: Iterable[Message], timeout: float, poll: float = 0.05) -> list[Message]:
@@ -91,75 +82,59 @@ def discover(grid: Grid, num_clients: int, *, wait: float = 120.0, timeout: floa
     return out
 
 
-class SketchStrategy(Strategy):
-    """Independent-sampling sketched-LoRA strategy driving fedsketch's round functions.
+class FlowerExecutor:
+    """Train a round's sketches on the Flower nodes of ``grid``.
 
     Parameters
     ----------
-    fed, alloc, t_cp, t_cm
-        As returned by :func:`fedsketch.server.prepare` (client weights p_n, profiles, the
-        allocation (q_n, k_n), and per-client compute/communication times for eq. 10).
-    module_names : list of str
-        Adapted modules (``engine.module_names``), in the engine's order.
+    grid : Grid
     cfg_text : str
         The resolved config as TOML, sent to the nodes (they build their engine from it).
     node_of : dict
-        ``{client id: node id}`` from :func:`discover`.
-    timeout : float
-        Seconds to wait for the train replies of a round.
+        ``{client id: node id}`` from :func:`discover` (refreshed for late joiners each round).
+    num_clients : int
+        Clients of the run; while fewer have a node, every round first looks for new nodes.
+    timeout, poll : float
+        Seconds to wait for the train replies of a round, and between pulls.
     faults : dict, optional
         ``{client id: "raise" | "sleep:<seconds>"}`` fault injection (tests and drills).
     """
 
-    def __init__(self, fed: Federation, alloc: Allocation, t_cp: np.ndarray, t_cm: np.ndarray,
-                 module_names: list[str], cfg_text: str, node_of: dict[int, int], timeout: float = 3600.0,
-                 faults: dict[int, str] | None = None) -> None:
-        self.fed, self.alloc, self.t_cp, self.t_cm = fed, alloc, t_cp, t_cm
-        self.module_names, self.cfg_text = module_names, cfg_text
-        self.node_of = dict(node_of)
-        self.timeout = timeout
-        self.faults = dict(faults or {})
-        self.state: LoraState | None = None  # X_t of the round in flight, then X_{t+1}
-        self.plan: RoundPlan | None = None
-        self.unreachable: dict[int, str] = {}
-        self.last_record: dict[str, Any] | None = None
+    def __init__(self, grid: Grid, cfg_text: str, node_of: dict[int, int], num_clients: int,
+                 timeout: float = 3600.0, poll: float = 0.05, faults: dict[int, str] | None = None) -> None:
+        self.grid, self.cfg_text, self.node_of, self.num_clients = grid, cfg_text, dict(node_of), num_clients
+        self.timeout, self.poll, self.faults = timeout, poll, dict(faults or {})
 
-    @property
-    def client_of(self) -> dict[int, int]:
-        return {nid: n for n, nid in self.node_of.items()}
+    def execute(self, t: int, state: LoraState, plan: RoundPlan) -> dict[int, ClientUpdate | str]:
+        if len(self.node_of) < self.num_clients:  # late joiners (deployment)
+            known = {nid: n for n, nid in self.node_of.items()}
+            self.node_of = discover(self.grid, self.num_clients, wait=0.0, timeout=self.timeout, known=known)
+        msgs, unreachable = self.messages(plan, state)
+        return self.results(plan, exchange(self.grid, msgs, self.timeout, self.poll), unreachable)
 
-    # ------------------------------------------------------------------ train
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        """Plan the round (coins + sketches) and build one message per sampled, reachable client."""
-        self.state = codec.arrays_to_state(arrays)
-        self.plan = plan_round(server_round, self.fed, self.alloc, self.module_names)
-        self.unreachable = {}
-        msgs = []
-        for n, idx in self.plan.sketches.items():
+    def messages(self, plan: RoundPlan, state: LoraState) -> tuple[list[Message], dict[int, str]]:
+        """One TRAIN message per sampled client with a node; failure reasons for the others."""
+        arrays = codec.state_to_arrays(state)
+        msgs, unreachable = [], {}
+        for n, idx in plan.sketches.items():
             nid = self.node_of.get(n)
             if nid is None:
-                self.unreachable[n] = "no node serves this client"
+                unreachable[n] = "no node serves this client"
                 continue
-            scale = getattr(self.plan, "scales", {}).get(n)  # per-client LoRA scale, if the plan sets one
-            ins = codec.train_instruction(self.cfg_text, server_round, n, float(self.alloc.q[n]), idx,
-                                          self.faults.get(n, ""), scale,
-                                          float(self.alloc.info.get("lr_scale", 1.0)))
+            ins = codec.train_instruction(self.cfg_text, plan.round, n, plan.q[n], idx, self.faults.get(n, ""),
+                                          plan.scales.get(n), plan.lr_scale)
             msgs.append(Message(RecordDict({codec.GLOBAL: arrays, codec.TRAIN: ins}), dst_node_id=nid,
                                 message_type=MessageType.TRAIN))
-        return msgs
+        return msgs, unreachable
 
-    def aggregate_train(self, server_round: int,
-                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Turn replies into uploads / failure reasons and call ``finish_round`` (eqs. 6, 10)."""
-        if self.plan is None or self.state is None or self.plan.round != server_round:
-            raise RuntimeError(f"aggregate_train({server_round}) without configure_train for that round")
-        client_of = self.client_of
-        results: dict[int, ClientUpdate | str] = dict(self.unreachable)
+    def results(self, plan: RoundPlan, replies: Iterable[Message],
+                unreachable: dict[int, str]) -> dict[int, ClientUpdate | str]:
+        """Every sampled client -> its upload, or why it failed."""
+        client_of = {nid: n for n, nid in self.node_of.items()}
+        results: dict[int, ClientUpdate | str] = dict(unreachable)
         for rep in replies:
             n = client_of.get(rep.metadata.src_node_id)
-            if n is None or n not in self.plan.sketches:
+            if n is None or n not in plan.sketches:
                 continue  # a stray reply (e.g. from an earlier, timed-out round)
             if rep.has_error():
                 results[n] = f"client error (code {rep.error.code}): {rep.error.reason}"
@@ -169,31 +144,6 @@ class SketchStrategy(Strategy):
                 results[n] = codec.records_to_update(c[codec.UPDATE], c[codec.INDICES], c[codec.METRICS])
             except Exception as e:  # noqa: BLE001 - a malformed reply is a failed client
                 results[n] = f"malformed reply: {type(e).__name__}: {e}"
-        for n in self.plan.sketches:
+        for n in plan.sketches:
             results.setdefault(n, f"timeout: no reply within {self.timeout:g} s")
-        self.state, rec = finish_round(self.plan, self.state, results, self.fed, self.alloc, self.t_cp, self.t_cm)
-        self.last_record = rec
-        m = {"round_sim_seconds": float(rec["round_sim_seconds"]), "num_sampled": len(rec["sampled"]),
-             "num_failed": len(rec["failed"]), "uploaded_bytes": int(rec["uploaded_bytes"])}
-        if rec["train_loss"] is not None:
-            m["train_loss"] = float(rec["train_loss"])
-        return codec.state_to_arrays(self.state), MetricRecord(m)
-
-    # ------------------------------------------------------------------ evaluate (central, not here)
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        return []
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return None
-
-    def summary(self) -> None:
-        from logging import INFO
-
-        from flwr.supercore import log
-
-        q, k = np.asarray(self.alloc.q), np.asarray(self.alloc.k)
-        log(INFO, "\t├── fedsketch SketchStrategy: %d clients, %d with a node", len(q), len(self.node_of))
-        log(INFO, "\t├── q in [%.3f, %.3f] (expected %.1f sampled per round)", q.min(), q.max(), q.sum())
-        log(INFO, "\t└── k in [%d, %d] of r=%d", k.min(), k.max(), self.fed.cfg.lora.rank)
+        return results

@@ -399,11 +399,3 @@ def make_plan(
     scored = baselines(prob, plan.q, rng, fixed_q)
     plan.diagnostics["polish_solves"] = polished
     return plan, scored
-
-
-def plan_for_federation(fed) -> Plan:
-    """Plan for a :class:`fedsketch.strategies.base.Federation` (its p, profiles and config)."""
-    from fedsketch.planner.api import plan_problem, problem_from_config
-
-    prob = problem_from_config(fed.cfg, p=fed.p, profiles=fed.profiles)
-    return plan_problem(prob, fed.cfg)[0]

@@ -6,6 +6,7 @@ are registered by name in :mod:`fedsketch.strategies.sampling` and
 :mod:`fedsketch.strategies.ranks`; ``fl.sampling`` / ``fl.ranks`` pick them.
 """
 
-from fedsketch.strategies.base import Allocation, Federation, resolve_allocation
+from fedsketch.strategies.allocation import resolve_allocation
+from fedsketch.strategies.base import Allocation, Federation
 
 __all__ = ["Allocation", "Federation", "resolve_allocation"]

@@ -7,7 +7,7 @@
   (Fig. 3: optimised ranks at q = 0.5).
 The constants theta come from ``planner.theta`` or ``planner.theta_file`` (``fedsketch estimate``).
 ``planner.stability`` (PAPER.md §8) applies to all three; under ``scale_lr`` the allocation carries
-``lr_scale`` s and the run trains every client at ``train.lr * s`` (``server.prepare``).
+``lr_scale`` s and the run trains every client at ``train.lr * s`` (``runner.build.prepare``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def planned_allocation(fed: Federation, q_fixed: np.ndarray | None = None,
             q = q_step(prob, k, solver=fed.cfg.planner.q_solver).q
         else:
             q = np.asarray(q_fixed, dtype=float)
-            k = k_step(prob, q, np.full(fed.num_clients, fed.cfg.lora.rank, dtype=np.int64),
+            k = k_step(prob, q, np.full(fed.num_clients, fed.r, dtype=np.int64),
                        moves=fed.cfg.planner.k_moves).k
         bad = prob.violations(q, k)
         if bad:

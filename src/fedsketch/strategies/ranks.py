@@ -12,7 +12,7 @@ from fedsketch.strategies.base import Federation
 
 def full(fed: Federation) -> np.ndarray:
     """k_n = r: no sketching (plain federated LoRA)."""
-    return np.full(fed.num_clients, fed.cfg.lora.rank, dtype=int)
+    return np.full(fed.num_clients, fed.r, dtype=int)
 
 
 def fixed(fed: Federation) -> np.ndarray:
@@ -23,19 +23,19 @@ def fixed(fed: Federation) -> np.ndarray:
 def normal(fed: Federation) -> np.ndarray:
     """Truncated normal ranks as in FSLoRA ``src/main.py``: mean (1+r)/2, std (r-1)/6, clipped to
     [1, r] and rounded (PAPER.md §6 decision), drawn from the ``ranks`` stream."""
-    return normal_ranks(fed.cfg.lora.rank, fed.num_clients, fed.streams.generator("ranks"))
+    return normal_ranks(fed.r, fed.num_clients, fed.streams.generator("ranks"))
 
 
 def uniform(fed: Federation) -> np.ndarray:
     """k_n ~ U{1, ..., r}, drawn from the ``ranks`` stream."""
-    return uniform_ranks(fed.cfg.lora.rank, fed.num_clients, fed.streams.generator("ranks"))
+    return uniform_ranks(fed.r, fed.num_clients, fed.streams.generator("ranks"))
 
 
 def capability(fed: Federation) -> np.ndarray:
     """k_n proportional to the client's compute speed 1/tau_cp (FSLoRA's capability-based sketching
     ratios): the fastest client gets r, the others round(r * speed_n / max speed), at least 1."""
     speed = 1.0 / fed.profiles.tau_cp
-    r = fed.cfg.lora.rank
+    r = fed.r
     return np.clip(np.round(r * speed / speed.max()), 1, r).astype(int)
 
 

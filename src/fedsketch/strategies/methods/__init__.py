@@ -1,27 +1,70 @@
-"""Federated LoRA methods on one harness: how a round samples, sketches, scales and aggregates.
+"""Federated LoRA methods on one harness, each a sampler x a sketcher x an aggregator.
 
-Every method implements :class:`fedsketch.strategies.methods.base.Method`; ``fl.method`` picks
-one from :data:`METHODS`. The round loop (``fedsketch.server``) is the same for all of them.
+``fl.method`` picks a composition from :data:`METHODS`; its parts come from :data:`SAMPLERS`,
+:data:`SKETCHERS` and :data:`AGGREGATORS` and are built once per run by :func:`build_method`
+from plain values (:class:`MethodContext`). The round loop (``fedsketch.runner.run.Run``) is the
+same for all of them.
+
+==============  ===========  =============  ===========
+method          sampler      sketcher       aggregator
+==============  ===========  =============  ===========
+independent     bernoulli    random_subset  unbiased      (the paper's Algorithm 1)
+fslora          cohort       random_subset  mean
+heterolora      cohort       leading        mean
+flora           cohort       leading        stack_merge   (FedStackLoRA)
+==============  ===========  =============  ===========
 """
 
-from fedsketch.strategies.methods.base import Method
-from fedsketch.strategies.methods.flora import FedStackLoRA
-from fedsketch.strategies.methods.fslora import FSLoRA
-from fedsketch.strategies.methods.heterolora import HeteroLoRA
-from fedsketch.strategies.methods.independent import IndependentSketch
+from __future__ import annotations
 
-METHODS: dict[str, type[Method]] = {
-    "independent": IndependentSketch,
-    "fslora": FSLoRA,
-    "heterolora": HeteroLoRA,
-    "flora": FedStackLoRA,
+from collections.abc import Callable
+
+from fedsketch.strategies.methods import flora, fslora, heterolora, independent
+from fedsketch.strategies.methods.base import Aggregator, Method, MethodContext, Sampler, Sketcher
+
+SAMPLERS: dict[str, Callable[[MethodContext], Sampler]] = {
+    "bernoulli": independent.BernoulliSampler.build,  # independent Bernoulli(q_n) coins
+    "cohort": fslora.CohortSampler.build,  # a fixed-size uniform cohort
+}
+SKETCHERS: dict[str, Callable[[MethodContext], Sketcher]] = {
+    "random_subset": independent.RandomSubsetSketcher.build,  # uniform k-subset at scale r/k
+    "leading": heterolora.LeadingSketcher.build,  # the leading k components at scale 1
+}
+AGGREGATORS: dict[str, Callable[[MethodContext], Aggregator]] = {
+    "unbiased": independent.UnbiasedAggregator.build,  # p_n / q_n (eq. 6)
+    "mean": fslora.MeanAggregator.build,  # p_n / sum_K p
+    "stack_merge": flora.StackMergeAggregator.build,  # FLoRA's stacked module merged into the base
+}
+METHODS: dict[str, tuple[str, str, str]] = {
+    "independent": independent.COMPOSITION,
+    "fslora": fslora.COMPOSITION,
+    "heterolora": heterolora.COMPOSITION,
+    "flora": flora.COMPOSITION,
 }
 
 
-def make_method(name: str) -> Method:
+def check_method(name: str) -> tuple[str, str, str]:
+    """The (sampler, sketcher, aggregator) names of method ``name``; a clear error if unknown."""
     if name not in METHODS:
         raise ValueError(f"fl.method: {name!r} is not allowed; choose one of {', '.join(map(repr, METHODS))}")
-    return METHODS[name]()
+    return METHODS[name]
 
 
-__all__ = ["METHODS", "Method", "make_method"]
+def build_method(name: str, ctx: MethodContext) -> Method:
+    """Method ``name`` with its three parts built from ``ctx`` (once per run)."""
+    sampler, sketcher, aggregator = check_method(name)
+    return Method(name, SAMPLERS[sampler](ctx), SKETCHERS[sketcher](ctx), AGGREGATORS[aggregator](ctx))
+
+
+def client_scale(name: str, k: int, r: int) -> float:
+    """The LoRA-scale multiplier method ``name`` trains a rank-``k`` client at (r/k or 1)."""
+    import numpy as np
+
+    from fedsketch.rng import Streams
+
+    ctx = MethodContext(p=np.ones(1), q=np.ones(1), k=np.array([k]), r=r, streams=Streams(0))
+    return SKETCHERS[check_method(name)[1]](ctx).scale(k)
+
+
+__all__ = ["AGGREGATORS", "METHODS", "SAMPLERS", "SKETCHERS", "Method", "MethodContext", "build_method",
+           "check_method", "client_scale"]

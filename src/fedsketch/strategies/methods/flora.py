@@ -29,22 +29,35 @@ round from fresh LoRA factors. Here (PAPER.md §6, FSLoRA repo ``src/LoRA_Stack.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from fedsketch.sketch import MERGED, ClientUpdate, LoraState, is_merged
-from fedsketch.strategies.base import Allocation, Federation
-from fedsketch.strategies.methods.heterolora import HeteroLoRA
+from fedsketch.strategies.methods.base import MethodContext
+
+COMPOSITION = ("cohort", "leading", "stack_merge")  # sampler, sketcher, aggregator
 
 
-def lora_scale(fed: Federation) -> float:
+def lora_scale(alpha: float, r: int, use_rslora: bool = False) -> float:
     """PEFT's LoRA scale s: alpha / r, or alpha / sqrt(r) with rsLoRA."""
-    lo = fed.cfg.lora
-    return lo.alpha / (math.sqrt(lo.rank) if lo.use_rslora else lo.rank)
+    return alpha / (math.sqrt(r) if use_rslora else r)
 
 
-class FedStackLoRA(HeteroLoRA):
-    name = "flora"
+@dataclass(frozen=True)
+class StackMergeAggregator:
+    """Merge the stacked module of the round's uploads into a dense base delta (FLoRA)."""
+
+    p: np.ndarray  # (N,) data weights
+    k: np.ndarray  # (N,) client ranks
+    r: int
+    tau_cm: np.ndarray  # (N,) full-rank upload seconds at channel quality 1
+    coef: float  # server_lr * s
+
+    @classmethod
+    def build(cls, ctx: MethodContext) -> StackMergeAggregator:
+        tau_cm = np.zeros(ctx.num_clients) if ctx.tau_cm is None else ctx.tau_cm
+        return cls(ctx.p, ctx.k, ctx.r, tau_cm, ctx.server_lr * ctx.lora_scale)
 
     def initial_state(self, state: LoraState) -> LoraState:
         """The engine's factors plus a zero merged delta ``(d, m)`` per module."""
@@ -53,10 +66,16 @@ class FedStackLoRA(HeteroLoRA):
             out[MERGED + m] = (np.zeros((B.shape[0], A.shape[1]), dtype=B.dtype), np.zeros((0, A.shape[1]), B.dtype))
         return out
 
-    def aggregate(self, state: LoraState, updates: list[ClientUpdate], weights: np.ndarray,
-                  fed: Federation) -> LoraState:
-        """Merge the stacked module: dW += server_lr * s * sum_n w_n B_n A_n; factors unchanged."""
-        c = fed.cfg.fl.server_lr * lora_scale(fed)
+    def weights(self, clients: np.ndarray) -> np.ndarray:
+        """FLoRA's data-size weights ``p_n / sum_{m in K} p_m``."""
+        p = self.p[clients]
+        return p / p.sum()
+
+    def aggregate(self, state: LoraState, updates: list[ClientUpdate], weights: np.ndarray) -> LoraState:
+        """dW += server_lr * s * sum_n w_n B_n A_n; factors unchanged."""
+        if len(updates) != len(weights):
+            raise ValueError(f"{len(updates)} updates but {len(weights)} weights")
+        c = self.coef
         new = {m: ((v[0].copy(), v[1]) if is_merged(m) else v) for m, v in state.items()}
         for u, w in zip(updates, weights, strict=True):
             for m, (dB, dA) in u.delta.items():
@@ -66,10 +85,9 @@ class FedStackLoRA(HeteroLoRA):
                 new[MERGED + m][0][...] += (c * w) * (B_n @ A_n)  # (d, m)
         return new
 
-    def download_mbit(self, t: int, fed: Federation, alloc: Allocation) -> np.ndarray:
+    def download_mbit(self, previous: np.ndarray | None) -> np.ndarray:
         """tau_n^cm * S_{t-1} / r: the previous round's stacked module on each client's channel."""
-        if t <= 1:
-            return np.zeros(fed.num_clients)
-        prev = self.sample(t - 1, fed, alloc)  # the same seeded draw as round t-1
-        stacked = float(np.sum(alloc.k[prev]))
-        return fed.profiles.tau_cm * stacked / fed.cfg.lora.rank
+        if previous is None:
+            return np.zeros(self.p.size)
+        stacked = float(np.sum(self.k[previous]))
+        return self.tau_cm * stacked / self.r

@@ -14,22 +14,58 @@ Decisions (PAPER.md §6 "Baseline mechanics"; FSLoRA ``src/LoRA_Sketching.py``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from fedsketch.strategies.base import Allocation, Federation
-from fedsketch.strategies.methods.independent import IndependentSketch
+from fedsketch.aggregate import aggregate
+from fedsketch.rng import Streams
+from fedsketch.sketch import ClientUpdate, LoraState
+from fedsketch.strategies.methods.base import MethodContext
+
+COMPOSITION = ("cohort", "random_subset", "mean")  # sampler, sketcher, aggregator
 
 
-class FSLoRA(IndependentSketch):
-    name = "fslora"
+@dataclass(frozen=True)
+class CohortSampler:
+    """A fixed number m of clients per round, uniformly without replacement."""
 
-    def sample(self, t: int, fed: Federation, alloc: Allocation) -> np.ndarray:
-        N = fed.num_clients
-        m = fed.cfg.fl.clients_per_round or int(np.clip(round(float(np.sum(alloc.q))), 1, N))
+    m: int
+    num_clients: int
+    streams: Streams
+
+    @classmethod
+    def build(cls, ctx: MethodContext) -> CohortSampler:
+        N = ctx.num_clients
+        m = ctx.clients_per_round or int(np.clip(round(float(np.sum(ctx.q))), 1, N))
         if m > N:
             raise ValueError(f"fl.clients_per_round={m} exceeds data.num_clients={N}")
-        return np.sort(fed.streams.generator("sampling", t).choice(N, size=m, replace=False))
+        return cls(m, N, ctx.streams)
 
-    def weights(self, fed: Federation, alloc: Allocation, clients: np.ndarray) -> np.ndarray:
-        p = fed.p[clients]
+    def sample(self, t: int) -> np.ndarray:
+        return np.sort(self.streams.generator("sampling", t).choice(self.num_clients, size=self.m, replace=False))
+
+
+@dataclass(frozen=True)
+class MeanAggregator:
+    """X_{t+1} = X_t + server_lr * sum_n (p_n / sum_{m in K} p_m) scatter(Delta_n): the data-weighted mean."""
+
+    p: np.ndarray  # (N,)
+    server_lr: float = 1.0
+
+    @classmethod
+    def build(cls, ctx: MethodContext) -> MeanAggregator:
+        return cls(ctx.p, ctx.server_lr)
+
+    def initial_state(self, state: LoraState) -> LoraState:
+        return state
+
+    def weights(self, clients: np.ndarray) -> np.ndarray:
+        p = self.p[clients]
         return p / p.sum()
+
+    def aggregate(self, state: LoraState, updates: list[ClientUpdate], weights: np.ndarray) -> LoraState:
+        return aggregate(state, updates, weights, self.server_lr)
+
+    def download_mbit(self, previous: np.ndarray | None) -> np.ndarray:
+        return np.zeros(self.p.size)

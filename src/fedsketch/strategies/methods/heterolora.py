@@ -13,17 +13,25 @@ alpha/sqrt(k_n), a plain average over clients, and a server optimizer):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from fedsketch.strategies.base import Federation
-from fedsketch.strategies.methods.fslora import FSLoRA
+from fedsketch.strategies.methods.base import MethodContext
+
+COMPOSITION = ("cohort", "leading", "mean")  # sampler, sketcher, aggregator
 
 
-class HeteroLoRA(FSLoRA):
-    name = "heterolora"
+@dataclass(frozen=True)
+class LeadingSketcher:
+    """The leading k components ``B[:, :k]``, ``A[:k]`` of every module, at the global scale s."""
 
-    def sketch(self, t: int, n: int, k: int, fed: Federation, modules: list[str]) -> dict[str, np.ndarray]:
+    @classmethod
+    def build(cls, ctx: MethodContext) -> LeadingSketcher:
+        return cls()
+
+    def sketch(self, t: int, n: int, k: int, modules: list[str]) -> dict[str, np.ndarray]:
         return {m: np.arange(k) for m in modules}
 
-    def client_scale(self, k: int, r: int) -> float:
+    def scale(self, k: int) -> float:
         return 1.0

@@ -3,7 +3,7 @@
 ``plan CONFIG [--set k=v ...] [--json] [--out PATH]`` solves P2 (Algorithm 2) for the config and
 prints / saves q, k, the predicted rounds, round time and total time next to the baselines.
 ``estimate CONFIG [--set k=v ...] [--out PATH]`` runs the pilot runs of eq. 22 through the
-engine (``fedsketch.engine.pilot.make_pilot_runner(cfg)``) and writes theta as JSON.
+engine (``fedsketch.runner.pilot.make_pilot_runner(cfg)``) and writes theta as JSON.
 
 Exit codes (``fedsketch.errors``): 0 success, 1 a failed solve or estimation (the message names
 the client or constraint), 2 bad input (config, theta file, profile CSV, data, output folder),
@@ -39,7 +39,7 @@ OutOpt = Annotated[Optional[Path], typer.Option("--out", help="where to write th
 
 
 def _default_pilot_factory(cfg):
-    from fedsketch.engine.pilot import make_pilot_runner  # torch lives behind this import
+    from fedsketch.runner.pilot import make_pilot_runner  # torch lives behind this import
 
     return make_pilot_runner(cfg)
 
@@ -120,7 +120,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
     weights_fn : callable(cfg) -> array (N,), optional
         Data sizes/weights p_n; default ``fedsketch.data.partition.partition_sizes``.
     pilot_factory : callable(cfg) -> run_pilot, optional
-        Builds ``run_pilot(q, k) -> rounds``; default ``fedsketch.engine.pilot.make_pilot_runner``.
+        Builds ``run_pilot(q, k) -> rounds``; default ``fedsketch.runner.pilot.make_pilot_runner``.
     payload_fn : callable(cfg) -> float or None, optional
         Full-rank LoRA upload size (Mbit) that ``fedsketch run`` would use; default
         ``fedsketch.engine.payload.config_payload_mbit`` (counted from the model's shapes).

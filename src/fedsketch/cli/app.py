@@ -150,7 +150,7 @@ def run(config: Annotated[Optional[Path], typer.Argument(help="TOML config (defa
         backend: Annotated[str, typer.Option(help="inprocess or flower")] = "inprocess") -> None:
     """Run (or resume) one experiment and write its run folder (with report.html)."""
     from fedsketch.console import third_party_to_log
-    from fedsketch.server import run_dir_for
+    from fedsketch.runner import run_dir_for
 
     cfg = load_or_exit(config, set_, data_dir)
     if backend not in ("inprocess", "flower"):
@@ -173,7 +173,7 @@ def run(config: Annotated[Optional[Path], typer.Argument(help="TOML config (defa
 
             result = run_flower(cfg, fresh=fresh)
         else:
-            from fedsketch.server import run_experiment
+            from fedsketch.runner import run_experiment
 
             result = run_experiment(cfg, fresh=fresh, on_round=on_round)
     _summary(result)
@@ -271,15 +271,13 @@ def report(folder: Annotated[Path, typer.Argument(help="a run folder (metrics.js
     say(f"report: {path}")
 
 
-def _register_optional() -> None:
-    try:
-        from fedsketch.planner.commands import register
-    except ImportError:  # planner not installed in this checkout
-        return
+def _register_planner() -> None:
+    from fedsketch.cli.planner import register
+
     register(app)
 
 
-_register_optional()
+_register_planner()
 
 
 def main() -> None:

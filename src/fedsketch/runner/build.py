@@ -1,0 +1,136 @@
+"""Build a :class:`~fedsketch.runner.run.Run` from a config: the only place that reads the config
+across its sections (data, model, lora, fl, network, eval, output) for a run.
+
+:func:`prepare` loads the data and the engine and resolves the allocation; :func:`build_run` opens
+the run folder (``config.toml``, ``run.json``, resume from a checkpoint or evaluate round 0);
+:func:`run_experiment` runs it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsketch import checkpoint
+from fedsketch.config import ExperimentConfig, to_toml
+from fedsketch.io import atomic_write_json, atomic_write_text
+from fedsketch.network import sketch_times
+from fedsketch.network.profiles import full_rank_payload_mbit, profiles_from_config
+from fedsketch.rng import Streams
+from fedsketch.runner.engine import ClientExecutor, Engine, InProcessExecutor
+from fedsketch.runner.run import Folder, Rules, Run, RunResult
+from fedsketch.strategies import Allocation, Federation, resolve_allocation
+from fedsketch.strategies.methods import Method, MethodContext, build_method
+from fedsketch.strategies.methods.flora import lora_scale
+
+
+def run_dir_for(cfg: ExperimentConfig) -> Path:
+    name = cfg.output.name or f"{cfg.data.task}-{cfg.fl.sampling}-{cfg.fl.ranks}-seed{cfg.seed}-{cfg.hash()}"
+    return Path(cfg.output.dir) / name
+
+
+def prepare(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation, Allocation, np.ndarray, np.ndarray]:
+    """Data, engine, client profiles and the strategy's allocation for ``cfg``."""
+    engine, fed = prepare_federation(cfg, engine)
+    alloc = resolve_allocation(fed)
+    # planner.stability = "scale_lr" (PAPER.md §8.2): every client trains at train.lr * s
+    engine.lr_scale = float(alloc.info.get("lr_scale", 1.0))
+    t_cp, t_cm = sketch_times(fed.profiles, alloc.k, cfg.lora.rank, cfg.network.compute_model)
+    return engine, fed, alloc, t_cp, t_cm
+
+
+def prepare_federation(cfg: ExperimentConfig, engine: Any = None, streams: Streams | None = None
+                       ) -> tuple[Any, Federation]:
+    """The federated data, the engine (a ``TorchEngine`` unless given) and the federation's facts."""
+    from fedsketch.data import build_federated_data
+
+    streams = Streams(cfg.seed) if streams is None else streams
+    data = build_federated_data(cfg)
+    if engine is None:
+        from fedsketch.engine.runtime import TorchEngine
+
+        engine = TorchEngine(cfg, data.train, data.test, data.parts, streams)
+    payload = full_rank_payload_mbit(cfg, engine.num_values_full_rank())  # the rule `fedsketch plan` uses too
+    profiles = profiles_from_config(cfg, payload_mbit=payload)
+    return engine, Federation(p=data.weights, profiles=profiles, cfg=cfg, streams=streams, r=cfg.lora.rank)
+
+
+def method_from_config(cfg: ExperimentConfig, fed: Federation, alloc: Allocation) -> Method:
+    """``fl.method`` built once for this federation and allocation (plain values only)."""
+    lo = cfg.lora
+    ctx = MethodContext(p=fed.p, q=alloc.q, k=alloc.k, r=lo.rank, streams=fed.streams, server_lr=cfg.fl.server_lr,
+                        lora_scale=lora_scale(lo.alpha, lo.rank, lo.use_rslora),
+                        clients_per_round=cfg.fl.clients_per_round, tau_cm=fed.profiles.tau_cm)
+    return build_method(cfg.fl.method, ctx)
+
+
+def rules_from_config(cfg: ExperimentConfig) -> Rules:
+    fl = cfg.fl
+    return Rules(rounds=fl.rounds, eval_every=cfg.eval.every, eval_every_sim_seconds=cfg.eval.every_sim_seconds,
+                 sim_budget_minutes=fl.sim_budget_minutes, stop_accuracy=fl.stop_accuracy,
+                 stop_divergence=fl.stop_divergence, min_completion=fl.min_completion,
+                 checkpoint_every=cfg.output.checkpoint_every, bandwidth_mbps=cfg.network.bandwidth_mbps,
+                 upload_bits=cfg.network.upload_bits)
+
+
+def build_run(cfg: ExperimentConfig, *, engine: Any = None, executor: ClientExecutor | None = None,
+              fresh: bool = False) -> Run:
+    """Prepare, write ``config.toml`` / ``run.json``, and resume from a checkpoint or evaluate round 0.
+
+    ``executor`` trains the clients (default: :class:`InProcessExecutor` on the engine, in groups of
+    ``train.client_batch``).
+    """
+    wall0 = time.perf_counter()
+    engine, fed, alloc, t_cp, t_cm = prepare(cfg, engine)
+    out = run_dir_for(cfg)
+    found = None if fresh else checkpoint.find(out / "checkpoint")
+    rs = checkpoint.load(found, cfg.hash(), cfg.to_dict()) if found is not None else None  # verify before writing
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.toml", to_toml(cfg))
+    atomic_write_json(out / "run.json", _run_info(cfg, fed, alloc, t_cp, t_cm))
+    title = (f"{cfg.data.task}: {cfg.fl.method}, sampling={cfg.fl.sampling}, ranks={cfg.fl.ranks}, seed={cfg.seed}"
+             if cfg.output.plot else None)
+    return Run(method=method_from_config(cfg, fed, alloc), alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=cfg.lora.rank,
+               streams=fed.streams, rules=rules_from_config(cfg), engine=engine,
+               executor=executor or InProcessExecutor(engine, cfg.train.client_batch),
+               folder=Folder(out, cfg.hash(), title), resumed=rs, wall0=wall0)
+
+
+def run_experiment(cfg: ExperimentConfig, *, engine: Engine | None = None, fresh: bool = False,
+                   stop_after: int | None = None,
+                   on_round: Callable[[Run, dict[str, Any]], None] | None = None) -> RunResult:
+    """Run (or resume) the experiment of ``cfg`` and write its run folder.
+
+    Parameters
+    ----------
+    engine : optional
+        A prepared engine (tests inject tiny ones); by default a :class:`TorchEngine`.
+    fresh : bool
+        Ignore an existing checkpoint and start over.
+    stop_after : int, optional
+        Stop after this many rounds (simulates an interruption; used by resume tests).
+    on_round : callable(run, record), optional
+        Called after each committed round (the CLI prints its progress line here).
+    """
+    return build_run(cfg, engine=engine, fresh=fresh).run(stop_after=stop_after, on_round=on_round)
+
+
+def _run_info(cfg: ExperimentConfig, fed: Federation, alloc: Allocation, t_cp: np.ndarray,
+              t_cm: np.ndarray) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "numpy", "scipy", "cvxpy", "flwr"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {"seed": cfg.seed, "config_hash": cfg.hash(), "versions": versions, "python": platform.python_version(),
+            "machine": platform.platform(), "p": fed.p, "q": alloc.q, "k": alloc.k,
+            "tau_cp": fed.profiles.tau_cp, "tau_cm": fed.profiles.tau_cm, "t_cp": t_cp, "t_cm": t_cm,
+            "allocation_info": alloc.info}
