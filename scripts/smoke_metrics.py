@@ -4,6 +4,7 @@ to leave the numbers unchanged (issue 11 point 7).
 Usage:
     PYTHONPATH=$PWD/src python3 scripts/smoke_metrics.py OUT_DIR            # run and dump
     PYTHONPATH=$PWD/src python3 scripts/smoke_metrics.py OUT_DIR --check REF  # ... and compare to REF
+    ... --set "eval.scoring='shared_prompt'"   # pin a path whose default changed since REF
 
 Runs ``configs/tiny.toml`` (3 rounds, seed 0) for: the paper's method with planner-optimised
 sampling and ranks (fixed theta), FSLoRA, HeteroLoRA and FLoRA (capability ranks), plus a
@@ -22,7 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WALL = {"real_seconds", "client_compute_seconds"}
-RUN_INFO_DROP = {"versions", "python", "machine"}
+# config_hash changes whenever a config key is added (its default included), which changes no number
+RUN_INFO_DROP = {"versions", "python", "machine", "config_hash"}
 THETA = "planner.theta=[1.0, 0.5, 0.5, 100.0]"
 RUNS = {
     "proposed": ["fl.sampling='optimized'", "fl.ranks='optimized'", THETA],
@@ -44,6 +46,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--check", type=Path, default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra override for every run, e.g. eval.scoring='shared_prompt' to pin a path "
+                         "whose default changed since REF was recorded")
     a = ap.parse_args()
     from fedsketch.config import load_config
     try:
@@ -53,7 +58,7 @@ def main() -> int:
 
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        base = [f"output.dir='{tmp}'", "output.plot=false", "fl.rounds=3", "seed=0"]
+        base = [f"output.dir='{tmp}'", "output.plot=false", "fl.rounds=3", "seed=0", *a.set]
         for name, extra in RUNS.items():
             res = run_experiment(load_config(REPO / "configs" / "tiny.toml", [*base, *extra, f"output.name='{name}'"]))
             (a.out / f"{name}.json").write_text(json.dumps(dump(res.run_dir), indent=1, sort_keys=True) + "\n")
