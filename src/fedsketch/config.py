@@ -257,9 +257,13 @@ class ExperimentConfig:
         """Short hash of the settings that differ from the defaults (output section excluded).
 
         Only non-default values enter, so adding a new option with a default that keeps the old
-        behaviour does not orphan earlier runs and their checkpoints.
+        behaviour does not orphan earlier runs and their checkpoints. A changed default is
+        compared against its old value (:data:`HASH_DEFAULTS`), so a run that pins the old value
+        keeps its hash, and a run on the new default gets a new one (its numbers may differ).
         """
         d, base = self.to_dict(), type(self)().to_dict()
+        for (sec, key), old in HASH_DEFAULTS.items():  # compare against the default of its time
+            base[sec][key] = old
         d.pop("output", None)
         diff = {sec: ({k: v for k, v in val.items() if v != base[sec].get(k, object())} if isinstance(val, dict) else val)
                 for sec, val in d.items() if val != base.get(sec)}
@@ -267,6 +271,14 @@ class ExperimentConfig:
 
     def replace(self, **sections: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **sections)
+
+
+#: defaults that changed after run hashes were first written, with their OLD value: the hash
+#: compares against these, so finished runs and checkpoints that pinned the old value stay theirs
+#: (e.g. results/n50's suites pin eval.scoring = "shared_prompt", the default until packed scoring).
+HASH_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("eval", "scoring"): "shared_prompt",  # default "packed" since 2026-12-02 (issue 12 point 2)
+}
 
 
 # --------------------------------------------------------------------------- parsing

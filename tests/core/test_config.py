@@ -96,3 +96,35 @@ def test_readme_config_reference_lists_every_key():
     readme = (REPO / "README.md").read_text()
     missing = [k for k, _, _, _ in describe() if f"| `{k}` |" not in readme]
     assert not missing, f"README configuration reference lacks {missing}"
+
+
+def test_hash_compares_a_changed_default_against_its_old_value():
+    """eval.scoring's default became "packed": a run that pins the old "shared_prompt" keeps the
+    hash it had (no non-default value -> sha256 of "{}", computed here by hand), and a run on the
+    new default gets a new one. Guards finished runs and checkpoints from being orphaned (and
+    silently re-run) when a default changes."""
+    import hashlib
+
+    empty = hashlib.sha256(b"{}").hexdigest()[:8]
+    assert load_config(None, ["eval.scoring='shared_prompt'"]).hash() == empty
+    new_default = hashlib.sha256(b'{"eval": {"scoring": "packed"}}').hexdigest()[:8]
+    assert load_config().hash() == new_default
+
+
+def test_committed_n50_runs_are_recognised_as_finished():
+    """Every run folder committed under results/n50 carries the hash its suite gives it today, so
+    `fedsketch compare suites/n50-*.toml` reuses it instead of training it again."""
+    import json
+
+    from fedsketch.compare import load_suite
+
+    repo = Path(__file__).resolve().parents[2]
+    checked = 0
+    for suite_file in sorted((repo / "suites").glob("n50-*.toml")):
+        suite = load_suite(suite_file)
+        for run in sorted((Path(suite.output) / "runs").glob("*-seed*")):
+            name, seed = run.name.rsplit("-seed", 1)
+            recorded = json.loads((run / "run.json").read_text())["config_hash"]
+            assert recorded == suite.config(name, int(seed)).hash(), f"{run}: hash changed"
+            checked += 1
+    assert checked >= 1
