@@ -364,6 +364,9 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
         for i, q in enumerate(cfg.fl.q_list):
             if not isinstance(q, (int, float)) or isinstance(q, bool) or not (0 < q <= 1):
                 errs.append(f"fl.q_list[{i}] (client {i}): {q!r} is out of range; allowed (0, 1]")
+    if cfg.fl.clients_per_round > n:
+        errs.append(f"fl.clients_per_round: {cfg.fl.clients_per_round} is more than data.num_clients={n}; "
+                    f"allowed 0 (= round(sum q)) to {n}")
     if cfg.fl.ranks == "fixed" and not (1 <= cfg.fl.k <= r):
         errs.append(f"fl.k: ranks='fixed' needs 1 <= k <= lora.rank={r}, got {cfg.fl.k}")
     if cfg.fl.ranks == "explicit":

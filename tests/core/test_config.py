@@ -128,3 +128,9 @@ def test_committed_n50_runs_are_recognised_as_finished():
             assert recorded == suite.config(name, int(seed)).hash(), f"{run}: hash changed"
             checked += 1
     assert checked >= 1
+
+
+def test_cohort_larger_than_the_federation_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"fl.clients_per_round: 12 is more than data.num_clients=10; allowed 0"):
+        load_config(None, ["data.num_clients=10", "fl.clients_per_round=12"])
+    assert load_config(None, ["data.num_clients=10", "fl.clients_per_round=10"]).fl.clients_per_round == 10

@@ -57,7 +57,7 @@ class TorchEngine:
         from fedsketch.data.prompts import format_choices, format_train
 
         self.cfg, self.streams = cfg, streams
-        self.lr_scale = 1.0  # s of planner.stability = "scale_lr" (PAPER.md §8.2), set by server.prepare
+        self.lr_scale = 1.0  # s of planner.stability = "scale_lr" (PAPER.md §8.2), set from each round's plan by runner.engine.InProcessExecutor
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = torch.device("cuda" if cfg.train.device == "cuda" or (

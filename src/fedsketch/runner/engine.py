@@ -63,6 +63,7 @@ class InProcessExecutor:
 
     def execute(self, t: int, state: LoraState, plan: RoundPlan) -> dict[int, ClientUpdate | str]:
         results: dict[int, ClientUpdate | str] = {}
+        self.engine.lr_scale = plan.lr_scale  # s of §8.2 travels with the plan, as it does over Flower
         C = self.client_batch
         if C != 1 and hasattr(self.engine, "train_clients"):
             jobs = [(n, issued, plan.scales.get(n)) for n, issued in plan.sketches.items()]
