@@ -103,3 +103,22 @@ def test_estimate_refits_recorded_pilots_with_sign_constraint(tmp_path):
     assert "theta2 pinned to 0" in res.output
     est = json.loads(out.read_text())
     assert est["ok"] and est["theta"][1] == 0.0 and est["pinned_to_zero"] == ["theta2"]
+
+
+def test_plan_turns_any_error_into_one_line_with_the_projects_exit_codes(tmp_path):
+    """An error the planner does not expect (a model that cannot be loaded, an unreadable file)
+    gives one plain line and errors.classify's code, not a traceback; --debug shows it."""
+    from fedsketch.errors import ModelError
+
+    cfg = _config(tmp_path, "[planner]\ntheta = [1.0, 0.5, 0.5, 100.0]\n")
+
+    def weights_raising(exc):
+        def fn(cfg):
+            raise exc
+        return fn
+
+    res = CliRunner().invoke(_app(weights=weights_raising(ModelError("model 'x': not found"))), ["plan", str(cfg)])
+    assert res.exit_code == 2 and "model 'x': not found" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(_app(weights=weights_raising(KeyError("surprise"))), ["plan", str(cfg)])
+    assert res.exit_code == 1 and "KeyError" in res.output and "--debug" in res.output
+    assert isinstance(res.exception, SystemExit)  # exited with a code; the KeyError did not escape

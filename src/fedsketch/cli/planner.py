@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedsketch.config import ConfigError, load_config
+from fedsketch.errors import EXIT_FAILED, classify
 from fedsketch.network.profiles import payload_from_model
 from fedsketch.planner.api import WeightsFn, default_weights, plan_from_config, plan_json
 from fedsketch.planner.estimate import EstimationError, design_from_config, estimate_theta, load_pilots, run_pilots
@@ -146,12 +147,21 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
             raise typer.Exit(2)
         return cfg
 
-    def fail(e: Exception) -> None:
-        if isinstance(e, KeyboardInterrupt):
-            say_err("interrupted")
-            raise typer.Exit(130) from None
-        say_err(f"error: {e}")
-        raise typer.Exit(2 if isinstance(e, EstimationError) and not isinstance(e, _EstimateFailed) else 1) from None
+    def fail(e: BaseException) -> None:
+        """Estimation errors keep their codes; anything else goes through errors.classify, as in
+        every other command (one plain message, the traceback only with --debug)."""
+        from fedsketch.cli.app import _STATE  # lazy: app imports this module to register it
+
+        if isinstance(e, EstimationError):
+            say_err(f"error: {e}")
+            raise typer.Exit(1 if isinstance(e, _EstimateFailed) else 2) from None
+        if _STATE["debug"] and not isinstance(e, KeyboardInterrupt):
+            raise e
+        code, msg = classify(e)
+        if code == EXIT_FAILED and isinstance(e, (ValueError, SolverError, ImportError, RuntimeError)):
+            msg = f"error: {e}"  # planning's expected failures (an infeasible plan, a solver that gave up)
+        say_err(msg)
+        raise typer.Exit(code) from None
 
     @app.command("plan")
     def plan_cmd(config: Annotated[Path, typer.Argument(help="TOML config")], set_: SetOpt = None,
@@ -162,7 +172,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         try:
             payload = (payload_fn or _default_payload_fn)(cfg) if payload_from_model(cfg) else None
             plan, bls, prob = plan_from_config(cfg, weights_fn=weights_fn or default_weights, payload_mbit=payload)
-        except (ValueError, SolverError, ImportError, RuntimeError, KeyboardInterrupt) as e:
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - fail() turns it into a message
             fail(e)
         data = plan_json(plan, bls, prob)
         path = out or Path(cfg.output.dir) / f"plan-{cfg.hash()}.json"
@@ -226,7 +236,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
                 est = extra.pop("_refined")
         except EstimationError as e:
             fail(_EstimateFailed(str(e)))
-        except (ValueError, ImportError, RuntimeError, KeyboardInterrupt) as e:
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - fail() turns it into a message
             fail(e)
         path = out or Path(cfg.output.dir) / f"theta-{cfg.hash()}.json"
         _write(path, {**est.to_dict(), **extra})
