@@ -230,10 +230,11 @@ class TorchEngine:
                       ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per question, each option's log-likelihood sum and its token count.
 
-        ``eval.scoring = 'packed'``: each question's prompt and options in one row under a block
-        attention mask (``scoring.packed_scores``); ``'shared_prompt'``: one prompt pass per
-        question whose key/value cache every option reuses (``scoring.shared_prompt_scores``);
-        both run the LM head on option tokens only, ``eval.batch_size`` questions per pass;
+        ``eval.scoring = 'packed'``: each question's prompt and options in one segment under a
+        block attention mask, short questions sharing a row, ``eval.batch_size`` rows per pass
+        (``scoring.packed_scores``); ``'shared_prompt'``: one prompt pass per question whose
+        key/value cache every option reuses, ``eval.batch_size`` questions per pass
+        (``scoring.shared_prompt_scores``); both run the LM head on option tokens only;
         ``'per_option'``: every option a full sequence with full logits (``eval.batch_size``
         sequences per pass), the earlier path. ``trace`` collects the size of each logits tensor.
         """
