@@ -122,3 +122,15 @@ def test_plan_turns_any_error_into_one_line_with_the_projects_exit_codes(tmp_pat
     res = CliRunner().invoke(_app(weights=weights_raising(KeyError("surprise"))), ["plan", str(cfg)])
     assert res.exit_code == 1 and "KeyError" in res.output and "--debug" in res.output
     assert isinstance(res.exception, SystemExit)  # exited with a code; the KeyError did not escape
+
+
+def test_plan_debug_lets_the_traceback_through(tmp_path):
+    cfg = _config(tmp_path, "[planner]\ntheta = [1.0, 0.5, 0.5, 100.0]\n")
+    app = typer.Typer()
+
+    def boom(cfg):
+        raise KeyError("surprise")
+
+    register(app, weights_fn=boom, debug=lambda: True)
+    res = CliRunner().invoke(app, ["plan", str(cfg)])
+    assert isinstance(res.exception, KeyError)

@@ -274,7 +274,7 @@ def report(folder: Annotated[Path, typer.Argument(help="a run folder (metrics.js
 def _register_planner() -> None:
     from fedsketch.cli.planner import register
 
-    register(app)
+    register(app, debug=lambda: _STATE["debug"])
 
 
 _register_planner()

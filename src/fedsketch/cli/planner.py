@@ -112,7 +112,8 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory
 
 
 def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
-             pilot_factory: PilotFactory | None = None, payload_fn: PayloadFn | None = None) -> None:
+             pilot_factory: PilotFactory | None = None, payload_fn: PayloadFn | None = None,
+             debug: Callable[[], bool] = lambda: False) -> None:
     """Add the ``plan`` and ``estimate`` commands to ``app``.
 
     Parameters
@@ -125,6 +126,8 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
     payload_fn : callable(cfg) -> float or None, optional
         Full-rank LoRA upload size (Mbit) that ``fedsketch run`` would use; default
         ``fedsketch.engine.payload.config_payload_mbit`` (counted from the model's shapes).
+    debug : callable() -> bool, optional
+        Whether ``--debug`` is on (the app's flag); then an unexpected error shows its traceback.
     """
     out_console = Console(highlight=False)
 
@@ -150,12 +153,10 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
     def fail(e: BaseException) -> None:
         """Estimation errors keep their codes; anything else goes through errors.classify, as in
         every other command (one plain message, the traceback only with --debug)."""
-        from fedsketch.cli.app import _STATE  # lazy: app imports this module to register it
-
         if isinstance(e, EstimationError):
             say_err(f"error: {e}")
             raise typer.Exit(1 if isinstance(e, _EstimateFailed) else 2) from None
-        if _STATE["debug"] and not isinstance(e, KeyboardInterrupt):
+        if debug() and not isinstance(e, KeyboardInterrupt):
             raise e
         code, msg = classify(e)
         if code == EXIT_FAILED and isinstance(e, (ValueError, SolverError, ImportError, RuntimeError)):
