@@ -107,14 +107,14 @@ def test_failing_and_non_finite_clients_recorded(tiny_cfg, monkeypatch):
 
 def test_optimized_allocation_comes_from_the_planner(tiny_cfg):
     """fl.sampling/ranks = 'optimized' run Algorithm 2 on this federation's p and profiles."""
-    from fedsketch.planner.api import plan_for_federation
+    from fedsketch.planner.api import plan_problem, problem_from_config
     from fedsketch.runner import prepare
 
     cfg = tiny_cfg("fl.sampling='optimized'", "fl.ranks='optimized'", "planner.theta=[1.0, 0.5, 0.5, 100.0]",
                    "fl.rounds=1")
     res = run_experiment(cfg)
     _, fed, alloc, _, _ = prepare(cfg)
-    plan = plan_for_federation(fed)
+    plan = plan_problem(problem_from_config(cfg, p=fed.p, profiles=fed.profiles), cfg)[0]  # the planner directly
     np.testing.assert_allclose(res.allocation.q, plan.q)
     np.testing.assert_array_equal(res.allocation.k, plan.k)
     assert res.allocation.info["planned_total_time"] == pytest.approx(plan.total_time)

@@ -151,9 +151,3 @@ def plan_json(plan: Plan, bls: list[Baseline], prob: PlanProblem, include_vector
     d["N"], d["r"], d["W"] = prob.N, prob.r, prob.W
     d["tau_cp"], d["tau_cm"] = prob.profiles.tau_cp.tolist(), prob.profiles.tau_cm.tolist()
     return d
-
-
-def plan_for_federation(fed) -> Plan:
-    """Plan for a :class:`fedsketch.strategies.base.Federation` (its p, profiles and config)."""
-    prob = problem_from_config(fed.cfg, p=fed.p, profiles=fed.profiles)
-    return plan_problem(prob, fed.cfg)[0]

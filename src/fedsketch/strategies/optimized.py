@@ -26,7 +26,7 @@ def planned_allocation(fed: Federation, q_fixed: np.ndarray | None = None,
 
     prob = problem_from_config(fed.cfg, p=fed.p, profiles=fed.profiles)
     if q_fixed is None and k_fixed is None:
-        plan = plan_problem(prob, fed.cfg)[0]  # the same solve as plan_for_federation, on this prob
+        plan = plan_problem(prob, fed.cfg)[0]
         q, k = plan.q, plan.k
     else:
         prob.require_reachable()
