@@ -44,12 +44,11 @@ def prepare(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation,
     return engine, fed, alloc, t_cp, t_cm
 
 
-def prepare_federation(cfg: ExperimentConfig, engine: Any = None, streams: Streams | None = None
-                       ) -> tuple[Any, Federation]:
+def prepare_federation(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation]:
     """The federated data, the engine (a ``TorchEngine`` unless given) and the federation's facts."""
     from fedsketch.data import build_federated_data
 
-    streams = Streams(cfg.seed) if streams is None else streams
+    streams = Streams(cfg.seed)
     data = build_federated_data(cfg)
     if engine is None:
         from fedsketch.engine.runtime import TorchEngine
