@@ -6,19 +6,22 @@ import numpy as np
 import pytest
 
 from fedsketch.config import load_config
-from fedsketch.network.profiles import profiles_from_config
-from fedsketch.rng import Streams
-from fedsketch.runner.build import method_from_config
+from fedsketch.runner.build import federation, method_from_config, profiles_from_config
 from fedsketch.runner.run import Rules, Run
-from fedsketch.strategies import Federation, resolve_allocation
+from fedsketch.strategies import resolve_allocation
 from fedsketch.strategies.methods import AGGREGATORS, METHODS, SAMPLERS, SKETCHERS, MethodContext, build_method, check_method
 
 
 def _setup(*sets):
     cfg = load_config(None, ["data.num_clients=12", *sets])
     p = np.random.default_rng(0).dirichlet(np.ones(12))
-    fed = Federation(p=p, profiles=profiles_from_config(cfg, payload_mbit=5.0), cfg=cfg, streams=Streams(cfg.seed), r=cfg.lora.rank)
-    return fed, resolve_allocation(fed)
+    fed = federation(cfg, p, profiles_from_config(cfg, payload_mbit=5.0))
+    alloc = resolve_allocation(fed)
+    _CFG[id(alloc)] = cfg  # the config behind this allocation, for method_from_config
+    return fed, alloc
+
+
+_CFG: dict = {}
 
 
 MODS = ["l0.q", "l0.v"]
@@ -34,8 +37,8 @@ def plan_round(t, fed, alloc, modules):
     """Round t's plan (coins, sketches, scales) of a bare Run on ``fed``/``alloc``."""
     assert modules == MODS
     zeros = np.zeros(fed.num_clients)
-    run = Run(method=method_from_config(fed.cfg, fed, alloc), alloc=alloc, t_cp=zeros, t_cm=zeros,
-              r=fed.cfg.lora.rank, streams=fed.streams, rules=Rules(rounds=10**6), engine=_NoEngine(), executor=None,
+    run = Run(method=method_from_config(_CFG[id(alloc)], fed, alloc), alloc=alloc, t_cp=zeros, t_cm=zeros,
+              r=fed.r, streams=fed.streams, rules=Rules(rounds=10**6), engine=_NoEngine(), executor=None,
               probe=lambda t, state: {}, x0={})
     return run.plan(t)
 
@@ -47,7 +50,7 @@ def test_independent_is_bernoulli_with_r_over_k():
     plan = plan_round(1, fed, alloc, MODS)
     assert all(s == 4.0 for s in plan.scales.values())  # r/k = 8/2
     ids = plan.sampled
-    np.testing.assert_allclose(method_from_config(fed.cfg, fed, alloc).weights(ids), fed.p[ids] / 0.5)
+    np.testing.assert_allclose(method_from_config(_CFG[id(alloc)], fed, alloc).weights(ids), fed.p[ids] / 0.5)
 
 
 def test_fslora_fixed_cohort_and_mean_weights():
@@ -55,7 +58,7 @@ def test_fslora_fixed_cohort_and_mean_weights():
     sizes = {plan_round(t, fed, alloc, MODS).sampled.size for t in range(50)}
     assert sizes == {3}  # round(sum q) = 3, every round
     plan = plan_round(2, fed, alloc, MODS)
-    w = method_from_config(fed.cfg, fed, alloc).weights(plan.sampled)
+    w = method_from_config(_CFG[id(alloc)], fed, alloc).weights(plan.sampled)
     assert w.sum() == pytest.approx(1.0)
     k = alloc.k
     fastest = int(np.argmin(fed.profiles.tau_cp))
@@ -83,8 +86,8 @@ def _flora_round(fed, alloc, t=2, seed=0):
     from fedsketch.sketch import ClientUpdate
 
     rng = np.random.default_rng(seed)
-    method = method_from_config(fed.cfg, fed, alloc)
-    r, d, m = fed.cfg.lora.rank, 6, 5
+    method = method_from_config(_CFG[id(alloc)], fed, alloc)
+    r, d, m = fed.r, 6, 5
     base = {mod: (np.zeros((d, r)), rng.normal(size=(r, m))) for mod in MODS}  # B_0 = 0, A_0 random
     state = method.initial_state(base)
     plan = plan_round(t, fed, alloc, MODS)
@@ -103,7 +106,7 @@ def test_flora_merges_the_stacked_module_exactly():
     assert set(state) == {*MODS, *(MERGED + m for m in MODS)} and not state[MERGED + MODS[0]][0].any()
     w = method.weights(plan.sampled)
     new = method.aggregate(state, ups, w)
-    lo = fed.cfg.lora
+    lo = _CFG[id(alloc)].lora
     s = lora_scale(lo.alpha, lo.rank, lo.use_rslora)
     assert s == 4.0 / 8
     for mod in MODS:
@@ -122,7 +125,7 @@ def test_flora_merges_the_stacked_module_exactly():
 def test_flora_download_grows_with_the_previous_cohort():
     fed, alloc = _setup("fl.method='flora'", "fl.ranks='full'", "fl.clients_per_round=2")
     fed6, alloc6 = _setup("fl.method='flora'", "fl.ranks='full'", "fl.clients_per_round=6")
-    m, m6 = method_from_config(fed.cfg, fed, alloc), method_from_config(fed6.cfg, fed6, alloc6)
+    m, m6 = method_from_config(_CFG[id(alloc)], fed, alloc), method_from_config(_CFG[id(alloc6)], fed6, alloc6)
     assert not m.download_mbit(1).any()  # nothing stacked before round 1
     d2, d6 = m.download_mbit(2), m6.download_mbit(2)
     np.testing.assert_allclose(d2, fed.profiles.tau_cm * 2)  # 2 clients x k = r: twice a full-rank module

@@ -10,9 +10,9 @@ import pytest
 
 from fedsketch.config import load_config
 from fedsketch.network import ClientProfiles, load_profiles_csv, sketch_times
-from fedsketch.network.profiles import profiles_from_config
 from fedsketch.rng import Streams
-from fedsketch.strategies import Federation, resolve_allocation
+from fedsketch.runner.build import federation, profiles_from_config
+from fedsketch.strategies import resolve_allocation
 from fedsketch.planner.baselines import capped_proportional
 
 
@@ -61,7 +61,7 @@ def _fed(*sets):
     cfg = load_config(None, ["data.num_clients=20", *sets])
     p = np.random.default_rng(0).dirichlet(np.full(20, 0.5))
     prof = profiles_from_config(cfg, payload_mbit=10.0)
-    return Federation(p=p, profiles=prof, cfg=cfg, streams=Streams(cfg.seed), r=cfg.lora.rank)
+    return federation(cfg, p, prof)
 
 
 def test_sampling_policies():
@@ -85,7 +85,7 @@ def test_rank_policies():
     # (the bounds 1 <= k <= r are Allocation.check's; here: the seeded draws of the 'ranks' stream)
     fed = _fed("fl.ranks='uniform'")
     k = resolve_allocation(fed).k
-    assert k.tolist() == Streams(fed.cfg.seed).generator("ranks").integers(1, r + 1, size=20).tolist()
+    assert k.tolist() == fed.streams.generator("ranks").integers(1, r + 1, size=20).tolist()
     assert len(set(k)) > 2
     k = resolve_allocation(_fed("fl.ranks='normal'")).k
     assert abs(k.mean() - (1 + r) / 2) < 1.5 and len(set(k)) > 2

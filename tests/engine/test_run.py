@@ -107,14 +107,14 @@ def test_failing_and_non_finite_clients_recorded(tiny_cfg, monkeypatch):
 
 def test_optimized_allocation_comes_from_the_planner(tiny_cfg):
     """fl.sampling/ranks = 'optimized' run Algorithm 2 on this federation's p and profiles."""
-    from fedsketch.planner.api import plan_problem, problem_from_config
     from fedsketch.runner import prepare
+    from fedsketch.runner.build import plan_config, problem_from_config
 
     cfg = tiny_cfg("fl.sampling='optimized'", "fl.ranks='optimized'", "planner.theta=[1.0, 0.5, 0.5, 100.0]",
                    "fl.rounds=1")
     res = run_experiment(cfg)
     _, fed, alloc, _, _ = prepare(cfg)
-    plan = plan_problem(problem_from_config(cfg, p=fed.p, profiles=fed.profiles), cfg)[0]  # the planner directly
+    plan = plan_config(problem_from_config(cfg, p=fed.p, profiles=fed.profiles), cfg)[0]  # the planner directly
     np.testing.assert_allclose(res.allocation.q, plan.q)
     np.testing.assert_array_equal(res.allocation.k, plan.k)
     assert res.allocation.info["planned_total_time"] == pytest.approx(plan.total_time)
@@ -131,20 +131,22 @@ def test_partly_optimized_keeps_the_fixed_part(tiny_cfg):
     from fedsketch.runner import prepare
 
     theta = "planner.theta=[1.0, 0.5, 0.5, 100.0]"
-    from fedsketch.planner.api import problem_from_config
+    from fedsketch.runner.build import problem_from_config
 
     # (0 < q <= 1 and 1 <= k <= r are Allocation.check's; here: the free part is the planner's best
     # response to the fixed part, feasible and no worse than the fixed alternatives)
-    _, fed, alloc, _, _ = prepare(tiny_cfg("fl.sampling='optimized'", "fl.ranks='full'", theta))
-    prob = problem_from_config(fed.cfg, p=fed.p, profiles=fed.profiles)
+    cfg = tiny_cfg("fl.sampling='optimized'", "fl.ranks='full'", theta)
+    _, fed, alloc, _, _ = prepare(cfg)
+    prob = problem_from_config(cfg, p=fed.p, profiles=fed.profiles)
     assert np.all(alloc.k == 8) and prob.violations(alloc.q, alloc.k) == []
     J = prob.objective(alloc.q, alloc.k)
     for q in (np.full(4, 1.0), np.full(4, 0.5), np.clip(alloc.q * 1.1, None, 1.0)):
         if not prob.violations(q, alloc.k):
             assert J <= prob.objective(q, alloc.k) * (1 + 1e-9)
-    _, fed, alloc, _, _ = prepare(tiny_cfg("fl.sampling='fixed'", "fl.q=0.5", "fl.ranks='optimized'", theta,
-                                     "planner.stability='none'"))  # q = 0.5: Omega >= 1.25, the paper's P2 here
-    prob = problem_from_config(fed.cfg, p=fed.p, profiles=fed.profiles)
+    cfg = tiny_cfg("fl.sampling='fixed'", "fl.q=0.5", "fl.ranks='optimized'", theta,
+                   "planner.stability='none'")  # q = 0.5: Omega >= 1.25, the paper's P2 here
+    _, fed, alloc, _, _ = prepare(cfg)
+    prob = problem_from_config(cfg, p=fed.p, profiles=fed.profiles)
     assert np.all(alloc.q == 0.5) and prob.violations(alloc.q, alloc.k) == []
     assert prob.objective(alloc.q, alloc.k) <= prob.objective(alloc.q, np.full(4, 8)) * (1 + 1e-9)
 

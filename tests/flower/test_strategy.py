@@ -13,13 +13,11 @@ from fedsketch.config import load_config  # noqa: E402
 from fedsketch.flower import codec  # noqa: E402
 from fedsketch.flower.strategy import FlowerExecutor  # noqa: E402
 from fedsketch.network import sketch_times  # noqa: E402
-from fedsketch.network.profiles import profiles_from_config  # noqa: E402
-from fedsketch.rng import Streams  # noqa: E402
+from fedsketch.runner.build import federation, method_from_config, profiles_from_config  # noqa: E402
 from fedsketch.runner.engine import InProcessExecutor  # noqa: E402
 from fedsketch.runner.run import Rules, Run  # noqa: E402
 from fedsketch.sketch import ClientUpdate  # noqa: E402
-from fedsketch.strategies import Federation, resolve_allocation  # noqa: E402
-from fedsketch.runner.build import method_from_config  # noqa: E402
+from fedsketch.strategies import resolve_allocation  # noqa: E402
 
 MODULES = ["l0.q", "l0.v"]
 
@@ -74,11 +72,15 @@ class FakeGrid:
         return [self.replies.pop(i) for i in list(ids) if i in self.replies]
 
 
+def _config():
+    return load_config(None, ["data.num_clients=4", "fl.sampling='full'", "fl.ranks='fixed'", "fl.k=2",
+                              f"lora.rank={R}"])
+
+
 def _setup():
-    cfg = load_config(None, ["data.num_clients=4", "fl.sampling='full'", "fl.ranks='fixed'", "fl.k=2",
-                             f"lora.rank={R}"])
+    cfg = _config()
     profiles = profiles_from_config(cfg, payload_mbit=1.0)
-    fed = Federation(p=np.full(4, 0.25), profiles=profiles, cfg=cfg, streams=Streams(cfg.seed), r=R)
+    fed = federation(cfg, np.full(4, 0.25), profiles)
     alloc = resolve_allocation(fed)
     t_cp, t_cm = sketch_times(profiles, alloc.k, R, cfg.network.compute_model)
     rng = np.random.default_rng(0)
@@ -93,7 +95,7 @@ class _Modules:
 
 def _run(fed, alloc, t_cp, t_cm, state, executor):
     """A bare Run at X_t = ``state`` whose clients are ``executor``."""
-    return Run(method=method_from_config(fed.cfg, fed, alloc), alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=R,
+    return Run(method=method_from_config(_config(), fed, alloc), alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=R,
                streams=fed.streams, rules=Rules(rounds=10), engine=_Modules(), executor=executor, probe=lambda t, s: {}, x0=state)
 
 

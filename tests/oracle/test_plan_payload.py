@@ -104,7 +104,7 @@ def test_payload_of_real_size_architectures_matches_a_hand_count(tmp_path):
 
 
 def test_plan_without_a_payload_is_refused_not_guessed():
-    from fedsketch.network.profiles import profiles_from_config
+    from fedsketch.runner.build import profiles_from_config
 
     cfg = load_config(None, ["data.num_clients=3"])
     with pytest.raises(ValueError, match="network.payload_mbit"):

@@ -32,7 +32,7 @@ def test_estimate_refine_end_to_end_on_the_tiny_model(tmp_path, monkeypatch):
     import fedsketch.cli.planner as commands
     import fedsketch.runner.pilot as pilot
     from fedsketch.cli import app
-    from fedsketch.planner.api import default_weights
+    from fedsketch.runner.build import default_weights
     from fedsketch.runner.run import Run
 
     monkeypatch.setattr(pilot, "DEFAULT_FRACTION", 0.997)  # F_s just below the initial probe loss: 1-4 rounds

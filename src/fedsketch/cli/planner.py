@@ -24,9 +24,11 @@ from rich.table import Table
 from fedsketch.config import ConfigError, load_config
 from fedsketch.errors import EXIT_FAILED, classify
 from fedsketch.network.profiles import payload_from_model
-from fedsketch.planner.api import WeightsFn, default_weights, plan_from_config, plan_json
-from fedsketch.planner.estimate import EstimationError, design_from_config, estimate_theta, load_pilots, run_pilots
+from fedsketch.planner.api import plan_json
+from fedsketch.planner.estimate import EstimationError, design_from_planner, estimate_theta, load_pilots, run_pilots
 from fedsketch.planner.qstep import SolverError
+from fedsketch.runner.build import WeightsFn, default_weights, plan_config, plan_from_config, problem_from_config
+
 
 class _EstimateFailed(EstimationError):
     """An estimation that ran and failed (exit 1), as opposed to a bad theta input (exit 2)."""
@@ -63,7 +65,6 @@ def _write(path: Path, data: dict) -> None:
 def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory: PilotFactory | None = None,
                      payload_mbit: float | None = None, runner=None):
     """Bootstrap band (theta and the plan's time) and the refinement loop of PAPER.md §8.4."""
-    from fedsketch.planner.api import plan_problem, problem_from_config
     from fedsketch.planner.bound import Theta
     from fedsketch.planner.estimate import bootstrap_theta, in_hull, observation_points, predicted_time_band, refine
     from fedsketch.rng import Streams
@@ -74,7 +75,7 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory
 
     def plan_fn(theta: Theta, rows):  # PAPER.md §8.4: inside the pilots run so far unless planner.extrapolate
         prob = problem_from_config(cfg, p=p, theta=theta, pilots=rows, payload_mbit=payload_mbit)
-        plan = plan_problem(prob, cfg)[0]
+        plan = plan_config(prob, cfg)[0]
         return plan.q, plan.k, plan.rounds
 
     if refine_ and est.ok:
@@ -95,7 +96,7 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory
         try:  # the plan with this theta, inside the pilots run so far unless planner.extrapolate (§8.4)
             prob = problem_from_config(cfg, p=p, theta=Theta.from_sequence(est.theta), pilots=list(obs),
                                        payload_mbit=payload_mbit)
-            plan = plan_problem(prob, cfg)[0]
+            plan = plan_config(prob, cfg)[0]
         except (ValueError, SolverError) as e:  # profiles or theta unusable for planning: report theta (band) only
             extra["plan_error"] = str(e)
             return extra, steps
@@ -171,7 +172,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         """Choose q and k (Algorithm 2) and compare with the baselines of Figs. 2-3."""
         cfg = load(config, set_, planner=True)
         try:
-            payload = (payload_fn or _default_payload_fn)(cfg) if payload_from_model(cfg) else None
+            payload = (payload_fn or _default_payload_fn)(cfg) if payload_from_model(cfg.network) else None
             plan, bls, prob = plan_from_config(cfg, weights_fn=weights_fn or default_weights, payload_mbit=payload)
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - fail() turns it into a message
             fail(e)
@@ -227,11 +228,11 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
             if pilots is not None:
                 obs = load_pilots(pilots)
             else:
-                configs = design_from_config(cfg, p)  # planner.pilot_design (PAPER.md §8.4)
+                configs = design_from_planner(cfg.planner, p, cfg.lora.rank)  # planner.pilot_design (PAPER.md §8.4)
                 runner = (pilot_factory or _default_pilot_factory)(cfg)
                 obs = run_pilots(runner, configs)
             est = estimate_theta(obs, p, cfg.lora.rank, rcond=pl.estimate_rcond, signs=pl.estimate_signs)
-            payload = (payload_fn or _default_payload_fn)(cfg) if est.ok and payload_from_model(cfg) else None
+            payload = (payload_fn or _default_payload_fn)(cfg) if est.ok and payload_from_model(cfg.network) else None
             extra, steps = _estimate_extras(cfg, p, obs, est, pilots, refine_, pilot_factory, payload, runner)
             if steps:
                 est = extra.pop("_refined")

@@ -35,6 +35,6 @@ def lora_num_values(cfg: ExperimentConfig) -> int:
 def config_payload_mbit(cfg: ExperimentConfig) -> float | None:
     """The full-rank upload size (Mbit) ``fedsketch run`` uses for ``cfg``, or None where no
     payload enters the profiles (explicit or CSV ``tau_cm``); the model is read only if needed."""
-    if not payload_from_model(cfg):
-        return full_rank_payload_mbit(cfg, None)
-    return full_rank_payload_mbit(cfg, lora_num_values(cfg))
+    if not payload_from_model(cfg.network):
+        return full_rank_payload_mbit(cfg.network, None)
+    return full_rank_payload_mbit(cfg.network, lora_num_values(cfg))

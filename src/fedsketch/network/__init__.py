@@ -5,7 +5,7 @@ from fedsketch.network.profiles import (
     ClientProfiles,
     draw_profiles,
     load_profiles_csv,
-    profiles_from_config,
+    profiles_from_network,
     sketch_times,
 )
 from fedsketch.network.round_time import RoundTimeEstimate, expected_round_time
@@ -17,6 +17,6 @@ __all__ = [
     "draw_profiles",
     "expected_round_time",
     "load_profiles_csv",
-    "profiles_from_config",
+    "profiles_from_network",
     "sketch_times",
 ]

@@ -11,10 +11,14 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedsketch.checks import check_k
+
+if TYPE_CHECKING:  # annotations only: the config imports the strategy registries, which import this module
+    from fedsketch.config import NetworkConfig
 
 COMPUTE_MODELS = ("linear", "affine")
 
@@ -181,13 +185,13 @@ def load_profiles_csv(path: str | Path, num_clients: int) -> ClientProfiles:
 _BITS_PER_MBIT = 1e6
 
 
-def payload_from_model(cfg) -> bool:
-    """Whether ``cfg``'s profiles need the model's full-rank LoRA size: the seeded draw with
-    ``network.payload_mbit = 0`` (explicit and CSV profiles give ``tau_cm`` themselves)."""
-    return cfg.network.profile == "lognormal" and not cfg.network.payload_mbit
+def payload_from_model(net: NetworkConfig) -> bool:
+    """Whether the ``[network]`` settings ``net`` need the model's full-rank LoRA size: the seeded
+    draw with ``network.payload_mbit = 0`` (explicit and CSV profiles give ``tau_cm`` themselves)."""
+    return net.profile == "lognormal" and not net.payload_mbit
 
 
-def full_rank_payload_mbit(cfg, num_values: int | None) -> float | None:
+def full_rank_payload_mbit(net: NetworkConfig, num_values: int | None) -> float | None:
     """Full-rank upload size in Mbit: ``network.payload_mbit`` when non-zero, else
     ``num_values * network.upload_bits / 1e6`` for the ``num_values`` numbers of a full-rank
     upload (sum over LoRA modules of r (d + m)), which the engine counts from the model.
@@ -196,20 +200,28 @@ def full_rank_payload_mbit(cfg, num_values: int | None) -> float | None:
     (counted from the model's shapes, :mod:`fedsketch.engine.payload`) use. None when neither
     is given.
     """
-    if cfg.network.payload_mbit:
-        return float(cfg.network.payload_mbit)
+    if net.payload_mbit:
+        return float(net.payload_mbit)
     if num_values is None:
         return None
-    return float(num_values) * cfg.network.upload_bits / _BITS_PER_MBIT
+    return float(num_values) * net.upload_bits / _BITS_PER_MBIT
 
 
-def profiles_from_config(cfg, payload_mbit: float | None = None) -> ClientProfiles:
-    """Client profiles described by ``cfg.network`` (explicit lists, CSV, or a seeded lognormal draw).
+def profiles_from_network(net: NetworkConfig, num_clients: int, rng: np.random.Generator, local_steps: int,
+                          payload_mbit: float | None = None) -> ClientProfiles:
+    """Client profiles described by the ``[network]`` settings ``net`` (explicit lists, CSV, or a seeded
+    lognormal draw).
 
     Parameters
     ----------
-    cfg : fedsketch.config.ExperimentConfig
-        Uses ``data.num_clients``, ``seed``, ``fl.local_steps``, ``lora.rank`` and ``network.*``.
+    net : NetworkConfig
+    num_clients : int
+        N (``data.num_clients``).
+    rng : numpy.random.Generator
+        The ``network`` stream of the run's seed; used by the lognormal draw only.
+    local_steps : int
+        H (``fl.local_steps``): the lognormal draw's ``round_compute_s = network.step_seconds * H``
+        (PAPER.md §6 decision).
     payload_mbit : float, optional
         Full-rank LoRA upload size in Mbit, :func:`full_rank_payload_mbit` of the model (the run
         measures it on the loaded model, ``fedsketch plan`` counts it from the model's shapes).
@@ -218,14 +230,10 @@ def profiles_from_config(cfg, payload_mbit: float | None = None) -> ClientProfil
 
     Notes
     -----
-    ``profile="lognormal"`` draws from ``Streams(cfg.seed).generator("network")`` with
-    ``round_compute_s = network.step_seconds * fl.local_steps`` (PAPER.md §6 decision).
     ``tau_0 = network.base_fraction * tau_cp`` for the explicit and lognormal profiles (the CSV
     may give its own ``tau_0`` column).
     """
-    from fedsketch.rng import Streams
-
-    net, n = cfg.network, cfg.data.num_clients
+    n = int(num_clients)
     if net.profile == "explicit":
         tau_cp = np.asarray(net.tau_cp, dtype=float)
         return ClientProfiles(tau_cp=tau_cp, tau_cm=np.asarray(net.tau_cm, dtype=float),
@@ -233,17 +241,17 @@ def profiles_from_config(cfg, payload_mbit: float | None = None) -> ClientProfil
     if net.profile == "csv":
         return load_profiles_csv(net.profile_csv, n)
     if payload_mbit is None:
-        payload_mbit = full_rank_payload_mbit(cfg, None)
+        payload_mbit = full_rank_payload_mbit(net, None)
     if payload_mbit is None:
         raise ValueError("network.payload_mbit = 0 means 'the full-rank LoRA upload size of model.name', which was "
-                         "not given here: pass payload_mbit (fedsketch.engine.payload.config_payload_mbit(cfg)) "
+                         "not given here: pass payload_mbit (fedsketch.runner.build.config_payload_mbit(cfg)) "
                          "or set network.payload_mbit > 0")
     if not payload_mbit > 0:
         raise ValueError(f"payload_mbit must be > 0, got {payload_mbit!r}")
     return draw_profiles(
         n,
-        Streams(cfg.seed).generator("network"),
-        round_compute_s=net.step_seconds * cfg.fl.local_steps,
+        rng,
+        round_compute_s=net.step_seconds * int(local_steps),
         speed_sigma=net.speed_sigma,
         payload_mbit=float(payload_mbit),
         rate_min=net.rate_min,

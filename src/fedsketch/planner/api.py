@@ -1,33 +1,33 @@
-"""Config-level entry points of the planner (used by the CLI commands and the engine's strategies).
+"""Entry points of the planner on its own settings (the ``[planner]`` section) and plain values.
 
-Builds a :class:`PlanProblem` from an :class:`~fedsketch.config.ExperimentConfig`: data weights
-``p_n`` (injected, or from ``fedsketch.data.partition.partition_sizes``), client profiles
-(:func:`fedsketch.network.profiles.profiles_from_config`, given the full-rank upload size the
-caller computed from the model), the rank ``lora.rank``, the bandwidth
-``network.bandwidth_mbps`` and theta (``planner.theta`` or ``planner.theta_file``).
+:func:`build_problem` assembles the P2 instance (eq. 21) from client profiles, data weights ``p_n``,
+the rank ``r``, the bandwidth ``W`` and theta (``planner.theta`` or ``planner.theta_file``,
+:func:`resolve_theta`), with the plan kept inside the pilots' region (:func:`pilot_region`);
+:func:`plan_problem` solves it. The translation from a whole experiment config (which profiles,
+which weights, which payload) is the builder's: :func:`fedsketch.runner.build.problem_from_config`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from fedsketch.network.profiles import ClientProfiles, profiles_from_config
+from fedsketch.network.profiles import ClientProfiles
 from fedsketch.planner.baselines import Baseline
 from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.estimate import EstimationError, PilotObservation, load_pilots, load_theta_file, plan_region
 from fedsketch.planner.solve import Plan, make_plan
-from fedsketch.rng import Streams
 
-WeightsFn = Callable[[object], np.ndarray]
+if TYPE_CHECKING:  # the config imports the strategy registries, which import the planner
+    from fedsketch.config import PlannerConfig
+
 #: name of the random stream of the randomised rank baselines
 BASELINE_STREAM = "planner_baselines"
 
 
-def resolve_theta(cfg) -> Theta:
+def resolve_theta(pl: PlannerConfig) -> Theta:
     """theta from ``planner.theta`` (4 numbers) or ``planner.theta_file``; a clear error otherwise."""
-    pl = cfg.planner
     if pl.theta:
         try:
             return Theta.from_sequence(pl.theta)
@@ -41,54 +41,39 @@ def resolve_theta(cfg) -> Theta:
     )
 
 
-def default_weights(cfg) -> np.ndarray:
-    """Client dataset sizes of the real partition (``fedsketch.data.partition.partition_sizes``)."""
-    try:
-        from fedsketch.data.partition import partition_sizes
-    except ImportError as e:  # pragma: no cover - depends on the checkout
-        raise ValueError(f"data weights p_n: fedsketch.data.partition.partition_sizes is unavailable ({e})") from None
-    try:
-        return np.asarray(partition_sizes(cfg), dtype=float)
-    except Exception as e:  # noqa: BLE001 - report any data problem as a planner input error
-        raise ValueError(f"data weights p_n: could not build the client partition: {e}") from e
-
-
-def problem_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
-                        weights_fn: WeightsFn | None = None, theta: Theta | None = None,
-                        payload_mbit: float | None = None,
-                        pilots: Sequence[PilotObservation] | None = None) -> PlanProblem:
-    """The P2 instance (eq. 21) described by ``cfg``.
+def build_problem(pl: PlannerConfig, profiles: ClientProfiles, p: np.ndarray, r: int, bandwidth_mbps: float,
+                  compute_model: str, theta: Theta | None = None,
+                  pilots: Sequence[PilotObservation] | None = None) -> PlanProblem:
+    """The P2 instance (eq. 21) of these clients under the ``[planner]`` settings ``pl``.
 
     Parameters
     ----------
-    cfg : ExperimentConfig
-    p : array (N,), optional
-        Data weights or sizes; else ``weights_fn(cfg)`` (default :func:`default_weights`).
-    profiles : ClientProfiles, optional
-        Else :func:`profiles_from_config` with ``payload_mbit``.
+    pl : PlannerConfig
+    profiles : ClientProfiles
+        tau_cp, tau_cm, tau_0 of the N clients.
+    p : array (N,)
+        Data weights or sizes (normalised by :class:`PlanProblem`).
+    r : int
+        LoRA rank.
+    bandwidth_mbps : float
+        Total bandwidth W (eq. 11).
+    compute_model : str
+        ``network.compute_model``: how t_cp scales with k (eq. 12).
     theta : Theta, optional
         Else :func:`resolve_theta`.
-    payload_mbit : float, optional
-        Full-rank LoRA upload size (Mbit) for the seeded profile draw, as the run computes it
-        (``fedsketch.engine.payload.config_payload_mbit``); unused when ``profiles`` is given.
     pilots : sequence of PilotObservation, optional
         The pilots whose region the plan must stay in (:func:`pilot_region`); default: those
         recorded in ``planner.theta_file``.
     """
-    if p is None:
-        p = (weights_fn or default_weights)(cfg)
-    if profiles is None:
-        profiles = profiles_from_config(cfg, payload_mbit=payload_mbit)
-    pl = cfg.planner
-    q_floor, k_min = pilot_region(cfg, p, pilots)
-    return PlanProblem(profiles, np.asarray(p, dtype=float), int(cfg.lora.rank), float(cfg.network.bandwidth_mbps),
-                       theta if theta is not None else resolve_theta(cfg), compute_model=cfg.network.compute_model,
+    q_floor, k_min = pilot_region(pl, r, p, pilots)
+    return PlanProblem(profiles, np.asarray(p, dtype=float), int(r), float(bandwidth_mbps),
+                       theta if theta is not None else resolve_theta(pl), compute_model=compute_model,
                        feasibility=pl.feasibility, margin=pl.margin, q_floor=q_floor,
                        k_min=k_min, stability=pl.stability,
                        max_step_factor=float(pl.max_step_factor))
 
 
-def pilot_region(cfg, p: np.ndarray | None = None,
+def pilot_region(pl: PlannerConfig, r: int, p: np.ndarray | None = None,
                  pilots: Sequence[PilotObservation] | None = None) -> tuple[float, int]:
     """``(q_floor, k_min)`` of the plan: the config's, or raised so that plans stay in the pilots' region.
 
@@ -99,8 +84,7 @@ def pilot_region(cfg, p: np.ndarray | None = None,
     ``planner.theta_file``; inline ``planner.theta`` has no pilots: no change. Without ``p`` only
     the box applies.
     """
-    pl = cfg.planner
-    r = int(cfg.lora.rank)
+    r = int(r)
     q_floor, k_min = float(pl.q_min_floor), min(int(pl.k_min), r)
     if pl.extrapolate:
         return q_floor, k_min
@@ -123,22 +107,12 @@ def pilot_region(cfg, p: np.ndarray | None = None,
     return max(q_floor, min(o.q for o in homo)), min(r, max(k_min, min(o.k for o in homo)))
 
 
-def plan_problem(prob: PlanProblem, cfg) -> tuple[Plan, list[Baseline]]:
-    """Solve ``prob`` with the ``planner`` settings of ``cfg``; baselines use a seeded stream."""
-    pl = cfg.planner
-    rng = Streams(cfg.seed).generator(BASELINE_STREAM)
+def plan_problem(prob: PlanProblem, pl: PlannerConfig, rng: np.random.Generator) -> tuple[Plan, list[Baseline]]:
+    """Solve ``prob`` with the ``[planner]`` settings ``pl`` (Algorithm 2 lines 5–22); the randomised
+    rank baselines draw from ``rng`` (the run's :data:`BASELINE_STREAM`)."""
     return make_plan(prob, rng, fixed_q=pl.baseline_q, k_starts=tuple(float(f) for f in pl.k_starts),
                      k_moves=pl.k_moves, q_solver=pl.q_solver, max_outer=pl.max_outer, rtol=pl.rtol,
                      multistart_max_n=int(pl.multistart_max_n))
-
-
-def plan_from_config(cfg, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
-                     weights_fn: WeightsFn | None = None,
-                     payload_mbit: float | None = None) -> tuple[Plan, list[Baseline], PlanProblem]:
-    """Build the problem from ``cfg`` and solve it (Algorithm 2 lines 5–22)."""
-    prob = problem_from_config(cfg, p, profiles, weights_fn, payload_mbit=payload_mbit)
-    plan, bls = plan_problem(prob, cfg)
-    return plan, bls, prob
 
 
 def plan_json(plan: Plan, bls: list[Baseline], prob: PlanProblem, include_vectors: bool = True) -> dict:

@@ -546,10 +546,9 @@ def design_pilots(name: str, p: np.ndarray, r: int, *, stability: str = "constra
                                k_min=k_min, pilot_q=list(pilot_q), pilot_k_frac=list(pilot_k_frac))
 
 
-def design_from_config(cfg, p: np.ndarray) -> list[tuple[float, int]]:
-    """:func:`design_pilots` with the ``[planner]`` settings of ``cfg`` (``planner.pilot_design``)."""
-    pl = cfg.planner
-    return design_pilots(pl.pilot_design, p, int(cfg.lora.rank), stability=pl.stability,
+def design_from_planner(pl, p: np.ndarray, r: int) -> list[tuple[float, int]]:
+    """:func:`design_pilots` with the ``[planner]`` settings ``pl`` (``planner.pilot_design``) at rank ``r``."""
+    return design_pilots(pl.pilot_design, p, int(r), stability=pl.stability,
                          max_step_factor=float(pl.max_step_factor), q_floor=float(pl.q_min_floor),
                          k_min=int(pl.k_min), pilot_q=pl.pilot_q, pilot_k_frac=pl.pilot_k_frac)
 

@@ -1,18 +1,19 @@
 """Build a :class:`~fedsketch.runner.run.Run` from a config: the only place that reads the config
-across its sections (data, model, lora, fl, network, eval, output) for a run.
+across its sections (data, model, lora, fl, network, planner, train, eval, output) for a run or a plan.
 
 :func:`prepare` loads the data and the engine and resolves the allocation; :func:`build_run` opens
 the run folder (``config.toml``, ``run.json``, resume from a checkpoint or evaluate round 0);
-:func:`run_experiment` runs it.
+:func:`run_experiment` runs it. :func:`profiles_from_config` and :func:`problem_from_config` turn
+the config into the client profiles and the P2 instance that both ``fedsketch run`` and
+``fedsketch plan`` use; everything below them takes its own section and plain values.
 """
 
 from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -20,7 +21,12 @@ from fedsketch import checkpoint
 from fedsketch.config import ExperimentConfig, to_toml
 from fedsketch.io import atomic_write_json, atomic_write_text
 from fedsketch.network import sketch_times
-from fedsketch.network.profiles import full_rank_payload_mbit, profiles_from_config
+from fedsketch.network.profiles import ClientProfiles, full_rank_payload_mbit, profiles_from_network
+from fedsketch.planner.api import BASELINE_STREAM, build_problem, plan_problem
+from fedsketch.planner.baselines import Baseline
+from fedsketch.planner.bound import PlanProblem, Theta
+from fedsketch.planner.estimate import PilotObservation
+from fedsketch.planner.solve import Plan
 from fedsketch.rng import Streams
 from fedsketch.runner.engine import ClientExecutor, Engine, InProcessExecutor
 from fedsketch.runner.run import Folder, Rules, Run, RunResult
@@ -40,6 +46,8 @@ def prepare(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation,
     alloc = resolve_allocation(fed)
     # planner.stability = "scale_lr" (PAPER.md §8.2): every client trains at train.lr * s
     engine.lr_scale = float(alloc.info.get("lr_scale", 1.0))
+    if "lr_scale" in alloc.info:  # a planned allocation: record the rate the clients train at
+        alloc = Allocation(q=alloc.q, k=alloc.k, info={**alloc.info, "train_lr": cfg.train.lr * engine.lr_scale})
     t_cp, t_cm = sketch_times(fed.profiles, alloc.k, cfg.lora.rank, cfg.network.compute_model)
     return engine, fed, alloc, t_cp, t_cm
 
@@ -54,9 +62,81 @@ def prepare_federation(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, 
         from fedsketch.engine.runtime import TorchEngine
 
         engine = TorchEngine(cfg, data.train, data.test, data.parts, streams)
-    payload = full_rank_payload_mbit(cfg, engine.num_values_full_rank())  # the rule `fedsketch plan` uses too
-    profiles = profiles_from_config(cfg, payload_mbit=payload)
-    return engine, Federation(p=data.weights, profiles=profiles, cfg=cfg, streams=streams, r=cfg.lora.rank)
+    payload = full_rank_payload_mbit(cfg.network, engine.num_values_full_rank())  # the rule `fedsketch plan` uses too
+    return engine, federation(cfg, data.weights, profiles_from_config(cfg, payload_mbit=payload), streams)
+
+
+def federation(cfg: ExperimentConfig, p: np.ndarray, profiles: ClientProfiles,
+               streams: Streams | None = None) -> Federation:
+    """The facts the strategies see: ``p``, the profiles, the ``fl`` and ``planner`` sections, r, W."""
+    return Federation(p=np.asarray(p, dtype=float), profiles=profiles, fl=cfg.fl, planner=cfg.planner,
+                      streams=streams or Streams(cfg.seed), r=cfg.lora.rank, bandwidth_mbps=cfg.network.bandwidth_mbps,
+                      compute_model=cfg.network.compute_model)
+
+
+def profiles_from_config(cfg: ExperimentConfig, payload_mbit: float | None = None) -> ClientProfiles:
+    """Client profiles of ``cfg``: :func:`fedsketch.network.profiles.profiles_from_network` for the
+    ``[network]`` section, ``data.num_clients`` clients, the ``network`` stream of ``seed`` and
+    H = ``fl.local_steps``; ``payload_mbit`` is the full-rank upload size (see there)."""
+    return profiles_from_network(cfg.network, cfg.data.num_clients, Streams(cfg.seed).generator("network"),
+                                 cfg.fl.local_steps, payload_mbit=payload_mbit)
+
+
+WeightsFn = Callable[[ExperimentConfig], np.ndarray]
+
+
+def default_weights(cfg: ExperimentConfig) -> np.ndarray:
+    """Client dataset sizes of the real partition (``fedsketch.data.partition.partition_sizes``)."""
+    from fedsketch.data.partition import partition_sizes
+
+    try:
+        return np.asarray(partition_sizes(cfg), dtype=float)
+    except Exception as e:  # noqa: BLE001 - report any data problem as a planner input error
+        raise ValueError(f"data weights p_n: could not build the client partition: {e}") from e
+
+
+def problem_from_config(cfg: ExperimentConfig, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
+                        weights_fn: WeightsFn | None = None, theta: Theta | None = None,
+                        payload_mbit: float | None = None,
+                        pilots: Sequence[PilotObservation] | None = None) -> PlanProblem:
+    """The P2 instance (eq. 21) described by ``cfg`` (:func:`fedsketch.planner.api.build_problem`).
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+    p : array (N,), optional
+        Data weights or sizes; else ``weights_fn(cfg)`` (default :func:`default_weights`).
+    profiles : ClientProfiles, optional
+        Else :func:`profiles_from_config` with ``payload_mbit``.
+    theta : Theta, optional
+        Else ``planner.theta`` or ``planner.theta_file``.
+    payload_mbit : float, optional
+        Full-rank LoRA upload size (Mbit) for the seeded profile draw, as the run computes it
+        (``fedsketch.engine.payload.config_payload_mbit``); unused when ``profiles`` is given.
+    pilots : sequence of PilotObservation, optional
+        The pilots whose region the plan must stay in; default: those of ``planner.theta_file``.
+    """
+    if p is None:
+        p = (weights_fn or default_weights)(cfg)
+    if profiles is None:
+        profiles = profiles_from_config(cfg, payload_mbit=payload_mbit)
+    return build_problem(cfg.planner, profiles, p, cfg.lora.rank, cfg.network.bandwidth_mbps,
+                         cfg.network.compute_model, theta=theta, pilots=pilots)
+
+
+def plan_config(prob: PlanProblem, cfg: ExperimentConfig) -> tuple[Plan, list[Baseline]]:
+    """Solve ``prob`` with ``cfg``'s ``[planner]`` settings; the baselines draw from the seed's
+    ``planner_baselines`` stream (as :func:`fedsketch.strategies.optimized.planned_allocation` does)."""
+    return plan_problem(prob, cfg.planner, Streams(cfg.seed).generator(BASELINE_STREAM))
+
+
+def plan_from_config(cfg: ExperimentConfig, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
+                     weights_fn: WeightsFn | None = None,
+                     payload_mbit: float | None = None) -> tuple[Plan, list[Baseline], PlanProblem]:
+    """Build the problem from ``cfg`` and solve it (Algorithm 2 lines 5–22)."""
+    prob = problem_from_config(cfg, p, profiles, weights_fn, payload_mbit=payload_mbit)
+    plan, bls = plan_config(prob, cfg)
+    return plan, bls, prob
 
 
 def method_from_config(cfg: ExperimentConfig, fed: Federation, alloc: Allocation) -> Method:

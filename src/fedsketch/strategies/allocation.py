@@ -16,7 +16,7 @@ def resolve_allocation(fed: Federation) -> Allocation:
     ``optimized`` asks the planner (Algorithm 2): for both keys the joint (q, k); for one key that
     part, optimised with the other part fixed by its own policy (``strategies.optimized``).
     """
-    fl = fed.cfg.fl
+    fl = fed.fl
     planned = None
     if fl.sampling == "optimized" and fl.ranks == "optimized":
         planned = planned_allocation(fed)

@@ -12,18 +12,27 @@ from fedsketch.network.profiles import ClientProfiles
 from fedsketch.rng import Streams
 
 if TYPE_CHECKING:  # the config imports the strategy registries for its choices
-    from fedsketch.config import ExperimentConfig
+    from fedsketch.config import FLConfig, PlannerConfig
 
 
 @dataclass(frozen=True)
 class Federation:
-    """Facts a strategy may use: data weights, client profiles, the policy settings, random streams, r."""
+    """Facts a strategy may use: data weights, client profiles, the policies' own settings, random
+    streams, r, and the two network values the planner needs.
+
+    Built by :func:`fedsketch.runner.build.prepare_federation`, the one place that reads the whole
+    config; the sampling and rank policies read ``fl`` (``fl.sampling/ranks/q/k/...``), the
+    optimised ones ``planner`` too.
+    """
 
     p: np.ndarray  # (N,) data weights, sum 1
     profiles: ClientProfiles
-    cfg: ExperimentConfig  # the policies read their own keys (fl.sampling/ranks/q/k..., planner.*)
+    fl: FLConfig  # the [fl] section
+    planner: PlannerConfig  # the [planner] section
     streams: Streams
-    r: int  # LoRA rank (lora.rank), a plain value
+    r: int  # LoRA rank (lora.rank)
+    bandwidth_mbps: float  # W (network.bandwidth_mbps)
+    compute_model: str = "linear"  # network.compute_model (eq. 12)
 
     @property
     def num_clients(self) -> int:

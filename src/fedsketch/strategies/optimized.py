@@ -7,7 +7,8 @@
   (Fig. 3: optimised ranks at q = 0.5).
 The constants theta come from ``planner.theta`` or ``planner.theta_file`` (``fedsketch estimate``).
 ``planner.stability`` (PAPER.md §8) applies to all three; under ``scale_lr`` the allocation carries
-``lr_scale`` s and the run trains every client at ``train.lr * s`` (``runner.build.prepare``).
+``lr_scale`` s and the run trains every client at ``train.lr * s`` (``runner.build.prepare`` applies
+it and records ``train_lr``).
 """
 
 from __future__ import annotations
@@ -20,23 +21,24 @@ from fedsketch.strategies.base import Allocation, Federation
 def planned_allocation(fed: Federation, q_fixed: np.ndarray | None = None,
                        k_fixed: np.ndarray | None = None) -> Allocation:
     """Solve P2 (eq. 21) for this federation's p and profiles, holding ``q`` or ``k`` fixed if given."""
-    from fedsketch.planner.api import plan_problem, problem_from_config
+    from fedsketch.planner.api import BASELINE_STREAM, build_problem, plan_problem
     from fedsketch.planner.kstep import k_step
     from fedsketch.planner.qstep import q_step
 
-    prob = problem_from_config(fed.cfg, p=fed.p, profiles=fed.profiles)
+    pl = fed.planner
+    prob = build_problem(pl, fed.profiles, fed.p, fed.r, fed.bandwidth_mbps, fed.compute_model)
     if q_fixed is None and k_fixed is None:
-        plan = plan_problem(prob, fed.cfg)[0]
+        plan = plan_problem(prob, pl, fed.streams.generator(BASELINE_STREAM))[0]
         q, k = plan.q, plan.k
     else:
         prob.require_reachable()
         if k_fixed is not None:
             k = np.asarray(k_fixed, dtype=np.int64)
-            q = q_step(prob, k, solver=fed.cfg.planner.q_solver).q
+            q = q_step(prob, k, solver=pl.q_solver).q
         else:
             q = np.asarray(q_fixed, dtype=float)
             k = k_step(prob, q, np.full(fed.num_clients, fed.r, dtype=np.int64),
-                       moves=fed.cfg.planner.k_moves).k
+                       moves=pl.k_moves).k
         bad = prob.violations(q, k)
         if bad:
             raise ValueError(f"planner: with the fixed part the plan is infeasible: {bad[:3]}")
@@ -45,5 +47,4 @@ def planned_allocation(fed: Federation, q_fixed: np.ndarray | None = None,
     return Allocation(q=q, k=k, info={"planned_rounds": rounds, "planned_round_time": rt,
                                       "planned_total_time": rounds * rt, "stability": stab["stability"],
                                       "step_factor": stab["step_factor"], "max_step_factor": stab["max_step_factor"],
-                                      "stability_binding": stab["binding"], "lr_scale": stab["lr_scale"],
-                                      "train_lr": fed.cfg.train.lr * stab["lr_scale"]})
+                                      "stability_binding": stab["binding"], "lr_scale": stab["lr_scale"]})

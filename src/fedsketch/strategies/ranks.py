@@ -17,7 +17,7 @@ def full(fed: Federation) -> np.ndarray:
 
 def fixed(fed: Federation) -> np.ndarray:
     """k_n = fl.k for everyone."""
-    return np.full(fed.num_clients, fed.cfg.fl.k, dtype=int)
+    return np.full(fed.num_clients, fed.fl.k, dtype=int)
 
 
 def normal(fed: Federation) -> np.ndarray:
@@ -41,7 +41,7 @@ def capability(fed: Federation) -> np.ndarray:
 
 def explicit(fed: Federation) -> np.ndarray:
     """k from ``fl.k_list``."""
-    return np.asarray(fed.cfg.fl.k_list, dtype=int)
+    return np.asarray(fed.fl.k_list, dtype=int)
 
 
 RANK_POLICIES: dict[str, Callable[[Federation], np.ndarray]] = {

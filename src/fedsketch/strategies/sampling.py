@@ -17,14 +17,14 @@ def full(fed: Federation, k: np.ndarray) -> np.ndarray:
 
 def fixed(fed: Federation, k: np.ndarray) -> np.ndarray:
     """One predefined probability for everyone: q_n = fl.q (spec decision: 0.5)."""
-    return np.full(fed.num_clients, fed.cfg.fl.q)
+    return np.full(fed.num_clients, fed.fl.q)
 
 
 def _fraction(fed: Federation, k: np.ndarray) -> float:
     """Expected participation fraction: ``fl.q``, or with ``fl.match_planned_cohort`` the
     ``sum(q*)/N`` of the planner's q for these ranks (PAPER.md §6 decision for Fig. 2)."""
-    if not fed.cfg.fl.match_planned_cohort:
-        return fed.cfg.fl.q
+    if not fed.fl.match_planned_cohort:
+        return fed.fl.q
     from fedsketch.strategies.optimized import planned_allocation
 
     return float(np.mean(planned_allocation(fed, k_fixed=k).q))
@@ -45,7 +45,7 @@ def weighted(fed: Federation, k: np.ndarray) -> np.ndarray:
 
 def explicit(fed: Federation, k: np.ndarray) -> np.ndarray:
     """q from ``fl.q_list``."""
-    return np.asarray(fed.cfg.fl.q_list, dtype=float)
+    return np.asarray(fed.fl.q_list, dtype=float)
 
 
 SAMPLING_POLICIES: dict[str, Callable[[Federation, np.ndarray], np.ndarray]] = {
