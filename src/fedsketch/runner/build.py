@@ -12,7 +12,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,13 +20,16 @@ from fedsketch import checkpoint
 from fedsketch.config import ExperimentConfig, to_toml
 from fedsketch.io import atomic_write_json, atomic_write_text
 from fedsketch.network import sketch_times
-from fedsketch.network.profiles import full_rank_payload_mbit, profiles_from_config
+from fedsketch.network.profiles import full_rank_payload_mbit, payload_from_model, profiles_from_config
 from fedsketch.rng import Streams
 from fedsketch.runner.engine import ClientExecutor, Engine, InProcessExecutor
 from fedsketch.runner.run import Folder, Rules, Run, RunResult
 from fedsketch.strategies import Allocation, Federation, resolve_allocation
 from fedsketch.strategies.methods import Method, MethodContext, build_method
 from fedsketch.strategies.methods.flora import lora_scale
+
+if TYPE_CHECKING:
+    from fedsketch.engine.runtime import EngineSettings
 
 
 def run_dir_for(cfg: ExperimentConfig) -> Path:
@@ -53,10 +56,30 @@ def prepare_federation(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, 
     if engine is None:
         from fedsketch.engine.runtime import TorchEngine
 
-        engine = TorchEngine(cfg, data.train, data.test, data.parts, streams)
+        engine = TorchEngine(engine_settings(cfg), data.train, data.test, data.parts, streams)
     payload = full_rank_payload_mbit(cfg, engine.num_values_full_rank())  # the rule `fedsketch plan` uses too
     profiles = profiles_from_config(cfg, payload_mbit=payload)
     return engine, Federation(p=data.weights, profiles=profiles, cfg=cfg, streams=streams, r=cfg.lora.rank)
+
+
+def engine_settings(cfg: ExperimentConfig) -> EngineSettings:
+    """What the engine reads of ``cfg``: the model, lora, train and eval sections, and four values
+    of the data and fl sections."""
+    from fedsketch.engine.runtime import EngineSettings  # torch lives behind this import
+
+    return EngineSettings(model=cfg.model, lora=cfg.lora, train=cfg.train, eval=cfg.eval,
+                          max_seq_len=cfg.data.max_seq_len, prompt_format=cfg.data.prompt_format,
+                          local_steps=cfg.fl.local_steps, batch_size=cfg.fl.batch_size)
+
+
+def config_payload_mbit(cfg: ExperimentConfig) -> float | None:
+    """The full-rank upload size (Mbit) ``fedsketch run`` uses for ``cfg``, or None where no
+    payload enters the profiles (explicit or CSV ``tau_cm``); the model is read only if needed."""
+    if not payload_from_model(cfg):
+        return full_rank_payload_mbit(cfg, None)
+    from fedsketch.engine.payload import lora_num_values  # torch lives behind this import
+
+    return full_rank_payload_mbit(cfg, lora_num_values(cfg.model, cfg.lora))
 
 
 def method_from_config(cfg: ExperimentConfig, fed: Federation, alloc: Allocation) -> Method:
