@@ -46,7 +46,7 @@ def _default_pilot_factory(cfg):
 
 
 def _default_payload_fn(cfg) -> Optional[float]:
-    from fedsketch.engine.payload import config_payload_mbit  # torch lives behind this import
+    from fedsketch.runner.build import config_payload_mbit  # torch lives behind this import
 
     return config_payload_mbit(cfg)
 
@@ -125,7 +125,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         Builds ``run_pilot(q, k) -> rounds``; default ``fedsketch.runner.pilot.make_pilot_runner``.
     payload_fn : callable(cfg) -> float or None, optional
         Full-rank LoRA upload size (Mbit) that ``fedsketch run`` would use; default
-        ``fedsketch.engine.payload.config_payload_mbit`` (counted from the model's shapes).
+        ``fedsketch.runner.build.config_payload_mbit`` (counted from the model's shapes).
     debug : callable() -> bool, optional
         Whether ``--debug`` is on (the app's flag); then an unexpected error shows its traceback.
     """
