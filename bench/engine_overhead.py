@@ -26,6 +26,7 @@ from fedsketch.engine.runtime import TorchEngine
 from fedsketch.engine.tokens import collate, mean_response_loss
 from fedsketch.network import allocate_bandwidth
 from fedsketch.rng import Streams
+from fedsketch.runner.build import engine_settings
 from fedsketch.sketch import draw_indices
 
 
@@ -42,7 +43,7 @@ def main() -> None:
                              "data.partition='iid'", f"fl.local_steps={args.steps}", "eval.num_samples=1"])
     data = build_federated_data(cfg)
     streams = Streams(0)
-    eng = TorchEngine(cfg, data.train, data.test, data.parts, streams)
+    eng = TorchEngine(engine_settings(cfg), data.train, data.test, data.parts, streams)
     state = eng.initial_state()
     H, bs, r = cfg.fl.local_steps, cfg.fl.batch_size, cfg.lora.rank
 

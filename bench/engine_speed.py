@@ -35,6 +35,7 @@ from fedsketch.engine import lora
 from fedsketch.engine.runtime import TorchEngine
 from fedsketch.engine.tokens import collate
 from fedsketch.rng import Streams
+from fedsketch.runner.build import engine_settings
 from fedsketch.sketch import draw_indices
 
 
@@ -185,7 +186,8 @@ def main() -> None:
                       + ([f"eval.batch_size={args.eval_batch_size}"] if args.eval_batch_size else []))
     data = build_federated_data(cfg)
     streams = Streams(0)
-    eng = TorchEngine(cfg, data.train, data.test, data.parts, streams)
+    settings = engine_settings(cfg)
+    eng = TorchEngine(settings, data.train, data.test, data.parts, streams)
     dev = eng.device
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     rng = np.random.default_rng(0)
@@ -200,7 +202,7 @@ def main() -> None:
 
     def step(logits: str, batch=train_batch):
         def run():
-            eng.cfg = cfg.replace(train=dataclasses.replace(cfg.train, logits=logits))
+            eng.settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, logits=logits))
             lora.set_state(eng.modules, state)
             params = lora.lora_parameters(eng.modules)
             eng.model.train()
@@ -229,7 +231,7 @@ def main() -> None:
     if "b" not in skip:
         def ev(scoring: str):
             def run():
-                eng.cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, scoring=scoring))
+                eng.settings = dataclasses.replace(settings, eval=dataclasses.replace(settings.eval, scoring=scoring))
                 run.trace = []
                 run.scores, counts = eng.option_scores(state, run.trace)
                 run.res = eng._result(run.scores, counts)
@@ -261,7 +263,7 @@ def main() -> None:
 
         def round_(C: int):
             def run():
-                eng.cfg = cfg.replace(train=dataclasses.replace(cfg.train, client_batch=C))
+                eng.settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, client_batch=C))
                 if C == 1:
                     run.ups = [eng.train_client(state, n, 1, idx, scale=s) for n, idx, s in jobs]
                 else:

@@ -14,12 +14,13 @@ import pytest
 from fedsketch.data import build_federated_data
 from fedsketch.engine.runtime import TorchEngine
 from fedsketch.rng import Streams
+from fedsketch.runner.build import engine_settings
 from fedsketch.sketch import MERGED, draw_indices
 
 
 def _engine(cfg):
     d = build_federated_data(cfg)
-    return TorchEngine(cfg, d.train, d.test, d.parts, Streams(cfg.seed))
+    return TorchEngine(engine_settings(cfg), d.train, d.test, d.parts, Streams(cfg.seed))
 
 
 def _state(eng, merged: bool):
@@ -65,7 +66,7 @@ def test_stacked_uploads_equal_sequential(tiny_cfg, merged, extra, logits):
     st, jobs = _state(eng, merged), _jobs(eng)
     seq = {n: eng.train_client(st, n, 1, idx, scale=s) for n, idx, s in jobs}  # PEFT, full logits: the oracle
     assert all(np.abs(seq[n].delta[m][0]).max() > 0 for n in seq for m in eng.module_names)
-    eng.cfg = eng.cfg.replace(train=dataclasses.replace(eng.cfg.train, logits=logits))
+    eng.settings = dataclasses.replace(eng.settings, train=dataclasses.replace(eng.settings.train, logits=logits))
     for C in (1, 3, len(jobs)):
         got = {}
         for j in range(0, len(jobs), C):

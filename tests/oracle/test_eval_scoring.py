@@ -23,6 +23,7 @@ from fedsketch.data.prompts import format_choices
 from fedsketch.engine.model import TINY, load_base_model
 from fedsketch.engine.runtime import TorchEngine
 from fedsketch.rng import Streams
+from fedsketch.runner.build import engine_settings
 
 QUESTIONS = [
     ("What colour is the sky on a clear day?", ("blue", "green", "a bright shade of orange")),
@@ -100,7 +101,7 @@ def test_engine_scores_candidates_as_a_hand_computed_bigram(tmp_path):
         assert abs(_oracle(model, tok, examples, shift)[1] - loss) > 1e-2 * loss
     cfg = load_config(None, [f"model.name='{TINY}'", "data.num_clients=1", "eval.num_samples=0",
                              "data.prompt_format='cloze'", "eval.batch_size=5", f"output.dir='{tmp_path}'"])
-    engine = TorchEngine(cfg, examples, examples, [np.arange(len(examples))], Streams(0), model=model, tokenizer=tok)
+    engine = TorchEngine(engine_settings(cfg), examples, examples, [np.arange(len(examples))], Streams(0), model=model, tokenizer=tok)
     res = engine.evaluate(engine.initial_state())  # B = 0: the LoRA branch adds nothing
     assert res.num_questions == len(examples)
     assert res.accuracy == 0.5

@@ -75,7 +75,7 @@ def test_plan_uses_the_runs_tau_cm_for_another_architecture(tiny_cfg, tmp_path, 
 
 
 def _payload_for(tmp_path, conf, *sets):
-    from fedsketch.engine.payload import config_payload_mbit
+    from fedsketch.runner.build import config_payload_mbit
 
     folder = tmp_path / type(conf).__name__
     conf.save_pretrained(folder)  # config.json only: no weights

@@ -27,7 +27,8 @@ from fedsketch.network.profiles import payload_from_model
 from fedsketch.planner.api import plan_json
 from fedsketch.planner.estimate import EstimationError, design_from_planner, estimate_theta, load_pilots, run_pilots
 from fedsketch.planner.qstep import SolverError
-from fedsketch.runner.build import WeightsFn, default_weights, plan_config, plan_from_config, problem_from_config
+from fedsketch.runner.build import (WeightsFn, config_payload_mbit, default_weights, plan_config, plan_from_config,
+                                    problem_from_config)
 
 
 class _EstimateFailed(EstimationError):
@@ -48,9 +49,7 @@ def _default_pilot_factory(cfg):
 
 
 def _default_payload_fn(cfg) -> Optional[float]:
-    from fedsketch.engine.payload import config_payload_mbit  # torch lives behind this import
-
-    return config_payload_mbit(cfg)
+    return config_payload_mbit(cfg)  # torch is imported only inside, and only if the model must be read
 
 
 def _fmt(x: float | None, spec: str = ".4g") -> str:
@@ -126,7 +125,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         Builds ``run_pilot(q, k) -> rounds``; default ``fedsketch.runner.pilot.make_pilot_runner``.
     payload_fn : callable(cfg) -> float or None, optional
         Full-rank LoRA upload size (Mbit) that ``fedsketch run`` would use; default
-        ``fedsketch.engine.payload.config_payload_mbit`` (counted from the model's shapes).
+        ``fedsketch.runner.build.config_payload_mbit`` (counted from the model's shapes).
     debug : callable() -> bool, optional
         Whether ``--debug`` is on (the app's flag); then an unexpected error shows its traceback.
     """

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsketch.config import ExperimentConfig
+from fedsketch.config import EvalConfig, LoraConfig, ModelConfig, TrainConfig
 from fedsketch.engine import lora
 from fedsketch.engine.model import add_lora, load_base_model, scoped_seed
 from fedsketch.engine.scoring import grouped_response_loss, packed_scores, scored_response_loss, shared_prompt_scores
@@ -23,6 +23,43 @@ from fedsketch.engine.tokens import Encoded, collate, encode, mean_response_loss
 from fedsketch.io import atomic_write_dir
 from fedsketch.rng import Streams
 from fedsketch.sketch import MERGED, ClientUpdate, LoraState, extract, is_merged, masked
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the engine reads of a run's configuration: four sections and four plain values.
+
+    Built from the whole config by :func:`fedsketch.runner.build.engine_settings`; the engine
+    never sees an ``ExperimentConfig``.
+
+    Parameters
+    ----------
+    model : ModelConfig
+        The base model to load (unless one is passed to the engine).
+    lora : LoraConfig
+        Rank r, alpha, target modules, dropout, rsLoRA.
+    train : TrainConfig
+        Local SGD (lr, momentum, clipping), threads, device, ``logits``.
+    eval : EvalConfig
+        Test sample (``num_samples``, ``sample_seed``), ``scoring`` and ``batch_size``.
+    max_seq_len : int
+        Tokens per training example (``data.max_seq_len``).
+    prompt_format : str
+        ``data.prompt_format``.
+    local_steps : int
+        H, local SGD steps per round (``fl.local_steps``).
+    batch_size : int
+        Mini-batch size of a local step (``fl.batch_size``).
+    """
+
+    model: ModelConfig
+    lora: LoraConfig
+    train: TrainConfig
+    eval: EvalConfig
+    max_seq_len: int
+    prompt_format: str
+    local_steps: int
+    batch_size: int
 
 
 @dataclass
@@ -42,7 +79,8 @@ class TorchEngine:
 
     Parameters
     ----------
-    cfg : ExperimentConfig
+    settings : EngineSettings
+        What the engine reads of the config (``fedsketch.runner.build.engine_settings``).
     train_examples, test_examples : list of MCQExample
     parts : list of index arrays, one per client, into ``train_examples``
     streams : Streams
@@ -52,32 +90,32 @@ class TorchEngine:
         Reuse an already loaded base model (it is wrapped with LoRA here).
     """
 
-    def __init__(self, cfg: ExperimentConfig, train_examples: list, test_examples: list,
+    def __init__(self, settings: EngineSettings, train_examples: list, test_examples: list,
                  parts: list[np.ndarray], streams: Streams, model: Any = None, tokenizer: Any = None) -> None:
         from fedsketch.data.prompts import format_choices, format_train
 
-        self.cfg, self.streams = cfg, streams
+        self.settings, self.streams = settings, streams
         self.lr_scale = 1.0  # s of planner.stability = "scale_lr" (PAPER.md §8.2), set from each round's plan by runner.engine.InProcessExecutor
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        self.device = torch.device("cuda" if cfg.train.device == "cuda" or (
-            cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu")
+        if settings.train.threads:
+            torch.set_num_threads(settings.train.threads)
+        self.device = torch.device("cuda" if settings.train.device == "cuda" or (
+            settings.train.device == "auto" and torch.cuda.is_available()) else "cpu")
         if model is None:
-            model, tokenizer = load_base_model(cfg.model)
+            model, tokenizer = load_base_model(settings.model)
         self.tok = tokenizer
         with scoped_seed(streams.integer_seed("lora_init")):  # A_0 random, B_0 = 0 (Algorithm 1)
-            self.model = add_lora(model, cfg.lora).to(self.device)
+            self.model = add_lora(model, settings.lora).to(self.device)
         self.modules = lora.lora_modules(self.model)
         self.scaling = lora.base_scaling(self.modules)
         self._base0: dict[str, torch.Tensor] = {}  # original base weights, kept once a delta is merged
-        self.rank = cfg.lora.rank
-        L, fmt = cfg.data.max_seq_len, cfg.data.prompt_format
+        self.rank = settings.lora.rank
+        L, fmt = settings.max_seq_len, settings.prompt_format
         self.client_data: list[list[Encoded]] = [
             [encode(self.tok, *format_train(train_examples[i], fmt), L) for i in idx] for idx in parts]
         n_test = len(test_examples)
-        m = n_test if cfg.eval.num_samples in (0, None) else min(cfg.eval.num_samples, n_test)
+        m = n_test if settings.eval.num_samples in (0, None) else min(settings.eval.num_samples, n_test)
         # the same questions for every run seed unless eval.sample_seed = -1
-        es = streams if cfg.eval.sample_seed < 0 else Streams(cfg.eval.sample_seed)
+        es = streams if settings.eval.sample_seed < 0 else Streams(settings.eval.sample_seed)
         pick = np.sort(es.generator("eval_sample").choice(n_test, size=m, replace=False))
         self.eval_items: list[tuple[list[Encoded], int]] = []
         for i in pick:
@@ -109,7 +147,7 @@ class TorchEngine:
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of ``batch``: token-mean CE over its response tokens (``train.logits``
         picks the LM head at the scored positions only, or at every position)."""
-        fn = scored_response_loss if self.cfg.train.logits == "scored" else mean_response_loss
+        fn = scored_response_loss if self.settings.train.logits == "scored" else mean_response_loss
         return fn(self.model, batch)
 
     def train_client(self, state: LoraState, client: int, rnd: int, indices: dict[str, np.ndarray],
@@ -121,7 +159,7 @@ class TorchEngine:
         exactly zero gradient, so after training only ``B[:, I]`` and ``A[I, :]`` have moved.
         Returns their change.
         """
-        fl, tr = self.cfg.fl, self.cfg.train
+        st, tr = self.settings, self.settings.train
         k = len(next(iter(indices.values())))
         data = self.client_data[client]
         rng = self.streams.generator("batches", rnd, client)
@@ -134,8 +172,8 @@ class TorchEngine:
         losses = []
         try:
             with scoped_seed(self.streams.integer_seed("dropout", rnd, client)):
-                for _ in range(fl.local_steps):
-                    pick = rng.choice(len(data), size=fl.batch_size, replace=len(data) < fl.batch_size)
+                for _ in range(st.local_steps):
+                    pick = rng.choice(len(data), size=st.batch_size, replace=len(data) < st.batch_size)
                     batch = {key: v.to(self.device) for key, v in collate([data[i] for i in pick], self.tok.pad_token_id).items()}
                     loss = self.loss(batch)
                     opt.zero_grad(set_to_none=True)
@@ -151,7 +189,7 @@ class TorchEngine:
         start, end = extract(state, indices), extract(after, indices)
         delta = {m: (end[m][0] - start[m][0], end[m][1] - start[m][1]) for m in indices}
         return ClientUpdate(client=client, round=rnd, indices=indices, delta=delta,
-                            num_examples=fl.local_steps * fl.batch_size, train_loss=float(np.mean(losses)),
+                            num_examples=st.local_steps * st.batch_size, train_loss=float(np.mean(losses)),
                             compute_seconds=time.perf_counter() - t0)
 
     def train_clients(self, state: LoraState, rnd: int, jobs: list[tuple[int, dict[str, np.ndarray], float | None]]
@@ -166,7 +204,7 @@ class TorchEngine:
         (tests/engine/test_client_batch.py); with ``lora.dropout > 0`` the dropout masks differ
         from the sequential draw. ``compute_seconds`` is the group's time split evenly.
         """
-        fl, tr = self.cfg.fl, self.cfg.train
+        st, tr = self.settings, self.settings.train
         t0 = time.perf_counter()
         self.load_state(state)  # the merged base (FLoRA); PEFT's own adapter is bypassed below
         starts, scales, rngs = [], [], []
@@ -175,10 +213,10 @@ class TorchEngine:
             starts.append(masked(state, idx))
             scales.append(self.scaling * (self.rank / k if scale is None else scale))
             rngs.append(self.streams.generator("batches", rnd, n))
-        C, bs = len(jobs), fl.batch_size
+        C, bs = len(jobs), st.batch_size
         full = tr.logits == "full"  # the scored path packs each client's mini-batch into one row
         stack = StackedLoRA(self.modules, [{m: st[m] for m in self.modules} for st in starts], scales,
-                            bs if full else 1, dropout=self.cfg.lora.dropout)
+                            bs if full else 1, dropout=self.settings.lora.dropout)
         params = stack.parameters()
         opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum)
         losses = []
@@ -186,7 +224,7 @@ class TorchEngine:
         try:
             with self.model.disable_adapter(), stack, \
                     scoped_seed(self.streams.integer_seed("dropout", rnd, jobs[0][0])):
-                for _ in range(fl.local_steps):
+                for _ in range(st.local_steps):
                     seqs = []
                     for (n, _, _), rng in zip(jobs, rngs, strict=True):
                         data = self.client_data[n]
@@ -208,7 +246,7 @@ class TorchEngine:
             start, end = extract(state, idx), extract(after, idx)
             delta = {m: (end[m][0] - start[m][0], end[m][1] - start[m][1]) for m in idx}
             out.append(ClientUpdate(client=n, round=rnd, indices=idx, delta=delta,
-                                    num_examples=fl.local_steps * bs,
+                                    num_examples=st.local_steps * bs,
                                     train_loss=float(np.mean([l[c] for l in losses])), compute_seconds=seconds))
         return out
 
@@ -241,15 +279,15 @@ class TorchEngine:
         self.load_state(state)
         lora.set_scaling(self.modules, self.scaling)
         self.model.eval()
-        if self.cfg.eval.scoring in ("shared_prompt", "packed"):
-            fn = shared_prompt_scores if self.cfg.eval.scoring == "shared_prompt" else packed_scores
+        if self.settings.eval.scoring in ("shared_prompt", "packed"):
+            fn = shared_prompt_scores if self.settings.eval.scoring == "shared_prompt" else packed_scores
             return fn(self.model, [c for c, _ in self.eval_items], self.tok.pad_token_id,
-                                        self.cfg.eval.batch_size, self.device, trace)
+                                        self.settings.eval.batch_size, self.device, trace)
         flat = [(qi, ci, s) for qi, (cands, _) in enumerate(self.eval_items) for ci, s in enumerate(cands)]
         flat.sort(key=lambda x: len(x[2].ids))  # similar lengths per batch: less padding
         scores = [np.full(len(c), -np.inf) for c, _ in self.eval_items]
         counts = [np.zeros(len(c)) for c, _ in self.eval_items]
-        bs = self.cfg.eval.batch_size
+        bs = self.settings.eval.batch_size
         for j in range(0, len(flat), bs):
             chunk = flat[j:j + bs]
             batch = {k: v.to(self.device) for k, v in collate([s for _, _, s in chunk], self.tok.pad_token_id).items()}

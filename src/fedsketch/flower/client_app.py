@@ -68,10 +68,11 @@ def get_engine(cfg_text: str, data_dir: str | None = None) -> Any:
             from fedsketch.data import build_federated_data
             from fedsketch.engine.runtime import TorchEngine
             from fedsketch.rng import Streams
+            from fedsketch.runner.build import engine_settings
 
             _CACHE.clear()
             data = build_federated_data(cfg, load_test=False)
-            eng = TorchEngine(cfg, data.train, data.test, data.parts, Streams(cfg.seed))
+            eng = TorchEngine(engine_settings(cfg), data.train, data.test, data.parts, Streams(cfg.seed))
             _CACHE[key] = eng
             STATS["engine_loads"] += 1
         return eng

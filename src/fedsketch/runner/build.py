@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -21,7 +21,8 @@ from fedsketch import checkpoint
 from fedsketch.config import ExperimentConfig, to_toml
 from fedsketch.io import atomic_write_json, atomic_write_text
 from fedsketch.network import sketch_times
-from fedsketch.network.profiles import ClientProfiles, full_rank_payload_mbit, profiles_from_network
+from fedsketch.network.profiles import (ClientProfiles, full_rank_payload_mbit, payload_from_model,
+                                        profiles_from_network)
 from fedsketch.planner.api import BASELINE_STREAM, build_problem, plan_problem
 from fedsketch.planner.baselines import Baseline
 from fedsketch.planner.bound import PlanProblem, Theta
@@ -33,6 +34,9 @@ from fedsketch.runner.run import Folder, Rules, Run, RunResult
 from fedsketch.strategies import Allocation, Federation, resolve_allocation
 from fedsketch.strategies.methods import Method, MethodContext, build_method
 from fedsketch.strategies.methods.flora import lora_scale
+
+if TYPE_CHECKING:
+    from fedsketch.engine.runtime import EngineSettings
 
 
 def run_dir_for(cfg: ExperimentConfig) -> Path:
@@ -61,7 +65,7 @@ def prepare_federation(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, 
     if engine is None:
         from fedsketch.engine.runtime import TorchEngine
 
-        engine = TorchEngine(cfg, data.train, data.test, data.parts, streams)
+        engine = TorchEngine(engine_settings(cfg), data.train, data.test, data.parts, streams)
     payload = full_rank_payload_mbit(cfg.network, engine.num_values_full_rank())  # the rule `fedsketch plan` uses too
     return engine, federation(cfg, data.weights, profiles_from_config(cfg, payload_mbit=payload), streams)
 
@@ -112,7 +116,7 @@ def problem_from_config(cfg: ExperimentConfig, p: np.ndarray | None = None, prof
         Else ``planner.theta`` or ``planner.theta_file``.
     payload_mbit : float, optional
         Full-rank LoRA upload size (Mbit) for the seeded profile draw, as the run computes it
-        (``fedsketch.engine.payload.config_payload_mbit``); unused when ``profiles`` is given.
+        (:func:`config_payload_mbit`); unused when ``profiles`` is given.
     pilots : sequence of PilotObservation, optional
         The pilots whose region the plan must stay in; default: those of ``planner.theta_file``.
     """
@@ -137,6 +141,26 @@ def plan_from_config(cfg: ExperimentConfig, p: np.ndarray | None = None, profile
     prob = problem_from_config(cfg, p, profiles, weights_fn, payload_mbit=payload_mbit)
     plan, bls = plan_config(prob, cfg)
     return plan, bls, prob
+
+
+def engine_settings(cfg: ExperimentConfig) -> EngineSettings:
+    """What the engine reads of ``cfg``: the model, lora, train and eval sections, and four values
+    of the data and fl sections."""
+    from fedsketch.engine.runtime import EngineSettings  # torch lives behind this import
+
+    return EngineSettings(model=cfg.model, lora=cfg.lora, train=cfg.train, eval=cfg.eval,
+                          max_seq_len=cfg.data.max_seq_len, prompt_format=cfg.data.prompt_format,
+                          local_steps=cfg.fl.local_steps, batch_size=cfg.fl.batch_size)
+
+
+def config_payload_mbit(cfg: ExperimentConfig) -> float | None:
+    """The full-rank upload size (Mbit) ``fedsketch run`` uses for ``cfg``, or None where no
+    payload enters the profiles (explicit or CSV ``tau_cm``); the model is read only if needed."""
+    if not payload_from_model(cfg.network):
+        return full_rank_payload_mbit(cfg.network, None)
+    from fedsketch.engine.payload import lora_num_values  # torch lives behind this import
+
+    return full_rank_payload_mbit(cfg.network, lora_num_values(cfg.model, cfg.lora))
 
 
 def method_from_config(cfg: ExperimentConfig, fed: Federation, alloc: Allocation) -> Method:
