@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-from pathlib import Path
+from test_import_graph import _modules  # the package's modules by dotted name (same folder)
 
 from fedsketch.config import ExperimentConfig
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 SECTIONS = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"seed"}
 
 #: the modules that translate a whole config into sections and plain values, and why
@@ -31,16 +30,6 @@ BUILDERS = {
     "fedsketch.flower.run": "starts a Flower simulation for a config",
     "fedsketch.flower.codec": "sends the config to the ClientApps as text",
 }
-
-
-def _modules() -> dict[str, Path]:
-    out = {}
-    for f in (SRC / "fedsketch").rglob("*.py"):
-        parts = list(f.relative_to(SRC).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        out[".".join(parts)] = f
-    return out
 
 
 def offences(tree: ast.AST) -> list[str]:
