@@ -173,14 +173,27 @@ def _finished_records(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
     return records if done else None
 
 
-def run_suite(suite: Suite, log: Any = print, run: bool = True) -> dict[str, list[list[dict[str, Any]]]]:
+def check_only(suite: Suite, only: list[str] | None) -> None:
+    """``only`` must name strategies of the suite (ConfigError naming the allowed ones)."""
+    names = [n for n, _ in suite.strategies]
+    unknown = [n for n in only or [] if n not in names]
+    if unknown:
+        raise ConfigError([f"--only: unknown strategy {n!r}{did_you_mean(n, names)}; the suite's strategies: "
+                           f"{', '.join(names)}" for n in unknown])
+
+
+def run_suite(suite: Suite, log: Any = print, run: bool = True,
+              only: list[str] | None = None) -> dict[str, list[list[dict[str, Any]]]]:
     """Run every strategy x seed (skipping finished runs); return records per strategy.
 
     With ``run=False`` nothing is trained: only the runs that finished earlier are read, and the
     others are left out (logged), e.g. to tabulate a suite that was run on another machine.
+    ``only`` trains just the strategies it names (e.g. more seeds of one factor bucket); the
+    other strategies' finished runs are still read and reported, as with ``run=False``.
     """
     from fedsketch.runner import run_experiment
 
+    check_only(suite, only)
     out: dict[str, list[list[dict[str, Any]]]] = {name: [] for name, _ in suite.strategies}
     for seed in suite.seeds:  # seed-major: an interrupted suite has whole seeds done
         for name, _ in suite.strategies:
@@ -188,11 +201,12 @@ def run_suite(suite: Suite, log: Any = print, run: bool = True) -> dict[str, lis
             recs = _finished_records(cfg)
             if recs is not None:
                 log(f"[{suite.name}] {name} seed {seed}: finished earlier, reusing")
-            elif run:
+            elif run and (only is None or name in only):
                 log(f"[{suite.name}] running {name} seed {seed}")
                 recs = run_experiment(cfg).records
             else:
-                log(f"[{suite.name}] {name} seed {seed}: no finished run, left out of the report")
+                why = " (not in --only)" if run else ""
+                log(f"[{suite.name}] {name} seed {seed}: no finished run{why}, left out of the report")
                 continue
             out[name].append(recs)
     return out
@@ -450,12 +464,14 @@ def plot_suite(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]], metric
 
 
 def compare(path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None,
-            log: Any = print, seeds: list[int] | None = None, run: bool = True) -> list[dict[str, Any]]:
+            log: Any = print, seeds: list[int] | None = None, run: bool = True,
+            only: list[str] | None = None) -> list[dict[str, Any]]:
     """Run a suite and write ``table.md``, ``table.csv``, ``accuracy_vs_time.png``,
     ``loss_vs_time.png`` and ``report.html`` to its output, ``stability.md``/``.csv`` (Theorem 1's step-size factor per
-    run), and ``sweep.md``/``.csv`` if the suite has a sweep. ``run=False`` only reports finished runs."""
+    run), and ``sweep.md``/``.csv`` if the suite has a sweep. ``run=False`` only reports finished runs;
+    ``only`` trains just the named strategies (:func:`run_suite`)."""
     suite = load_suite(path, overrides, output, seeds)
-    runs = run_suite(suite, log, run)
+    runs = run_suite(suite, log, run, only)
     rows = summarise(suite, runs)
     write_tables(suite, rows)
     if suite.sweep:

@@ -248,3 +248,25 @@ def test_bad_loss_target_is_reported(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_suite(p)
     assert "loss_target must be a test loss > 0" in str(ei.value) and "loss_sweep must be" in str(ei.value)
+
+
+def test_only_trains_the_named_strategies_and_reports_the_rest(tmp_path):
+    """--only k: strategy "a" is trained, "b" is not (its finished run is still reported), and an
+    unknown name is refused with the suite's strategy names, before anything runs."""
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0]\ntarget = 0.6\nreference = "a"\n'
+                          'set = ["fl.rounds=1", "eval.num_samples=4"]\n'
+                          '[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\n[[strategy]]\nname = "c"\n')
+    s = load_suite(suite_file, output=tmp_path / "out")
+    r = s.config("b", 0).lora.rank
+    _fake_run(s, "b", 0, [{"round": 0, "sim_seconds": 0, "accuracy": 0.7, "test_loss": 2.0, "stop": "target"}],
+              [0.5, 0.5], [1.0, 1.0], [r, r])
+    res = CliRunner().invoke(app, ["compare", str(suite_file), "--output", str(tmp_path / "out"), "--only", "a,x"])
+    assert res.exit_code == 2 and "unknown strategy 'x'" in res.output and "a, b, c" in res.output
+    assert not (tmp_path / "out" / "runs" / "a-seed0").exists()
+    res = CliRunner().invoke(app, ["compare", str(suite_file), "--output", str(tmp_path / "out"), "--only", "a"])
+    assert res.exit_code == 0, res.output
+    assert "c seed 0: no finished run (not in --only), left out of the report" in res.output
+    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == ["a-seed0", "b-seed0"]
+    rows = {x["strategy"]: x for x in csv.DictReader((tmp_path / "out" / "table.csv").open())}
+    assert rows["a"]["seeds"] == "1" and rows["b"]["seeds"] == "1" and rows["c"]["seeds"] == "0"

@@ -235,7 +235,9 @@ def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)
             output: Annotated[Optional[Path], typer.Option(help="write results here instead of the suite's output")] = None,
             seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds replacing the suite's list, e.g. 0,1")] = None,
             run: Annotated[bool, typer.Option("--run/--report-only",
-                                              help="--report-only: train nothing, tabulate the finished runs")] = True) -> None:
+                                              help="--report-only: train nothing, tabulate the finished runs")] = True,
+            only: Annotated[Optional[str], typer.Option(help="comma-separated strategies to train, e.g. k3,k4; the "
+                                                              "others' finished runs are still reported")] = None) -> None:
     """Run several strategies x seeds on one partition; write a time-to-target table, plots and report.html."""
     from fedsketch.checkpoint import CheckpointError
     from fedsketch.compare import compare as run_compare
@@ -248,7 +250,8 @@ def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     with user_errors():
         try:
-            rows = run_compare(suite, sets, output, log=say, seeds=seed_list, run=run)
+            rows = run_compare(suite, sets, output, log=say, seeds=seed_list, run=run,
+                               only=[x.strip() for x in only.split(",") if x.strip()] if only else None)
         except ConfigError as e:
             _print_problems(f"{suite}: invalid suite", e.errors)
             raise typer.Exit(EXIT_BAD_INPUT) from None
