@@ -218,3 +218,31 @@ def test_packed_block_mask_keeps_questions_apart():
                        [0, 0, 1, 0, 0],
                        [0, 0, 1, 1, 0],
                        [0, 0, 1, 1, 1]]
+
+
+@pytest.mark.parametrize("n", [1, 17, 64, 65, 100])
+def test_head_logits_equal_the_plain_head_and_its_gradient(n):
+    """The tall product (W @ h.T).T (<= 64 rows on the CPU, frozen head) and the plain head(h) give
+    the same logits and input gradient; the oracle is the plain torch product in float64."""
+    from fedsketch.engine.scoring import TALL_HEAD_MAX_ROWS, head_logits
+
+    g = torch.Generator().manual_seed(n)
+    head = torch.nn.Linear(24, 300, bias=False)
+    head.weight.requires_grad_(False)
+    h = torch.randn(n, 24, generator=g, requires_grad=True)
+    upstream = torch.randn(n, 300, generator=g)
+    out = head_logits(head, h)
+    assert (type(out.grad_fn).__name__ == "_TallHeadBackward") == (n <= TALL_HEAD_MAX_ROWS)
+    (out * upstream).sum().backward()
+    w64, h64 = head.weight.double(), h.detach().double()
+    assert torch.allclose(out.double(), h64 @ w64.T, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(h.grad.double(), upstream.double() @ w64, rtol=1e-5, atol=1e-5)
+
+
+def test_head_logits_keeps_the_plain_head_when_its_weight_trains():
+    from fedsketch.engine.scoring import head_logits
+
+    head = torch.nn.Linear(8, 30, bias=False)  # requires_grad: the tall path has no weight gradient
+    out = head_logits(head, torch.randn(4, 8))
+    out.sum().backward()
+    assert type(out.grad_fn).__name__ != "_TallHeadBackward" and head.weight.grad is not None
