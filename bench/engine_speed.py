@@ -5,9 +5,9 @@
 (b) a ``--questions``-question evaluation: one prompt pass per question
     (``eval.scoring='shared_prompt'``) against every option as its own full sequence (``'per_option'``);
     also the largest logits tensor each path builds;
-(c) one round of ``--clients`` sampled clients, H local steps each: all of them fused
-    (``train.client_batch=0``) against one at a time (``train.client_batch=1``), both with the
-    scored loss;
+(c) one round of ``--clients`` sampled clients, H local steps each: fused in groups of each
+    ``--client-batches`` value (``train.client_batch``, 0 = all of them) against one at a time
+    (``train.client_batch=1``), all with the scored loss;
 (d) achieved FLOP/s of a training step (FLOPs counted by ``torch.utils.flop_counter``, time
     measured without the counter) as a share of this machine's fp32 GEMM peak, measured here
     (the best of ``--gemm-reps`` square ``--gemm-n`` matmuls).
@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=100)
     ap.add_argument("--clients", type=int, default=10, help="sampled clients in the round of (c)")
     ap.add_argument("--steps", type=int, default=5, help="H local steps per client in (c)")
+    ap.add_argument("--client-batches", default="0", help="(c): train.client_batch values timed against C=1 (0 = all)")
     ap.add_argument("--gemm-n", type=int, default=2048)
     ap.add_argument("--gemm-reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
@@ -266,21 +267,28 @@ def main() -> None:
                 eng.settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, client_batch=C))
                 if C == 1:
                     run.ups = [eng.train_client(state, n, 1, idx, scale=s) for n, idx, s in jobs]
-                else:
-                    run.ups = eng.train_clients(state, 1, jobs)
+                else:  # groups of C, as runner.engine.InProcessExecutor forms them
+                    size = C or len(jobs)
+                    run.ups = [u for j in range(0, len(jobs), size) for u in eng.train_clients(state, 1, jobs[j:j + size])]
                 sync()
             return run
-        f1, fall = round_(1), round_(0)
-        t = interleaved({"C=1": f1, "C=all": fall}, args.eval_reps)
-        rc = np.median(t["C=1"]) / np.median(t["C=all"])
-        results["c"] = rc
-        worst = max(float(np.abs(np.concatenate([x.ravel() for m in sorted(a.delta) for x in a.delta[m]])
-                                 - np.concatenate([x.ravel() for m in sorted(b.delta) for x in b.delta[m]])).max()
-                          / np.abs(np.concatenate([x.ravel() for m in sorted(a.delta) for x in a.delta[m]])).max())
-                    for a, b in zip(f1.ups, fall.ups, strict=True))
-        print(f"\n(c) one round of {args.clients} clients (mixed k_n), H={args.steps}, batch {bs} each")
-        print(f"    C=1 (sequential PEFT) {np.median(t['C=1']):.2f} s, C=all (fused) {np.median(t['C=all']):.2f} s "
-              f"-> ratio {rc:.2f}x; max relative upload difference {worst:.1e}")
+
+        def flat(u):
+            return np.concatenate([x.ravel() for m in sorted(u.delta) for x in u.delta[m]])
+
+        groups = [int(x) for x in args.client_batches.split(",") if x.strip()]
+        fns = {"C=1": round_(1)} | {f"C={'all' if C == 0 else C}": round_(C) for C in groups}
+        t = interleaved(fns, args.eval_reps)
+        print(f"\n(c) one round of {args.clients} clients (mixed k_n), H={args.steps}, batch {bs} each, "
+              f"{args.eval_reps} interleaved reps (median)")
+        print(f"    C=1 (sequential PEFT) {np.median(t['C=1']):.2f} s (" + ", ".join(f"{x:.2f}" for x in t["C=1"]) + ")")
+        for key in list(fns)[1:]:
+            rc = np.median(t["C=1"]) / np.median(t[key])
+            worst = max(float(np.abs(flat(a) - flat(b)).max() / np.abs(flat(a)).max())
+                        for a, b in zip(fns["C=1"].ups, fns[key].ups, strict=True))
+            results[f"c {key}"] = rc
+            print(f"    {key} (fused) {np.median(t[key]):.2f} s (" + ", ".join(f"{x:.2f}" for x in t[key]) + f") "
+                  f"-> ratio {rc:.2f}x; max relative upload difference {worst:.1e}")
 
     if "d" not in skip:
         from torch.utils.flop_counter import FlopCounterMode
