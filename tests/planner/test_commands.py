@@ -67,7 +67,9 @@ def test_estimate_then_plan(tmp_path):
         r = cfg.lora.rank
         return lambda q, k: theta[3] / (theta[0] - theta[1] * P / q - theta[2] * P * r / (q * k))
 
-    cfg = _config(tmp_path)
+    # the cover design's corner q_lo = P / x_hi falls with Phi_max; these synthetic constants keep R > 0
+    # down to the corner that Phi_max = 1.3 gives (at 2.85 the pilot at q = 0.048 never converges)
+    cfg = _config(tmp_path, "[planner]\nmax_step_factor = 1.3\n")
     out = tmp_path / "theta.json"
     app = _app(weights=lambda cfg: w, pilot=factory)
     res = CliRunner().invoke(app, ["estimate", str(cfg), "--out", str(out)])
