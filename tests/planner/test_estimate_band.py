@@ -136,8 +136,10 @@ def test_estimate_command_writes_band_plan_time_and_refinement(tmp_path):
     app = typer.Typer()
     register(app, weights_fn=lambda cfg: w, pilot_factory=lambda cfg: Runner())
     cfg = tmp_path / "c.toml"
+    # Phi_max = 1.3 (the default until 2026-12-03): the cover design's corner q_lo = P / x_hi falls as Phi_max
+    # grows, and these synthetic constants keep R > 0 only down to the corner that 1.3 gives
     cfg.write_text(f"seed = 3\n[data]\nnum_clients = {n}\n[lora]\nrank = {r}\n[network]\npayload_mbit = 50.0\n"
-                   f"[output]\ndir = \"{tmp_path / 'runs'}\"\n[planner]\npilot_q = [1.0, 0.5, 1.0, 0.5, 0.25, 1.0]\n"
+                   f"[output]\ndir = \"{tmp_path / 'runs'}\"\n[planner]\nmax_step_factor = 1.3\npilot_q = [1.0, 0.5, 1.0, 0.5, 0.25, 1.0]\n"
                    "pilot_k_frac = [1.0, 1.0, 0.25, 0.5, 1.0, 0.5]\n")
     out = tmp_path / "theta.json"
     res = CliRunner().invoke(app, ["estimate", str(cfg), "--out", str(out), "--refine"])

@@ -46,8 +46,8 @@ def _phi(d, r=8):
 
 def test_default_plan_is_constrained_and_says_so(tmp_path):
     d = _plan(tmp_path)
-    assert d["stability"]["stability"] == "constrain" and d["stability"]["max_step_factor"] == 1.3
-    assert d["step_factor"] == pytest.approx(_phi(d)) and d["step_factor"] <= 1.3 * (1 + 1e-9)
+    assert d["stability"]["stability"] == "constrain" and d["stability"]["max_step_factor"] == 2.85  # results/n50/stability
+    assert d["step_factor"] == pytest.approx(_phi(d)) and d["step_factor"] <= 2.85 * (1 + 1e-9)
     assert d["lr_scale"] == 1.0 and isinstance(d["stability_binding"], bool)
     assert d["rounds"] > 0 and d["total_time"] == pytest.approx(d["rounds"] * d["round_time"])
     res = CliRunner().invoke(_app(), ["plan", str(_config(tmp_path))])
@@ -56,7 +56,7 @@ def test_default_plan_is_constrained_and_says_so(tmp_path):
 
 def test_scale_lr_and_none_plans(tmp_path):
     d = _plan(tmp_path, "planner.stability=scale_lr")
-    assert 0 < d["lr_scale"] <= 1.0 and d["lr_scale"] == pytest.approx(min(1.0, 1.3 / _phi(d)))
+    assert 0 < d["lr_scale"] <= 1.0 and d["lr_scale"] == pytest.approx(min(1.0, 2.85 / _phi(d)))
     free = _plan(tmp_path, "planner.stability=none")
     assert free["lr_scale"] == 1.0 and free["step_factor"] == pytest.approx(_phi(free))
     assert free["total_time"] <= d["total_time"] * (1 + 1e-9)  # the paper's P2 ignores the condition
