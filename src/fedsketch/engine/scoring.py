@@ -72,10 +72,9 @@ class _TallHead(torch.autograd.Function):
 def head_logits(head: Any, h: torch.Tensor) -> torch.Tensor:
     """``head(h)`` in fp32, shape (n, V); up to :data:`TALL_HEAD_MAX_ROWS` rows on the CPU of a frozen,
     bias-free head as ``(W @ h.T).T`` (same numbers up to rounding, about half the time)."""
-    w = getattr(head, "weight", None)
-    tall = (isinstance(head, torch.nn.Linear) and head.bias is None and not w.requires_grad
+    tall = (isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad
             and h.device.type == "cpu" and h.shape[0] <= TALL_HEAD_MAX_ROWS)
-    return (_TallHead.apply(h, w) if tall else head(h)).float()
+    return (_TallHead.apply(h, head.weight) if tall else head(h)).float()
 
 
 def pack(batch: dict[str, torch.Tensor], num_groups: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
