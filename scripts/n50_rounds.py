@@ -1,0 +1,81 @@
+"""Rounds against round time in a compare suite's runs (results/n50/README.md, "Why Proposed is not first").
+
+Time to a level = (rounds to reach it) x (seconds per round). This script splits the two for every
+finished run of a suite folder, and sets the measured round time beside the system model's
+(eq. 11 through its Theorem 2 bound, eqs. 14-15: E[max t_cp] + sum q t_cm / W) at the run's own
+q, k and client profiles (run.json), with the largest compute time among the clients it may
+sample. A fixed-size cohort (fl.clients_per_round = m) is entered as q_n = m / N.
+
+    python scripts/n50_rounds.py results/n50/table1 [--levels 3.5,3.0] [--acc 0.58]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics as st
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from fedsketch.network.round_time import expected_max_compute
+
+
+def first_at(evals: list[dict], ok) -> dict | None:
+    return next((e for e in evals if ok(e)), None)
+
+
+def describe(run: Path, levels: list[float], acc: float) -> dict:
+    info = json.loads((run / "run.json").read_text())
+    cfg = tomllib.loads((run / "config.toml").read_text())
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rounds = [r for r in recs if "round_sim_seconds" in r]
+    evals = [r for r in recs if "accuracy" in r and r["round"] > 0]
+    n = len(info["p"])
+    m = cfg.get("fl", {}).get("clients_per_round", 0)
+    q = np.full(n, m / n) if m else np.asarray(info["q"], float)
+    t_cp, t_cm = np.asarray(info["t_cp"], float), np.asarray(info["t_cm"], float)
+    W = float(cfg.get("network", {}).get("bandwidth_mbps", 100.0))
+    out = {
+        "run": run.name,
+        "k": f"{min(info['k'])}-{max(info['k'])} (median {int(np.median(info['k']))})",
+        "cohort": st.mean(len(r["sampled"]) for r in rounds),
+        "round_s": st.mean(r["round_sim_seconds"] for r in rounds),
+        "model_cp": expected_max_compute(q, t_cp),
+        "model_cm": float(np.dot(q, t_cm)) / W,
+        "max_t_cp": float(t_cp.max()),
+        "rounds_done": len(rounds),
+    }
+    for lv in levels:
+        e = first_at(evals, lambda e, lv=lv: e["test_loss"] <= lv)
+        out[f"loss{lv}"] = (e["round"], e["sim_seconds"]) if e else None
+    e = first_at(evals, lambda e: e["accuracy"] >= acc)
+    out["acc"] = (e["round"], e["sim_seconds"]) if e else None
+    out["first_eval"] = (evals[0]["round"], evals[0]["sim_seconds"], evals[0]["accuracy"], evals[0]["test_loss"]) if evals else None
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("suite_dir", type=Path)
+    ap.add_argument("--levels", default="3.5,3.0")
+    ap.add_argument("--acc", type=float, default=0.58)
+    a = ap.parse_args()
+    levels = [float(x) for x in a.levels.split(",")]
+    runs = sorted(p for p in (a.suite_dir / "runs").iterdir() if (p / "run.json").exists() and (p / "metrics.jsonl").exists())
+    fmt = lambda v: "never" if v is None else f"round {v[0]}, {v[1]:.0f} s"  # noqa: E731
+    head = ["run", "k", "cohort", "round [s] measured", "model: E max t_cp + sum q t_cm / W", "largest t_cp",
+            "first evaluation (round, s, acc, loss)", f"{100 * a.acc:.0f} %"] + [f"loss {lv}" for lv in levels]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for run in runs:
+        d = describe(run, levels, a.acc)
+        fe = d["first_eval"]
+        cells = [d["run"], d["k"], f"{d['cohort']:.1f}", f"{d['round_s']:.1f}",
+                 f"{d['model_cp'] + d['model_cm']:.1f} = {d['model_cp']:.1f} + {d['model_cm']:.1f}", f"{d['max_t_cp']:.1f}",
+                 f"{fe[0]}, {fe[1]:.0f} s, {100 * fe[2]:.1f} %, {fe[3]:.2f}" if fe else "-", fmt(d["acc"])]
+        cells += [fmt(d[f"loss{lv}"]) for lv in levels]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
