@@ -36,7 +36,7 @@ import numpy as np
 
 from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, load_config
 from fedsketch.io import atomic_write_text, atomic_write_with
-from fedsketch.stopping import DIVERGENCE_FACTOR, divergence_onset  # noqa: F401 - divergence_onset is part of the report API
+from fedsketch.stopping import DIVERGENCE_FACTOR, divergence_onset, worse_than_start  # noqa: F401 - divergence_onset is part of the report API
 
 
 SUITE_KEYS = ("name", "base", "seeds", "target", "reference", "output", "strategy", "set", "stop_at_target", "sweep",
@@ -383,14 +383,15 @@ def write_sweep(suite: Suite, rows: list[dict[str, Any]]) -> None:
 def stability_rows(suite: Suite) -> list[dict[str, Any]]:
     """Per run: Theorem 1's step-size factor ``kappa_max * Omega`` of its plan and whether it diverged.
 
-    ``q``, ``k`` and ``p`` come from the run's ``run.json``; ``kappa_n`` is the LoRA scale the
-    method trains client n at (``strategies.methods.client_scale``: r/k_n for the sketched methods, 1 for
+    ``q``, ``k`` and ``p`` come from the run's ``run.json``, with q replaced by what the method's sampler
+    draws (``strategies.methods.inclusion``: m/N for a fixed cohort of m, whatever ``fl.q`` says);
+    ``kappa_n`` is the LoRA scale the method trains client n at (``strategies.methods.client_scale``: r/k_n for the sketched methods, 1 for
     HeteroLoRA and FLoRA). Sorted by the factor, so a threshold between stable and diverged runs
     shows at a glance.
     """
     from fedsketch.planner.bound import step_size_factor
     from fedsketch.runner import run_dir_for
-    from fedsketch.strategies.methods import client_scale
+    from fedsketch.strategies.methods import client_scale, inclusion
 
     rows = []
     for name, _ in suite.strategies:
@@ -401,11 +402,14 @@ def stability_rows(suite: Suite) -> list[dict[str, Any]]:
                 continue
             info = json.loads((run_dir_for(cfg) / "run.json").read_text())
             kappa = [client_scale(cfg.fl.method, int(k), cfg.lora.rank) for k in info["k"]]
-            factor, omega, kmax = step_size_factor(info["p"], info["q"], kappa)
+            q = inclusion(cfg.fl.method, info["q"], cfg.fl.clients_per_round)
+            factor, omega, kmax = step_size_factor(info["p"], q, kappa)
             onset = divergence_onset(recs, cfg.fl.stop_divergence or DIVERGENCE_FACTOR)  # the run's own rule
+            worse = worse_than_start(recs)
             rows.append({"strategy": name, "seed": seed, "step_factor": factor, "omega": omega, "kappa_max": kmax,
-                         "sum_q": float(np.sum(info["q"])),
-                         "diverged_at_minutes": None if onset is None else onset / 60})
+                         "sum_q": float(np.sum(q)),
+                         "diverged_at_minutes": None if onset is None else onset / 60,
+                         "worse_than_start_at_minutes": None if worse is None else worse / 60})
     return sorted(rows, key=lambda x: (x["step_factor"], x["strategy"], x["seed"]))
 
 
@@ -415,12 +419,15 @@ def write_stability(suite: Suite, rows: list[dict[str, Any]]) -> None:
           "`kappa_max * Omega` with `Omega = sum_n p_n (1 - p_n) + p_n^2 / q_n` and `kappa_n` the LoRA scale "
           "client n trains at; Theorem 1 needs `eta <= 1 / (32 L H beta kappa_max Omega)`. A run counts "
           "as diverged at its first evaluation whose test loss exceeds `fl.stop_divergence` (default 2) times its "
-          "best so far, or is NaN: the run's own stop rule (`fedsketch.stopping`).", "",
-          "| strategy | seed | kappa_max * Omega | Omega | kappa_max | sum q | diverged at (min) |",
-          "|---|---|---|---|---|---|---|"]
+          "best so far, or is NaN: the run's own stop rule (`fedsketch.stopping`). \"Worse than round 0\" dates the "
+          "first evaluation whose test loss is above the untrained model's: a collapse the rule misses when it "
+          "starts at once (report only; the stop rule is unchanged).", "",
+          "| strategy | seed | kappa_max * Omega | Omega | kappa_max | sum q | diverged at (min) | worse than round 0 at (min) |",
+          "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['strategy']} | {r['seed']} | {r['step_factor']:.2f} | {r['omega']:.2f} | "
-                  f"{r['kappa_max']:.0f} | {r['sum_q']:.2f} | {_fmt(r['diverged_at_minutes'])} |")
+                  f"{r['kappa_max']:.0f} | {r['sum_q']:.2f} | {_fmt(r['diverged_at_minutes'])} | "
+                  f"{_fmt(r['worse_than_start_at_minutes'])} |")
     atomic_write_text(suite.output / "stability.md", "\n".join(md) + "\n")
     if rows:
         _write_csv(suite.output / "stability.csv", rows)

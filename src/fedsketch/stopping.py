@@ -10,6 +10,12 @@ never reaches twice its untrained loss. Why 2 and not a smaller factor: evaluati
 few hundred questions moves the loss by far less than 2x, so a run is only stopped for a real
 blow-up. The run stops at the first diverged evaluation (``rec["stop"] = "stop_divergence"``);
 the stability report of ``fedsketch compare`` dates a run's divergence to that same evaluation.
+
+The rule misses a run that collapses at once: test loss 6.0 at round 0, then 10.5, 11.1, 8.3
+(results/n50/table1, FSLoRA seed 2) never exceeds twice its best (12.0), and the run trains to its
+budget at a guess's accuracy. The report therefore also dates :func:`worse_than_start`, the first
+evaluation whose test loss is above the untrained model's (round 0). That is a report column only;
+the stop rule is unchanged, so finished runs keep their numbers.
 """
 
 from __future__ import annotations
@@ -41,5 +47,18 @@ def divergence_onset(records: list[dict[str, Any]], factor: float = DIVERGENCE_F
     """Simulated seconds of the first diverged evaluation after round 0 (None if none)."""
     for i, r in enumerate(records):
         if i > 0 and r.get("test_loss") is not None and is_diverged(r["test_loss"], records[:i], factor):
+            return float(r["sim_seconds"])
+    return None
+
+
+def worse_than_start(records: list[dict[str, Any]]) -> float | None:
+    """Simulated seconds of the first evaluation after round 0 whose test loss is above round 0's
+    (the untrained model's) or NaN; None if none, or if round 0 has no test loss."""
+    start = next((r["test_loss"] for r in records[:1] if r.get("test_loss") is not None), None)
+    if start is None:
+        return None
+    for r in records[1:]:
+        x = r.get("test_loss")
+        if x is not None and not x <= start:  # NaN compares False
             return float(r["sim_seconds"])
     return None

@@ -159,3 +159,22 @@ def test_the_method_is_built_once_per_run(tiny_cfg, monkeypatch):
     monkeypatch.setattr(build, "build_method", lambda *a, **kw: calls.append(a[0]) or real(*a, **kw))
     res = run_experiment(tiny_cfg("fl.method='flora'", "fl.rounds=3"))
     assert len(res.records) == 4 and calls == ["flora"]
+
+
+def test_inclusion_is_what_the_sampler_draws():
+    """Per-round participation probability (used by compare's stability report for Omega): q_n for
+    independent coins; m/N for a fixed cohort of m, whatever fl.q says (oracle: sampling frequency
+    over 4000 rounds, and m/N by hand)."""
+    from fedsketch.rng import Streams
+    from fedsketch.strategies.methods import SAMPLERS, inclusion
+    from fedsketch.strategies.methods.base import MethodContext
+
+    q = np.array([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    assert np.array_equal(inclusion("independent", q), q)
+    for name in ("fslora", "heterolora", "flora"):
+        assert np.allclose(inclusion(name, q, 3), 0.3)  # 3 of 10, not fl.q = 0.5
+        assert np.allclose(inclusion(name, q), 0.5)  # m = round(sum q) = 5
+    ctx = MethodContext(p=np.ones(10), q=q, k=np.ones(10, dtype=np.int64), r=1, streams=Streams(7), clients_per_round=3)
+    sampler = SAMPLERS["cohort"](ctx)
+    freq = np.mean([np.isin(np.arange(10), sampler.sample(t)) for t in range(4000)], axis=0)
+    assert np.allclose(freq, 0.3, atol=0.03)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from oracle_helpers import scripted_run
 
-from fedsketch.stopping import divergence_onset, is_diverged
+from fedsketch.stopping import divergence_onset, is_diverged, worse_than_start
 
 REPO = Path(__file__).resolve().parents[2]
 LOSSES = [5.0, 2.0, 4.1, 6.5, 1.0]  # evaluation i = round i; 4.1 > 2 x 2.0 but < 2 x 5.0 (round 0)
@@ -24,6 +24,24 @@ def test_definition_by_hand():
     assert is_diverged(math.nan, recs[:1]) and not is_diverged(math.nan, recs[:1], 0.0)  # 0 = rule off
     assert divergence_onset(recs) == 20.0 and divergence_onset(recs, 3.0) == 30.0
     assert divergence_onset(recs, 10.0) is None
+
+
+def test_worse_than_start_catches_the_collapse_the_rule_misses():
+    """FSLoRA seed 2 of results/n50/table1: 6.0 at round 0, then 10.51, 11.07, 8.25, 8.0: never above
+    twice the best (12.0), so the stop rule lets it train on; it is worse than round 0 from 24 s."""
+    collapse = [{"sim_seconds": s, "test_loss": x} for s, x in ((0.0, 6.0), (24.0, 10.51), (48.0, 11.07),
+                                                                (71.0, 8.25), (95.0, 8.0))]
+    assert divergence_onset(collapse) is None
+    assert worse_than_start(collapse) == 24.0
+    healthy = [{"sim_seconds": 10.0 * i, "test_loss": x} for i, x in enumerate([6.0, 3.5, 2.9, 6.0])]
+    assert worse_than_start(healthy) is None  # equal to round 0 is not worse
+    assert worse_than_start(healthy[:3] + [{"sim_seconds": 30.0, "test_loss": math.nan}]) == 30.0
+    assert worse_than_start([{"sim_seconds": 0.0, "test_loss": None}, {"sim_seconds": 5.0, "test_loss": 9.0}]) is None
+    assert worse_than_start(recs_of(LOSSES)) == 30.0  # 6.5 > 5.0; 4.1 is not above round 0
+
+
+def recs_of(losses):
+    return [{"sim_seconds": 10.0 * i, "test_loss": x} for i, x in enumerate(losses)]
 
 
 def test_the_run_and_the_stability_report_agree(tmp_path):
@@ -51,9 +69,11 @@ def test_the_run_and_the_stability_report_agree(tmp_path):
     rows = {r["strategy"]: r for r in stability_rows(suite)}
     assert rows["two"]["diverged_at_minutes"] == pytest.approx(stops["two"]["sim_seconds"] / 60)
     assert rows["three"]["diverged_at_minutes"] == pytest.approx(stops["three"]["sim_seconds"] / 60)
+    assert rows["two"]["worse_than_start_at_minutes"] is None  # stopped at 4.1 < 5.0 (round 0)
     # with the stop rule off the run went on; the report still dates its divergence by the default factor 2
     from fedsketch.report import read_metrics
     from fedsketch.runner import run_dir_for
 
     off = read_metrics(run_dir_for(suite.config("off", 0)) / "metrics.jsonl")
     assert rows["off"]["diverged_at_minutes"] == pytest.approx(off[2]["sim_seconds"] / 60)
+    assert rows["off"]["worse_than_start_at_minutes"] == pytest.approx(off[3]["sim_seconds"] / 60)  # 6.5 > 5.0

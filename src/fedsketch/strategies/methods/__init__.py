@@ -66,5 +66,18 @@ def client_scale(name: str, k: int, r: int) -> float:
     return SKETCHERS[check_method(name)[1]](ctx).scale(k)
 
 
+def inclusion(name: str, q, clients_per_round: int = 0):
+    """(N,) per-round participation probability of method ``name``'s sampler for allocation ``q``:
+    q itself (independent coins), or m/N for a fixed cohort of m = ``clients_per_round`` (or round(sum q))."""
+    import numpy as np
+
+    from fedsketch.rng import Streams
+
+    q = np.asarray(q, dtype=float)
+    ctx = MethodContext(p=np.ones(q.size), q=q, k=np.ones(q.size, dtype=np.int64), r=1, streams=Streams(0),
+                        clients_per_round=int(clients_per_round))
+    return SAMPLERS[check_method(name)[0]](ctx).inclusion()
+
+
 __all__ = ["AGGREGATORS", "METHODS", "SAMPLERS", "SKETCHERS", "Method", "MethodContext", "build_method",
-           "check_method", "client_scale"]
+           "check_method", "client_scale", "inclusion"]

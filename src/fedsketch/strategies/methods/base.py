@@ -41,6 +41,9 @@ class Sampler(Protocol):
     def sample(self, t: int) -> np.ndarray:
         """Sorted ids of the clients that train in round ``t``."""
 
+    def inclusion(self) -> np.ndarray:
+        """(N,) probability that each client trains in a round (q_n; m/N for a fixed cohort of m)."""
+
 
 class Sketcher(Protocol):
     def sketch(self, t: int, n: int, k: int, modules: list[str]) -> dict[str, np.ndarray]:

@@ -45,6 +45,9 @@ class CohortSampler:
     def sample(self, t: int) -> np.ndarray:
         return np.sort(self.streams.generator("sampling", t).choice(self.num_clients, size=self.m, replace=False))
 
+    def inclusion(self) -> np.ndarray:
+        return np.full(self.num_clients, self.m / self.num_clients)  # uniform m of N without replacement
+
 
 @dataclass(frozen=True)
 class MeanAggregator:

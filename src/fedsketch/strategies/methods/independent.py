@@ -34,6 +34,9 @@ class BernoulliSampler:
     def sample(self, t: int) -> np.ndarray:
         return sample_participants(self.q, self.streams.generator("sampling", t))
 
+    def inclusion(self) -> np.ndarray:
+        return np.asarray(self.q, dtype=float)
+
 
 @dataclass(frozen=True)
 class RandomSubsetSketcher:
