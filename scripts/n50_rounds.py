@@ -4,7 +4,7 @@ Time to a level = (rounds to reach it) x (seconds per round). This script splits
 finished run of a suite folder, and sets the measured round time beside the system model's
 (eq. 11 through its Theorem 2 bound, eqs. 14-15: E[max t_cp] + sum q t_cm / W) at the run's own
 q, k and client profiles (run.json), with the largest compute time among the clients it may
-sample. A fixed-size cohort (fl.clients_per_round = m) is entered as q_n = m / N.
+sample. A fixed-size cohort (fl.clients_per_round = m) is entered as q_n = m / N (what its sampler draws).
 
     python scripts/n50_rounds.py results/n50/table1 [--levels 3.5,3.0] [--acc 0.58]
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsketch.network.round_time import expected_max_compute
+from fedsketch.strategies.methods import inclusion
 
 
 def first_at(evals: list[dict], ok) -> dict | None:
@@ -31,9 +32,8 @@ def describe(run: Path, levels: list[float], acc: float) -> dict:
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rounds = [r for r in recs if "round_sim_seconds" in r]
     evals = [r for r in recs if "accuracy" in r and r["round"] > 0]
-    n = len(info["p"])
-    m = cfg.get("fl", {}).get("clients_per_round", 0)
-    q = np.full(n, m / n) if m else np.asarray(info["q"], float)
+    fl = cfg.get("fl", {})
+    q = inclusion(fl.get("method", "independent"), info["q"], fl.get("clients_per_round", 0))
     t_cp, t_cm = np.asarray(info["t_cp"], float), np.asarray(info["t_cm"], float)
     W = float(cfg.get("network", {}).get("bandwidth_mbps", 100.0))
     out = {
