@@ -6,7 +6,12 @@ finished run of a suite folder, and sets the measured round time beside the syst
 q, k and client profiles (run.json), with the largest compute time among the clients it may
 sample. A fixed-size cohort (fl.clients_per_round = m) is entered as q_n = m / N (what its sampler draws).
 
-    python scripts/n50_rounds.py results/n50/table1 [--levels 3.5,3.0] [--acc 0.58]
+    python scripts/n50_rounds.py results/n50/table1 [--levels 3.5,3.0] [--acc 0.58] [--what-if configs/n50.toml]
+
+With ``--what-if CONFIG`` it also scores, under the planner's model (``planner.baselines.score``, the
+rounds of eq. 21 x the round time) at each seed's profiles from a capability-rank run's run.json, the
+plan of CONFIG's planner (stability constrain and none) against the capability ranks (k 1-8) and
+those ranks clipped to k >= 2 and >= 3, all at q = 0.25, with the step factor and feasibility.
 """
 from __future__ import annotations
 
@@ -55,11 +60,43 @@ def describe(run: Path, levels: list[float], acc: float) -> dict:
     return out
 
 
+def what_if(runs: list[Path], config: str) -> None:
+    from fedsketch.config import load_config
+    from fedsketch.network.profiles import ClientProfiles
+    from fedsketch.planner.api import build_problem, plan_problem
+    from fedsketch.planner.baselines import score
+
+    cap = [r for r in runs if json.loads((r / "run.json").read_text())["allocation_info"].get("ranks") == "capability"]
+    seen = set()
+    print("\n| seed | stability | allocation | rounds | round [s] | total [s] | step factor | feasible |\n|---|---|---|---|---|---|---|---|")
+    for run in cap:
+        info = json.loads((run / "run.json").read_text())
+        if info["seed"] in seen:
+            continue
+        seen.add(info["seed"])
+        n = len(info["p"])
+        prof = ClientProfiles(np.asarray(info["tau_cp"]), np.asarray(info["tau_cm"]), np.zeros(n))
+        kcap = np.asarray(info["k"], dtype=np.int64)
+        for stab in ("constrain", "none"):
+            cfg = load_config(config, [f"planner.stability='{stab}'", f"seed={info['seed']}"])
+            prob = build_problem(cfg.planner, prof, np.asarray(info["p"]), cfg.lora.rank, cfg.network.bandwidth_mbps,
+                                 cfg.network.compute_model)
+            plan, _ = plan_problem(prob, cfg.planner, np.random.default_rng(0))
+            q4 = np.full(n, 0.25)
+            for name, q, k in (("plan", np.asarray(plan.q), np.asarray(plan.k)), ("capability k", q4, kcap),
+                               ("capability k >= 2", q4, np.maximum(kcap, 2)), ("capability k >= 3", q4, np.maximum(kcap, 3))):
+                b = score(prob, name, "what-if", q, k)
+                phi = prob.stability_report(q, k)["step_factor"]
+                print(f"| {info['seed']} | {stab} | {name} (k {k.min()}-{k.max()}) | {b.rounds:.3f} | {b.round_time:.2f} | "
+                      f"{b.total_time:.1f} | {phi:.2f} | {'yes' if b.feasible else 'no'} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("suite_dir", type=Path)
     ap.add_argument("--levels", default="3.5,3.0")
     ap.add_argument("--acc", type=float, default=0.58)
+    ap.add_argument("--what-if", default=None, help="config whose planner scores the capability allocation")
     a = ap.parse_args()
     levels = [float(x) for x in a.levels.split(",")]
     runs = sorted(p for p in (a.suite_dir / "runs").iterdir() if (p / "run.json").exists() and (p / "metrics.jsonl").exists())
@@ -75,6 +112,8 @@ def main() -> None:
                  f"{fe[0]}, {fe[1]:.0f} s, {100 * fe[2]:.1f} %, {fe[3]:.2f}" if fe else "-", fmt(d["acc"])]
         cells += [fmt(d[f"loss{lv}"]) for lv in levels]
         print("| " + " | ".join(cells) + " |")
+    if a.what_if:
+        what_if(runs, a.what_if)
 
 
 if __name__ == "__main__":
