@@ -8,6 +8,7 @@ sample. A fixed-size cohort (fl.clients_per_round = m) is entered as q_n = m / N
 
     python scripts/n50_rounds.py results/n50/table1 [--levels 3.5,3.0] [--acc 0.58] [--what-if configs/n50.toml]
 
+A summary per strategy follows (mean ± SE over seeds; the last of --levels is its loss level).
 With ``--what-if CONFIG`` it also scores, under the planner's model (``planner.baselines.score``, the
 rounds of eq. 21 x the round time) at each seed's profiles from a capability-rank run's run.json, the
 plan of CONFIG's planner (stability constrain and none) against the capability ranks (k 1-8) and
@@ -58,6 +59,42 @@ def describe(run: Path, levels: list[float], acc: float) -> dict:
     out["acc"] = (e["round"], e["sim_seconds"]) if e else None
     out["first_eval"] = (evals[0]["round"], evals[0]["sim_seconds"], evals[0]["accuracy"], evals[0]["test_loss"]) if evals else None
     return out
+
+
+def _mse(xs: list[float]) -> str:
+    if not xs:
+        return "—"
+    if len(xs) == 1:
+        return f"{xs[0]:.2f}"
+    return f"{st.mean(xs):.2f} ± {st.stdev(xs) / len(xs) ** 0.5:.2f}"
+
+
+def summary(runs: list[Path], acc: float, loss: float) -> None:
+    """Per strategy over its finished seeds: minutes to ``acc`` and to ``loss`` (mean ± SE over the seeds
+    that reached it, and how many did), final accuracy (mean ± SE), diverged (the stop rule) and worse
+    than round 0 (fedsketch.stopping), each as a count of seeds."""
+    from fedsketch.stopping import divergence_onset, worse_than_start
+
+    by: dict[str, list[Path]] = {}
+    for run in runs:
+        by.setdefault(run.name.rsplit("-seed", 1)[0], []).append(run)
+    print(f"\n| strategy | seeds | minutes to {100 * acc:.0f} % (mean ± SE, reached) | minutes to loss {loss} (mean ± SE, reached) "
+          "| final accuracy (mean ± SE) | diverged (rule) | worse than round 0 |\n|---|---|---|---|---|---|---|")
+    for name, rs in by.items():
+        ta, tl, fin, div, worse = [], [], [], 0, 0
+        for run in rs:
+            recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            ev = [r for r in recs if "accuracy" in r]
+            a = first_at(ev[1:], lambda e: e["accuracy"] >= acc)
+            b = first_at(ev[1:], lambda e: e["test_loss"] <= loss)
+            ta += [a["sim_seconds"] / 60] if a else []
+            tl += [b["sim_seconds"] / 60] if b else []
+            fin.append(100 * ev[-1]["accuracy"])
+            div += divergence_onset(ev) is not None
+            worse += worse_than_start(ev) is not None
+        n = len(rs)
+        seeds = ",".join(r.name.rsplit("-seed", 1)[1] for r in rs)
+        print(f"| {name} | {seeds} | {_mse(ta)} ({len(ta)}/{n}) | {_mse(tl)} ({len(tl)}/{n}) | {_mse(fin)} | {div}/{n} | {worse}/{n} |")
 
 
 def what_if(runs: list[Path], config: str) -> None:
@@ -112,6 +149,7 @@ def main() -> None:
                  f"{fe[0]}, {fe[1]:.0f} s, {100 * fe[2]:.1f} %, {fe[3]:.2f}" if fe else "-", fmt(d["acc"])]
         cells += [fmt(d[f"loss{lv}"]) for lv in levels]
         print("| " + " | ".join(cells) + " |")
+    summary(runs, a.acc, levels[-1])
     if a.what_if:
         what_if(runs, a.what_if)
 
