@@ -4,7 +4,9 @@ Time to a level = (rounds to reach it) x (seconds per round). This script splits
 finished run of a suite folder, and sets the measured round time beside the system model's
 (eq. 11 through its Theorem 2 bound, eqs. 14-15: E[max t_cp] + sum q t_cm / W) at the run's own
 q, k and client profiles (run.json), with the largest compute time among the clients it may
-sample. A fixed-size cohort (fl.clients_per_round = m) is entered as q_n = m / N (what its sampler draws).
+sample. A fixed-size cohort (fl.clients_per_round = m) is entered as q_n = m / N (what its sampler draws;
+the model's E max then treats its clients as independent, an approximation for m of N without
+replacement). The what-if uses the linear compute model (tau_0 = 0), as configs/n50.toml does.
 
     python scripts/n50_rounds.py results/n50/table1 [--levels 3.5,3.0] [--acc 0.58] [--what-if configs/n50.toml]
 
@@ -53,8 +55,8 @@ def describe(run: Path, levels: list[float], acc: float) -> dict:
         "rounds_done": len(rounds),
     }
     for lv in levels:
-        e = first_at(evals, lambda e, lv=lv: e["test_loss"] <= lv)
-        out[f"loss{lv}"] = (e["round"], e["sim_seconds"]) if e else None
+        e = first_at(evals, lambda e, lv=lv: e.get("test_loss") is not None and e["test_loss"] <= lv)
+        out[f"loss{lv}"] = (e["round"], e["sim_seconds"]) if e else None  # (first_at skips unevaluated losses)
     e = first_at(evals, lambda e: e["accuracy"] >= acc)
     out["acc"] = (e["round"], e["sim_seconds"]) if e else None
     out["first_eval"] = (evals[0]["round"], evals[0]["sim_seconds"], evals[0]["accuracy"], evals[0]["test_loss"]) if evals else None
@@ -86,11 +88,12 @@ def summary(runs: list[Path], acc: float, loss: float) -> None:
             recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
             ev = [r for r in recs if "accuracy" in r]
             a = first_at(ev[1:], lambda e: e["accuracy"] >= acc)
-            b = first_at(ev[1:], lambda e: e["test_loss"] <= loss)
+            b = first_at(ev[1:], lambda e: e.get("test_loss") is not None and e["test_loss"] <= loss)
             ta += [a["sim_seconds"] / 60] if a else []
             tl += [b["sim_seconds"] / 60] if b else []
             fin.append(100 * ev[-1]["accuracy"])
-            div += divergence_onset(ev) is not None
+            factor = tomllib.loads((run / "config.toml").read_text()).get("fl", {}).get("stop_divergence", 2.0) or 2.0
+            div += divergence_onset(ev, factor) is not None  # the run's own rule
             worse += worse_than_start(ev) is not None
         n = len(rs)
         seeds = ",".join(r.name.rsplit("-seed", 1)[1] for r in rs)
