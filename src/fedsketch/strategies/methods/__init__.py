@@ -17,7 +17,7 @@ flora           cohort       leading        stack_merge   (FedStackLoRA)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fedsketch.strategies.methods import flora, fslora, heterolora, independent
 from fedsketch.strategies.methods.base import Aggregator, Method, MethodContext, Sampler, Sketcher
@@ -56,26 +56,26 @@ def build_method(name: str, ctx: MethodContext) -> Method:
     return Method(name, SAMPLERS[sampler](ctx), SKETCHERS[sketcher](ctx), AGGREGATORS[aggregator](ctx))
 
 
-def client_scale(name: str, k: int, r: int) -> float:
-    """The LoRA-scale multiplier method ``name`` trains a rank-``k`` client at (r/k or 1)."""
-    import numpy as np
-
-    from fedsketch.rng import Streams
-
-    ctx = MethodContext(p=np.ones(1), q=np.ones(1), k=np.array([k]), r=r, streams=Streams(0))
-    return SKETCHERS[check_method(name)[1]](ctx).scale(k)
-
-
-def inclusion(name: str, q, clients_per_round: int = 0):
-    """(N,) per-round participation probability of method ``name``'s sampler for allocation ``q``:
-    q itself (independent coins), or m/N for a fixed cohort of m = ``clients_per_round`` (or round(sum q))."""
+def _probe_context(q: Sequence[float], k: Sequence[int], r: int, clients_per_round: int = 0) -> MethodContext:
+    """A context to ask a part a question that needs no data (placeholder p and streams)."""
     import numpy as np
 
     from fedsketch.rng import Streams
 
     q = np.asarray(q, dtype=float)
-    ctx = MethodContext(p=np.ones(q.size), q=q, k=np.ones(q.size, dtype=np.int64), r=1, streams=Streams(0),
-                        clients_per_round=int(clients_per_round))
+    return MethodContext(p=np.ones(q.size), q=q, k=np.asarray(k, dtype=np.int64), r=r, streams=Streams(0),
+                         clients_per_round=int(clients_per_round))
+
+
+def client_scale(name: str, k: int, r: int) -> float:
+    """The LoRA-scale multiplier method ``name`` trains a rank-``k`` client at (r/k or 1)."""
+    return SKETCHERS[check_method(name)[1]](_probe_context([1.0], [k], r)).scale(k)
+
+
+def inclusion(name: str, q: Sequence[float], clients_per_round: int = 0):
+    """(N,) per-round participation probability of method ``name``'s sampler for allocation ``q``:
+    q itself (independent coins), or m/N for a fixed cohort of m = ``clients_per_round`` (or round(sum q))."""
+    ctx = _probe_context(q, [1] * len(q), 1, clients_per_round)
     return SAMPLERS[check_method(name)[0]](ctx).inclusion()
 
 
