@@ -19,6 +19,7 @@ those ranks clipped to k >= 2 and >= 3, all at q = 0.25, with the step factor an
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics as st
 import tomllib
@@ -27,7 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from fedsketch.network.round_time import expected_max_compute
+from fedsketch.report import read_metrics
 from fedsketch.strategies.methods import inclusion
+
+
+@functools.cache
+def load(run: Path) -> tuple[dict, dict, list[dict]]:
+    """run.json, config.toml and metrics.jsonl of a run folder, read once."""
+    return (json.loads((run / "run.json").read_text()), tomllib.loads((run / "config.toml").read_text()),
+            read_metrics(run / "metrics.jsonl"))
 
 
 def first_at(evals: list[dict], ok) -> dict | None:
@@ -35,9 +44,7 @@ def first_at(evals: list[dict], ok) -> dict | None:
 
 
 def describe(run: Path, levels: list[float], acc: float) -> dict:
-    info = json.loads((run / "run.json").read_text())
-    cfg = tomllib.loads((run / "config.toml").read_text())
-    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    info, cfg, recs = load(run)
     rounds = [r for r in recs if "round_sim_seconds" in r]
     evals = [r for r in recs if "accuracy" in r and r["round"] > 0]
     fl = cfg.get("fl", {})
@@ -85,14 +92,14 @@ def summary(runs: list[Path], acc: float, loss: float) -> None:
     for name, rs in by.items():
         ta, tl, fin, div, worse = [], [], [], 0, 0
         for run in rs:
-            recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            _, cfg, recs = load(run)
             ev = [r for r in recs if "accuracy" in r]
             a = first_at(ev[1:], lambda e: e["accuracy"] >= acc)
             b = first_at(ev[1:], lambda e: e.get("test_loss") is not None and e["test_loss"] <= loss)
             ta += [a["sim_seconds"] / 60] if a else []
             tl += [b["sim_seconds"] / 60] if b else []
             fin.append(100 * ev[-1]["accuracy"])
-            factor = tomllib.loads((run / "config.toml").read_text()).get("fl", {}).get("stop_divergence", 2.0) or 2.0
+            factor = cfg.get("fl", {}).get("stop_divergence", 2.0) or 2.0
             div += divergence_onset(ev, factor) is not None  # the run's own rule
             worse += worse_than_start(ev) is not None
         n = len(rs)
@@ -106,11 +113,11 @@ def what_if(runs: list[Path], config: str) -> None:
     from fedsketch.planner.api import build_problem, plan_problem
     from fedsketch.planner.baselines import score
 
-    cap = [r for r in runs if json.loads((r / "run.json").read_text())["allocation_info"].get("ranks") == "capability"]
+    cap = [r for r in runs if load(r)[0]["allocation_info"].get("ranks") == "capability"]
     seen = set()
     print("\n| seed | stability | allocation | rounds | round [s] | total [s] | step factor | feasible |\n|---|---|---|---|---|---|---|---|")
     for run in cap:
-        info = json.loads((run / "run.json").read_text())
+        info = load(run)[0]
         if info["seed"] in seen:
             continue
         seen.add(info["seed"])
