@@ -146,6 +146,8 @@ def main() -> None:
     ap.add_argument("--what-if", default=None, help="config whose planner scores the capability allocation")
     a = ap.parse_args()
     levels = [float(x) for x in a.levels.split(",")]
+    if not (a.suite_dir / "runs").is_dir():
+        raise SystemExit(f"n50_rounds: {a.suite_dir} has no runs/ folder; give a suite's output folder, e.g. results/n50/table1")
     runs = sorted(p for p in (a.suite_dir / "runs").iterdir() if (p / "run.json").exists() and (p / "metrics.jsonl").exists())
     fmt = lambda v: "never" if v is None else f"round {v[0]}, {v[1]:.0f} s"  # noqa: E731
     head = ["run", "k", "cohort", "round [s] measured", "model: E max t_cp + sum q t_cm / W", "largest t_cp",
