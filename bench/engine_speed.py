@@ -168,6 +168,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=10, help="sampled clients in the round of (c)")
     ap.add_argument("--steps", type=int, default=5, help="H local steps per client in (c)")
     ap.add_argument("--client-batches", default="0", help="(c): train.client_batch values timed against C=1 (0 = all)")
+    ap.add_argument("--workers", default="0", help="(c), (d): train.workers values (forked processes; 0 = one per torch "
+                    "thread) timed against one process; '' to skip")
     ap.add_argument("--gemm-n", type=int, default=2048)
     ap.add_argument("--gemm-reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
@@ -258,10 +260,22 @@ def main() -> None:
         for a, b in zip(paths[1:], paths[2:]):
             print(f"    ratio {a}/{b} {med[a] / med[b]:.2f}x")
 
-    if "c" not in skip:
-        jobs = [(n, draw_indices(streams.generator("sketch", 1, n), eng.module_names, r, int(1 + n % r)), None)
-                for n in range(args.clients)]
+    jobs = [(n, draw_indices(streams.generator("sketch", 1, n), eng.module_names, r, int(1 + n % r)), None)
+            for n in range(args.clients)]
+    worker_counts = [int(x) for x in args.workers.split(",") if x.strip()]
 
+    def forked_round(W: int):  # train.workers = W: whole clients side by side in forked processes
+        def run():
+            got = eng.train_parallel(state, 1, jobs, W)
+            run.ups = [got[n] for n, _, _ in jobs]
+        return run
+
+    def wname(W: int) -> str:
+        from fedsketch.engine.workers import resolve_workers
+
+        return f"workers={W} ({resolve_workers(W, len(jobs), torch.get_num_threads())} processes)"
+
+    if "c" not in skip:
         def round_(C: int):
             def run():
                 eng.settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, client_batch=C))
@@ -277,7 +291,8 @@ def main() -> None:
             return np.concatenate([x.ravel() for m in sorted(u.delta) for x in u.delta[m]])
 
         groups = [int(x) for x in args.client_batches.split(",") if x.strip()]
-        fns = {"C=1": round_(1)} | {f"C={'all' if C == 0 else C}": round_(C) for C in groups}
+        fns = ({"C=1": round_(1)} | {f"C={'all' if C == 0 else C}": round_(C) for C in groups}
+               | {wname(W): forked_round(W) for W in worker_counts})
         t = interleaved(fns, args.eval_reps)
         print(f"\n(c) one round of {args.clients} clients (mixed k_n), H={args.steps}, batch {bs} each, "
               f"{args.eval_reps} interleaved reps (median)")
@@ -287,7 +302,7 @@ def main() -> None:
             worst = max(float(np.abs(a - flat(b)).max() / np.abs(a).max())
                         for a, b in zip(map(flat, fns["C=1"].ups), fns[key].ups, strict=True))
             results[f"c {key}"] = rc
-            print(f"    {key} (fused) {np.median(t[key]):.2f} s (" + ", ".join(f"{x:.2f}" for x in t[key]) + f") "
+            print(f"    {key} ({'forked' if key.startswith('workers') else 'fused'}) {np.median(t[key]):.2f} s (" + ", ".join(f"{x:.2f}" for x in t[key]) + f") "
                   f"-> ratio {rc:.2f}x; max relative upload difference {worst:.1e}")
 
     if "d" not in skip:
@@ -296,7 +311,7 @@ def main() -> None:
         from fedsketch.engine.scoring import grouped_response_loss, pack
         from fedsketch.engine.stacked import StackedLoRA
 
-        C = args.fused_clients
+        C = min(args.fused_clients, len(eng.client_data))
         fused = collate([eng.client_data[n][i] for n in range(C) for i in range(bs)], eng.tok.pad_token_id)
         fused = {k: v.to(dev) for k, v in fused.items()}
 
@@ -339,6 +354,38 @@ def main() -> None:
                   + ", ".join(f"{100 * x:.0f} %" for x in shares) + f" -> median {100 * np.median(shares):.0f} %")
             if args.profile:
                 profile_step(fn, dev, args.gemm_n, args.gemm_reps, float(np.median(peaks)))
+        eng.settings = settings
+        # a whole round of (c)'s clients (H steps each, data, optimizer, state swaps, forks included):
+        # FLOPs counted on the sequential round, time measured without the counter
+        with FlopCounterMode(display=False) as fc:
+            for n, idx, s in jobs:
+                eng.train_client(state, n, 1, idx, scale=s)
+        round_flops = fc.get_total_flops()
+
+        def seq_round():
+            for n, idx, s in jobs:
+                eng.train_client(state, n, 1, idx, scale=s)
+
+        rounds = {"one process (train.workers=1)": seq_round} | {wname(W): forked_round(W) for W in worker_counts}
+        print(f"\n    a round of {len(jobs)} clients x H={args.steps} local steps of batch {bs} (what (c) times): "
+              f"{round_flops / 1e9:.1f} GFLOP (torch flop counter); each timed right after a peak measurement")
+        for fn in rounds.values():
+            fn()  # warm-up
+        shares = {k: [] for k in rounds}
+        peaks = {k: [] for k in rounds}
+        times = {k: [] for k in rounds}
+        for _ in range(args.eval_reps):  # interleaved, each right after a peak measurement
+            for label, fn in rounds.items():
+                peaks[label].append(gemm_peak(args.gemm_n, args.gemm_reps, dev))
+                t0 = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - t0)
+                shares[label].append(round_flops / times[label][-1] / peaks[label][-1])
+        for label in rounds:
+            results.setdefault("d", []).append(float(np.median(shares[label])))
+            print(f"      {label}: " + ", ".join(f"{t:.2f} s" for t in times[label]) + "; GEMM peak "
+                  + ", ".join(f"{p / 1e9:.1f}" for p in peaks[label]) + " GFLOP/s; share "
+                  + ", ".join(f"{100 * x:.0f} %" for x in shares[label]) + f" -> median {100 * np.median(shares[label]):.0f} %")
     print(f"\nload {os.getloadavg()[0]:.2f} at end")
     summary = ", ".join(f"({k}) {v:.2f}x" if k != "d" else f"(d) {', '.join(f'{100 * x:.0f} %' for x in v)}"
                         for k, v in results.items())

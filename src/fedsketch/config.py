@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import math
+import multiprocessing
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -147,6 +148,8 @@ class TrainConfig:
                       doc="training LM head: 'scored' = only at positions whose next token is a response token; 'full' = every position (the earlier path)")
     client_batch: int = opt(1, range=(0, 100000),
                             doc="train up to C sampled clients of a round in one fused forward/backward (stacked LoRA factors; 0 = all sampled; 1 = one at a time through PEFT, the earlier path)")
+    workers: int = opt(1, range=(0, 1024),
+                       doc="train a round's clients side by side in W forked CPU processes at threads/W torch threads each (0 = one per torch thread; 1 = in this process, the earlier path); uploads equal a one-process run at the same per-worker thread count")
 
 
 @dataclass(frozen=True)
@@ -393,6 +396,15 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
         errs.append("network.profile_csv: profile='csv' needs a file path")
     if not cfg.lora.target_modules or not all(isinstance(m, str) and m for m in cfg.lora.target_modules):
         errs.append(f"lora.target_modules: expected a non-empty list of module names, got {cfg.lora.target_modules!r}")
+    if cfg.train.workers != 1:
+        if cfg.train.client_batch != 1:
+            errs.append(f"train.workers: {cfg.train.workers} forked workers and train.client_batch={cfg.train.client_batch} "
+                        "(fused clients) exclude each other; set one of them to 1")
+        if cfg.train.device == "cuda":
+            errs.append("train.workers: forked workers need train.device='cpu' (a CUDA context does not survive fork); "
+                        "on a GPU use train.client_batch")
+        if "fork" not in multiprocessing.get_all_start_methods():
+            errs.append("train.workers: this platform has no 'fork' start method; allowed here: 1")
     if cfg.data.source == "local" and not cfg.data.data_dir:
         errs.append("data.data_dir: source='local' needs a folder")
     name = cfg.model.name

@@ -250,6 +250,22 @@ class TorchEngine:
                                     train_loss=float(np.mean([l[c] for l in losses])), compute_seconds=seconds))
         return out
 
+    def train_parallel(self, state: LoraState, rnd: int, jobs: list[tuple[int, dict[str, np.ndarray], float | None]],
+                       workers: int) -> dict[int, ClientUpdate | str]:
+        """:meth:`train_client` for every job, whole clients side by side in forked worker processes.
+
+        ``workers`` is ``train.workers`` (0 = one per torch thread); each worker runs at
+        ``threads // W`` torch threads, W = min(workers, jobs) (``fedsketch.engine.workers``). Returns client -> upload or ``"Type: message"``.
+        """
+        from fedsketch.engine.workers import resolve_workers, train_forked
+
+        if self.device.type != "cpu":
+            raise RuntimeError(f"train.workers needs the CPU engine (a {self.device.type} context does not survive fork); "
+                               "use train.client_batch on a GPU")
+        threads = torch.get_num_threads()
+        W = resolve_workers(workers, len(jobs), threads)
+        return train_forked(self, state, rnd, jobs, W, threads)
+
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()

@@ -200,7 +200,7 @@ def build_run(cfg: ExperimentConfig, *, engine: Any = None, executor: ClientExec
              if cfg.output.plot else None)
     return Run(method=method_from_config(cfg, fed, alloc), alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=cfg.lora.rank,
                streams=fed.streams, rules=rules_from_config(cfg), engine=engine,
-               executor=executor or InProcessExecutor(engine, cfg.train.client_batch),
+               executor=executor or InProcessExecutor(engine, cfg.train.client_batch, cfg.train.workers),
                folder=Folder(out, cfg.hash(), title), resumed=rs, wall0=wall0)
 
 

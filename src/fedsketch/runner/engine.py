@@ -55,18 +55,22 @@ class ClientExecutor(Protocol):
 
 @dataclass
 class InProcessExecutor:
-    """The clients on the engine of this process, one after another, or in fused groups of
-    ``client_batch`` (0 = all) when the engine offers ``train_clients``."""
+    """The clients on the engine of this process: one after another; in fused groups of
+    ``client_batch`` (0 = all) when the engine offers ``train_clients``; or whole clients side by
+    side in ``workers`` forked processes (0 = one per torch thread) when it offers ``train_parallel``."""
 
     engine: Engine
     client_batch: int = 1
+    workers: int = 1
 
     def execute(self, t: int, state: LoraState, plan: RoundPlan) -> dict[int, ClientUpdate | str]:
         results: dict[int, ClientUpdate | str] = {}
         self.engine.lr_scale = plan.lr_scale  # s of §8.2 travels with the plan, as it does over Flower
         C = self.client_batch
+        jobs = [(n, issued, plan.scales.get(n)) for n, issued in plan.sketches.items()]
+        if self.workers != 1 and jobs and hasattr(self.engine, "train_parallel"):
+            return self.engine.train_parallel(state, t, jobs, self.workers)  # set before the fork: lr_scale above
         if C != 1 and hasattr(self.engine, "train_clients"):
-            jobs = [(n, issued, plan.scales.get(n)) for n, issued in plan.sketches.items()]
             for j in range(0, len(jobs), C or len(jobs) or 1):
                 chunk = jobs[j:j + (C or len(jobs))]
                 try:

@@ -88,7 +88,7 @@ def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], float | N
                                                            server_lr=cfg.fl.server_lr))
         run = Run(method=method, alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=r, streams=streams,
                   rules=Rules(rounds=cfg.planner.pilot_max_rounds), engine=engine,
-                  executor=InProcessExecutor(engine, cfg.train.client_batch), probe=probe, x0=x0)
+                  executor=InProcessExecutor(engine, cfg.train.client_batch, cfg.train.workers), probe=probe, x0=x0)
         recs = run.run().records
         if recs[-1].get("stop") != "pilot_loss":
             return None

@@ -1,0 +1,96 @@
+"""A round's clients trained side by side in forked worker processes (``train.workers``).
+
+On a CPU, one local step of a small mini-batch (batch 4, ~80 packed tokens) runs its matrix
+products with M ~ 80 rows, which split poorly over threads: on the 2-core machine of
+``bench/results/engine_speed.md`` a step takes 0.59 s on one thread and 0.38 s on two (1.55x
+from twice the cores). Training whole clients in parallel instead, one process per core at one
+thread each, keeps every core busy with no synchronisation between them. This is what Flower's
+simulation engine does with its client actors, here without leaving the process tree.
+
+How: the engine (frozen base, tokenised client data) is loaded once; for each round the parent
+forks ``W`` workers (copy-on-write: the base weights are shared, not copied), each worker runs
+``TorchEngine.train_client`` on its share of the sampled clients at ``threads // W`` torch
+threads, and returns the uploads. A client's update depends only on (state, client, round,
+sketch, scale) and its named random streams, so it is the same in any worker: the uploads equal
+those of one process at the same per-worker thread count, bit for bit
+(``tests/engine/test_workers.py``). The thread count changes fp32 reduction order, so against a
+sequential run at a *different* thread count they agree to rounding (~1e-5 relative).
+
+Forking needs the ``fork`` start method (Linux, macOS) and a CPU engine (a CUDA context does not
+survive ``fork``); ``config.py`` refuses other settings with a message.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import numpy as np
+
+from fedsketch.sketch import ClientUpdate, LoraState
+
+Job = tuple[int, dict[str, np.ndarray], float | None]  # (client, module -> kept indices, scale or None = r/k)
+
+_ROUND: tuple[Any, LoraState, int, int] | None = None
+"""(engine, state, round, torch threads) of the round being trained: set by the parent right
+before it forks, read by the workers (they inherit it; nothing is pickled but the jobs)."""
+
+
+def fork_available() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def resolve_workers(workers: int, jobs: int, threads: int) -> int:
+    """Processes for a round of ``jobs`` clients: ``workers`` (0 = one per torch thread of the
+    engine, i.e. per core unless ``train.threads`` says otherwise), never more than the jobs."""
+    return max(1, min(jobs, workers or threads))
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the workers)
+    torch.set_num_threads(threads)
+
+
+def _train(job: Job) -> ClientUpdate | str:
+    engine, state, rnd, _ = _ROUND
+    n, indices, scale = job
+    try:
+        return engine.train_client(state, n, rnd, indices, scale=scale)
+    except Exception as e:  # noqa: BLE001 - a failed client is reported, the round goes on (as in process)
+        return f"{type(e).__name__}: {e}"
+
+
+def train_forked(engine: Any, state: LoraState, rnd: int, jobs: Sequence[Job], workers: int,
+                 threads: int) -> dict[int, ClientUpdate | str]:
+    """Train ``jobs`` in ``workers`` forked processes of ``max(1, threads // workers)`` torch threads each.
+
+    Returns client -> upload, or the failure of that client as ``"Type: message"``. A worker
+    that dies (killed, out of memory) fails the clients it had not returned, with that reason.
+    """
+    global _ROUND
+    per = max(1, threads // workers)
+    _ROUND = (engine, state, rnd, per)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_init_worker, initargs=(per,))
+    out: dict[int, ClientUpdate | str] = {}
+    try:
+        futures = {n: pool.submit(_train, (n, idx, scale)) for n, idx, scale in jobs}
+        for n, fut in futures.items():
+            try:
+                out[n] = fut.result()
+            except BrokenProcessPool as e:
+                out[n] = f"BrokenProcessPool: a worker process died ({e})"
+    except BaseException:  # Ctrl-C or an error here: stop the workers now rather than after their clients
+        for p in list(getattr(pool, "_processes", {}).values()):
+            p.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _ROUND = None
+    return out

@@ -1,0 +1,115 @@
+"""Clients trained side by side in forked processes (``train.workers``): the same uploads, bit for bit.
+
+Oracle: ``TorchEngine.train_client`` in this process, one client after another, at the thread
+count each worker uses (1 here). A client's update is a function of (state, client, round,
+sketch, scale) and its named random streams only, so which process trains it cannot matter.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fedsketch.runner.engine import InProcessExecutor, RoundPlan
+from test_client_batch import _engine, _jobs, _state  # same directory: pytest puts it on sys.path
+
+
+def _flat(u) -> np.ndarray:
+    return np.concatenate([x.ravel() for m in sorted(u.delta) for x in u.delta[m]])
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["plain", "flora-merged"])
+def test_forked_uploads_equal_sequential_bit_for_bit(tiny_cfg, merged, one_thread):
+    eng = _engine(tiny_cfg("fl.local_steps=3", "train.momentum=0.9", "train.max_grad_norm=0.05"))
+    st, jobs = _state(eng, merged), _jobs(eng)  # mixed k_n at r/k, HeteroLoRA prefixes at scale 1
+    seq = {n: eng.train_client(st, n, 1, idx, scale=s) for n, idx, s in jobs}
+    for W in (2, 3, 0):  # 0 = one per torch thread, here 1 worker
+        got = eng.train_parallel(st, 1, jobs, W)
+        assert sorted(got) == sorted(seq)
+        for n, u in got.items():
+            assert not isinstance(u, str), u
+            assert u.client == n and u.round == 1 and u.num_examples == seq[n].num_examples
+            assert all(np.array_equal(u.indices[m], seq[n].indices[m]) for m in eng.module_names)
+            np.testing.assert_array_equal(_flat(u), _flat(seq[n]))
+            assert u.train_loss == seq[n].train_loss
+    assert np.abs(_flat(seq[0])).max() > 0  # the oracle trained something
+
+
+def test_executor_sends_the_round_to_the_workers_with_its_lr_scale(tiny_cfg, one_thread):
+    eng = _engine(tiny_cfg("fl.local_steps=2"))
+    st, jobs = _state(eng, False), _jobs(eng)
+    plan = RoundPlan(round=2, sampled=np.array([n for n, _, _ in jobs]), sketches={n: idx for n, idx, _ in jobs},
+                     scales={n: s for n, _, s in jobs if s is not None}, lr_scale=0.5)
+    got = InProcessExecutor(eng, workers=2).execute(2, st, plan)
+    eng.lr_scale = 0.5
+    for n, idx, s in jobs:
+        np.testing.assert_array_equal(_flat(got[n]), _flat(eng.train_client(st, n, 2, idx, scale=s)))
+    eng.lr_scale = 1.0  # a different step size gives a different upload: the check above can fail
+    assert not np.array_equal(_flat(got[0]), _flat(eng.train_client(st, 0, 2, jobs[0][1], scale=jobs[0][2])))
+
+
+def test_a_failing_client_fails_alone_and_a_dead_worker_fails_its_clients(tiny_cfg, one_thread, monkeypatch):
+    eng = _engine(tiny_cfg("fl.local_steps=1"))
+    st, jobs = _state(eng, False), _jobs(eng)
+    bad = [(7, {"no.such.module": np.arange(2)}, None)]  # client 7 does not exist
+    got = eng.train_parallel(st, 1, jobs + bad, 2)
+    assert isinstance(got[7], str) and got[7].startswith(("IndexError", "KeyError"))
+    assert all(not isinstance(got[n], str) for n, _, _ in jobs)
+
+    real = type(eng).train_client
+
+    def dies(self, state, client, rnd, indices, scale=None):
+        if client == 1:
+            os._exit(3)  # the worker process dies (as under the OOM killer)
+        return real(self, state, client, rnd, indices, scale=scale)
+
+    monkeypatch.setattr(type(eng), "train_client", dies)  # the forked workers inherit it
+    got = eng.train_parallel(st, 1, jobs, 2)
+    assert sorted(got) == [n for n, _, _ in jobs]
+    assert "BrokenProcessPool" in got[1]
+    assert all(isinstance(u, str) or u.client == n for n, u in got.items())
+
+
+def test_run_with_workers_equals_the_one_process_run(tiny_cfg):
+    """Whole runs (sampling, training, aggregation, evaluation): identical records at one thread per worker."""
+    from fedsketch.runner import run_experiment
+
+    common = ["fl.rounds=2", "train.threads=1", "fl.sampling='full'", "output.checkpoint_every=0"]
+    before = torch.get_num_threads()
+    try:
+        one = run_experiment(tiny_cfg(*common, "output.name='one'"))
+        two = run_experiment(tiny_cfg(*common, "train.workers=2", "output.name='two'"))
+    finally:
+        torch.set_num_threads(before)
+    assert len(one.records) == len(two.records) == 3
+    for a, b in zip(one.records, two.records, strict=True):
+        wall = {"client_compute_seconds", "real_seconds", "eval_seconds", "seconds"}  # wall-clock fields differ
+        assert {k: v for k, v in a.items() if k not in wall} == {k: v for k, v in b.items() if k not in wall}
+        assert a["accuracy"] == b["accuracy"] and a["test_loss"] == b["test_loss"]
+    assert len(one.records[1]["sampled"]) > 1  # more than one client a round: the workers ran in parallel
+    for m in one.state:
+        for x, y in zip(one.state[m], two.state[m], strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_workers_are_validated(tiny_cfg):
+    from fedsketch.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.workers: 2 forked workers and train.client_batch=0"):
+        tiny_cfg("train.workers=2", "train.client_batch=0")
+    with pytest.raises(ConfigError, match="train.workers: forked workers need train.device='cpu'"):
+        tiny_cfg("train.workers=0", "train.device='cuda'")
+    with pytest.raises(ConfigError, match=r"train.workers: -1 is out of range"):
+        tiny_cfg("train.workers=-1")
+    assert tiny_cfg("train.workers=4").train.workers == 4
