@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, load_config
+from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, load_config, same_experiment
 from fedsketch.io import atomic_write_text, atomic_write_with
 from fedsketch.stopping import DIVERGENCE_FACTOR, divergence_onset, worse_than_start  # noqa: F401 - divergence_onset is part of the report API
 
@@ -159,15 +159,18 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
 
 
 def _finished_records(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
-    """The records of a run of exactly this config that finished (any stop rule), else None."""
+    """The records of a finished run (any stop rule) of this config, else None; the run may have used
+    other execution settings (``config.EXECUTION_KEYS``: thread and worker counts)."""
     from fedsketch.report import read_metrics
     from fedsketch.runner import run_dir_for
 
     out = run_dir_for(cfg)
     try:
-        same = json.loads((out / "run.json").read_text()).get("config_hash") == cfg.hash()
+        stored = json.loads((out / "run.json").read_text()).get("config_hash")
+        train = tomllib.loads((out / "config.toml").read_text()).get("train", {}) if (out / "config.toml").is_file() else {}
+        same = same_experiment(cfg, stored, train)
         records = read_metrics(out / "metrics.jsonl") if same else []
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, tomllib.TOMLDecodeError):
         return None
     done = records and (records[-1].get("stop") or records[-1].get("round") == cfg.fl.rounds)
     return records if done else None

@@ -278,6 +278,22 @@ class ExperimentConfig:
         return dataclasses.replace(self, **sections)
 
 
+#: ``train`` keys that change how a run executes, not what it computes (fp32 reduction order only):
+#: a finished run is the same experiment whatever its values were (``compare`` reuses it), e.g. a
+#: suite continued with ``-s train.threads=1 -s train.workers=2`` still reports its earlier runs.
+EXECUTION_KEYS: tuple[str, ...] = ("threads", "workers")
+
+
+def same_experiment(cfg: ExperimentConfig, stored_hash: str, stored_train: dict[str, Any]) -> bool:
+    """Whether a run written with ``stored_hash`` (and ``[train]`` table ``stored_train`` of its
+    config.toml) ran ``cfg`` up to :data:`EXECUTION_KEYS`; keys missing there take their defaults."""
+    if stored_hash == cfg.hash():
+        return True
+    default = TrainConfig()
+    ran = {k: stored_train.get(k, getattr(default, k)) for k in EXECUTION_KEYS}
+    return stored_hash == cfg.replace(train=dataclasses.replace(cfg.train, **ran)).hash()
+
+
 #: defaults that changed after run hashes were first written, with their OLD value: the hash
 #: compares against these, so finished runs and checkpoints that pinned the old value stay theirs
 #: (e.g. results/n50's suites pin eval.scoring = "shared_prompt", the default until packed scoring).

@@ -270,3 +270,32 @@ def test_only_trains_the_named_strategies_and_reports_the_rest(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == ["a-seed0", "b-seed0"]
     rows = {x["strategy"]: x for x in csv.DictReader((tmp_path / "out" / "table.csv").open())}
     assert rows["a"]["seeds"] == "1" and rows["b"]["seeds"] == "1" and rows["c"]["seeds"] == "0"
+
+
+def test_finished_runs_are_reused_across_thread_and_worker_counts(tmp_path):
+    """A suite continued at another train.threads / train.workers still reports (and does not retrain)
+    its finished runs; a run that differs in anything else (here train.lr) is not this experiment."""
+    from fedsketch.compare import _finished_records
+    from fedsketch.config import to_toml
+    from fedsketch.runner import run_dir_for
+
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0]\ntarget = 0.6\nreference = "a"\n'
+                          'set = ["train.threads=2"]\n[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\n'
+                          'set = ["train.lr=0.02"]\n')
+    done = [{"round": 0, "sim_seconds": 0, "accuracy": 0.7, "test_loss": 2.0, "stop": "target"}]
+    first = load_suite(suite_file, output=tmp_path / "out")
+    for name in ("a", "b"):
+        cfg = first.config(name, 0)
+        out = run_dir_for(cfg)
+        out.mkdir(parents=True)
+        (out / "run.json").write_text(json.dumps({"config_hash": cfg.hash()}))
+        (out / "config.toml").write_text(to_toml(cfg))
+        (out / "metrics.jsonl").write_text(json.dumps(done[0]) + "\n")
+    later = load_suite(suite_file, output=tmp_path / "out", overrides=["train.threads=1", "train.workers=2"])
+    a, b = later.config("a", 0), later.config("b", 0)
+    assert a.hash() != first.config("a", 0).hash()  # the plain hash alone would retrain it
+    assert _finished_records(a) == done
+    moved = b.replace(train=type(b.train)(**{**b.train.__dict__, "lr": 0.03}))  # same folder, another lr
+    assert _finished_records(moved) is None
+    assert _finished_records(b) == done
