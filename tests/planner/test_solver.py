@@ -219,6 +219,12 @@ def test_k_min_bounds_every_planned_rank():
     bounded = dataclasses.replace(prob, k_min=3)
     k = k_step(bounded, q, np.full(prob.N, 8, dtype=np.int64)).k
     assert k.min() == 3 and not bounded.violations(q, k)
+    # the free plan's k = 1 lies below the floor: violations names each such client (prob itself accepts it)
+    low = np.flatnonzero(free < 3)
+    msgs = bounded.violations(q, free)
+    assert [m for m in msgs if "planner.k_min=3" in m] == [
+        f"client {n}: k_n={free[n]} < planner.k_min=3 (the rank floor: the pilots' region)" for n in low[:10]]
+    assert not [m for m in prob.violations(q, free) if "k_min" in m]
     plan = make_plan(bounded, np.random.default_rng(0))[0]
     assert plan.k.min() >= 3
     with pytest.raises(ValueError, match="k_min must be an integer in \\[1, r=8\\]"):

@@ -360,6 +360,8 @@ class PlanProblem:
             q = self.check_q(q)
         except ValueError as e:
             return [str(e)]
+        for n in np.flatnonzero(k < self.k_min)[:10]:
+            out.append(f"client {int(n)}: k_n={int(k[n])} < planner.k_min={self.k_min} (the rank floor: the pilots' region)")
         lb = self.q_lower(k)
         bad = np.flatnonzero(q < lb * (1 - rtol))
         for n in bad[:10]:
