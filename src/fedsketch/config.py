@@ -149,7 +149,7 @@ class TrainConfig:
     client_batch: int = opt(1, range=(0, 100000),
                             doc="train up to C sampled clients of a round in one fused forward/backward (stacked LoRA factors; 0 = all sampled; 1 = one at a time through PEFT, the earlier path)")
     workers: int = opt(1, range=(0, 1024),
-                       doc="train a round's clients side by side in W forked CPU processes at threads/W torch threads each (0 = one per torch thread; 1 = in this process, the earlier path); uploads equal a one-process run at the same per-worker thread count")
+                       doc="train a round's clients side by side in W forked CPU processes of one torch thread each (0 = one per torch thread of train.threads; 1 = in this process, the earlier path); uploads equal a one-process run at one thread")
 
 
 @dataclass(frozen=True)

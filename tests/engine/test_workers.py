@@ -81,6 +81,30 @@ def test_a_failing_client_fails_alone_and_a_dead_worker_fails_its_clients(tiny_c
     assert all(isinstance(u, str) or u.client == n for n, u in got.items())
 
 
+def test_workers_run_one_thread_each_and_a_one_worker_round_stays_in_process(tiny_cfg, monkeypatch):
+    """Every forked worker trains at one torch thread whatever the parent's count (more threads hang
+    after fork under GNU OpenMP); a round that resolves to one worker runs here, at all threads."""
+    eng = _engine(tiny_cfg())
+    jobs = _jobs(eng)
+    seen = {}
+
+    def report(self, state, client, rnd, indices, scale=None):
+        return (os.getpid(), torch.get_num_threads())
+
+    monkeypatch.setattr(type(eng), "train_client", report)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.randn(256, 256) @ torch.randn(256, 256)  # the parent has used its thread pool
+        seen = eng.train_parallel({}, 1, jobs, 2)
+        alone = eng.train_parallel({}, 1, jobs[:1], 0)
+    finally:
+        torch.set_num_threads(before)
+    assert {t for _, t in seen.values()} == {1}
+    assert os.getpid() not in {pid for pid, _ in seen.values()}
+    assert alone[jobs[0][0]] == (os.getpid(), 2)
+
+
 def test_run_with_workers_equals_the_one_process_run(tiny_cfg):
     """Whole runs (sampling, training, aggregation, evaluation): identical records at one thread per worker."""
     from fedsketch.runner import run_experiment

@@ -254,17 +254,19 @@ class TorchEngine:
                        workers: int) -> dict[int, ClientUpdate | str]:
         """:meth:`train_client` for every job, whole clients side by side in forked worker processes.
 
-        ``workers`` is ``train.workers`` (0 = one per torch thread); each worker runs at
-        ``threads // W`` torch threads, W = min(workers, jobs) (``fedsketch.engine.workers``). Returns client -> upload or ``"Type: message"``.
+        ``workers`` is ``train.workers`` (0 = one per torch thread); W = min(workers, jobs)
+        processes of one torch thread each, or, when W is 1, this process at all its threads
+        (``fedsketch.engine.workers``). Returns client -> upload or ``"Type: message"``.
         """
-        from fedsketch.engine.workers import resolve_workers, train_forked
+        from fedsketch.engine.workers import resolve_workers, train_forked, train_or_reason
 
         if self.device.type != "cpu":
             raise RuntimeError(f"train.workers needs the CPU engine (a {self.device.type} context does not survive fork); "
                                "use train.client_batch on a GPU")
-        threads = torch.get_num_threads()
-        W = resolve_workers(workers, len(jobs), threads)
-        return train_forked(self, state, rnd, jobs, W, threads)
+        W = resolve_workers(workers, len(jobs), torch.get_num_threads())
+        if W == 1:
+            return {job[0]: train_or_reason(self, state, rnd, job) for job in jobs}
+        return train_forked(self, state, rnd, jobs, W)
 
     # ------------------------------------------------------------------ evaluation
 

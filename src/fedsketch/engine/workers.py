@@ -9,10 +9,13 @@ simulation engine does with its client actors, here without leaving the process 
 
 How: the engine (frozen base, tokenised client data) is loaded once; for each round the parent
 forks ``W`` workers (copy-on-write: the base weights are shared, not copied), each worker runs
-``TorchEngine.train_client`` on its share of the sampled clients at ``threads // W`` torch
-threads, and returns the uploads. A client's update depends only on (state, client, round,
+``TorchEngine.train_client`` on its share of the sampled clients at **one** torch thread, and
+returns the uploads. One thread is not only the efficient choice: GNU OpenMP's thread pool does
+not survive ``fork``, and a forked worker that starts a parallel region of two threads after the
+parent used its pool hangs (seen here with the tiny model). A round that resolves to one worker
+(one client, or ``train.threads = 1`` with ``workers = 0``) trains in the parent at all its threads. A client's update depends only on (state, client, round,
 sketch, scale) and its named random streams, so it is the same in any worker: the uploads equal
-those of one process at the same per-worker thread count, bit for bit
+those of one process at one thread, bit for bit
 (``tests/engine/test_workers.py``). The thread count changes fp32 reduction order, so against a
 sequential run at a *different* thread count they agree to rounding (~1e-5 relative).
 
@@ -35,8 +38,8 @@ from fedsketch.sketch import ClientUpdate, LoraState
 
 Job = tuple[int, dict[str, np.ndarray], float | None]  # (client, module -> kept indices, scale or None = r/k)
 
-_ROUND: tuple[Any, LoraState, int, int] | None = None
-"""(engine, state, round, torch threads) of the round being trained: set by the parent right
+_ROUND: tuple[Any, LoraState, int] | None = None
+"""(engine, state, round) of the round being trained: set by the parent right
 before it forks, read by the workers (they inherit it; nothing is pickled but the jobs)."""
 
 
@@ -50,34 +53,37 @@ def resolve_workers(workers: int, jobs: int, threads: int) -> int:
     return max(1, min(jobs, workers or threads))
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker() -> None:
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the workers)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)  # see the module docstring: more threads would hang after fork
 
 
-def _train(job: Job) -> ClientUpdate | str:
-    engine, state, rnd, _ = _ROUND
+def train_or_reason(engine: Any, state: LoraState, rnd: int, job: Job) -> ClientUpdate | str:
+    """One client's upload, or its failure as ``"Type: message"`` (the round goes on, as in process)."""
     n, indices, scale = job
     try:
         return engine.train_client(state, n, rnd, indices, scale=scale)
-    except Exception as e:  # noqa: BLE001 - a failed client is reported, the round goes on (as in process)
+    except Exception as e:  # noqa: BLE001 - a failed client is reported, the round goes on
         return f"{type(e).__name__}: {e}"
 
 
-def train_forked(engine: Any, state: LoraState, rnd: int, jobs: Sequence[Job], workers: int,
-                 threads: int) -> dict[int, ClientUpdate | str]:
-    """Train ``jobs`` in ``workers`` forked processes of ``max(1, threads // workers)`` torch threads each.
+def _train(job: Job) -> ClientUpdate | str:
+    return train_or_reason(*_ROUND, job)
+
+
+def train_forked(engine: Any, state: LoraState, rnd: int, jobs: Sequence[Job], workers: int
+                 ) -> dict[int, ClientUpdate | str]:
+    """Train ``jobs`` in ``workers`` forked processes of one torch thread each.
 
     Returns client -> upload, or the failure of that client as ``"Type: message"``. A worker
     that dies (killed, out of memory) fails the clients it had not returned, with that reason.
     """
     global _ROUND
-    per = max(1, threads // workers)
-    _ROUND = (engine, state, rnd, per)
+    _ROUND = (engine, state, rnd)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_init_worker, initargs=(per,))
+                               initializer=_init_worker)
     out: dict[int, ClientUpdate | str] = {}
     try:
         futures = {n: pool.submit(_train, (n, idx, scale)) for n, idx, scale in jobs}
