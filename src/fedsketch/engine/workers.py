@@ -13,11 +13,12 @@ forks ``W`` workers (copy-on-write: the base weights are shared, not copied), ea
 returns the uploads. One thread is not only the efficient choice: GNU OpenMP's thread pool does
 not survive ``fork``, and a forked worker that starts a parallel region of two threads after the
 parent used its pool hangs (seen here with the tiny model). A round that resolves to one worker
-(one client, or ``train.threads = 1`` with ``workers = 0``) trains in the parent at all its threads. A client's update depends only on (state, client, round,
-sketch, scale) and its named random streams, so it is the same in any worker: the uploads equal
-those of one process at one thread, bit for bit
-(``tests/engine/test_workers.py``). The thread count changes fp32 reduction order, so against a
-sequential run at a *different* thread count they agree to rounding (~1e-5 relative).
+(one client, or ``train.threads = 1`` with ``workers = 0``) trains in the parent at all its threads.
+
+A client's update depends only on (state, client, round, sketch, scale) and its named random
+streams, so it is the same in any worker: the uploads equal those of one process at one thread,
+bit for bit (``tests/engine/test_workers.py``). The thread count changes the fp32 reduction
+order, so against a run at another thread count they agree to rounding (~1e-5 relative).
 
 Forking needs the ``fork`` start method (Linux, macOS) and a CPU engine (a CUDA context does not
 survive ``fork``); ``config.py`` refuses other settings with a message.
@@ -41,10 +42,6 @@ Job = tuple[int, dict[str, np.ndarray], float | None]  # (client, module -> kept
 _ROUND: tuple[Any, LoraState, int] | None = None
 """(engine, state, round) of the round being trained: set by the parent right
 before it forks, read by the workers (they inherit it; nothing is pickled but the jobs)."""
-
-
-def fork_available() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def resolve_workers(workers: int, jobs: int, threads: int) -> int:
