@@ -149,7 +149,7 @@ class TrainConfig:
     client_batch: int = opt(1, range=(0, 100000),
                             doc="train up to C sampled clients of a round in one fused forward/backward (stacked LoRA factors; 0 = all sampled; 1 = one at a time through PEFT, the earlier path)")
     workers: int = opt(1, range=(0, 1024),
-                       doc="train a round's clients side by side in W forked CPU processes of one torch thread each (0 = one per torch thread of train.threads; 1 = in this process, the earlier path); uploads equal a one-process run at one thread")
+                       doc="train a round's clients side by side in W forked CPU processes of one torch thread each (0 = auto: one per torch thread of train.threads on a CPU with fork, else in this process, and never with train.client_batch != 1; 1 = in this process, the earlier path); uploads equal a one-process run at one thread")
 
 
 @dataclass(frozen=True)
@@ -412,15 +412,15 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
         errs.append("network.profile_csv: profile='csv' needs a file path")
     if not cfg.lora.target_modules or not all(isinstance(m, str) and m for m in cfg.lora.target_modules):
         errs.append(f"lora.target_modules: expected a non-empty list of module names, got {cfg.lora.target_modules!r}")
-    if cfg.train.workers != 1:
+    if cfg.train.workers > 1:  # 0 (auto) steps aside on its own: for client_batch, a GPU, no fork
         if cfg.train.client_batch != 1:
             errs.append(f"train.workers: {cfg.train.workers} forked workers and train.client_batch={cfg.train.client_batch} "
-                        "(fused clients) exclude each other; set one of them to 1")
+                        "(fused clients) exclude each other; set one of them to 1 (or workers to 0, auto)")
         if cfg.train.device == "cuda":
             errs.append("train.workers: forked workers need train.device='cpu' (a CUDA context does not survive fork); "
-                        "on a GPU use train.client_batch")
+                        "on a GPU use train.client_batch, or workers 0 (auto) or 1")
         if "fork" not in multiprocessing.get_all_start_methods():
-            errs.append("train.workers: this platform has no 'fork' start method; allowed here: 1")
+            errs.append("train.workers: this platform has no 'fork' start method; allowed here: 0 (auto) or 1")
     if cfg.data.source == "local" and not cfg.data.data_dir:
         errs.append("data.data_dir: source='local' needs a folder")
     name = cfg.model.name

@@ -133,7 +133,35 @@ def test_workers_are_validated(tiny_cfg):
     with pytest.raises(ConfigError, match="train.workers: 2 forked workers and train.client_batch=0"):
         tiny_cfg("train.workers=2", "train.client_batch=0")
     with pytest.raises(ConfigError, match="train.workers: forked workers need train.device='cpu'"):
-        tiny_cfg("train.workers=0", "train.device='cuda'")
+        tiny_cfg("train.workers=2", "train.device='cuda'")
     with pytest.raises(ConfigError, match=r"train.workers: -1 is out of range"):
         tiny_cfg("train.workers=-1")
     assert tiny_cfg("train.workers=4").train.workers == 4
+    # auto (0) steps aside by itself: next to fused clients, on a GPU
+    assert tiny_cfg("train.workers=0", "train.client_batch=0").train.workers == 0
+    assert tiny_cfg("train.workers=0", "train.device='cuda'").train.device == "cuda"
+
+
+def test_auto_workers_step_aside_where_they_cannot_fork_and_for_fused_clients(tiny_cfg, monkeypatch):
+    import fedsketch.engine.workers as workers
+
+    eng = _engine(tiny_cfg())
+    jobs = _jobs(eng)
+    monkeypatch.setattr(type(eng), "train_client", lambda self, state, client, rnd, indices, scale=None: os.getpid())
+    monkeypatch.setattr(workers, "fork_usable", lambda device_type: False)  # a GPU engine, or no fork here
+    assert set(eng.train_parallel({}, 1, jobs, 0).values()) == {os.getpid()}  # in process
+    with pytest.raises(RuntimeError, match="train.workers=2 needs the CPU engine"):
+        eng.train_parallel({}, 1, jobs, 2)
+    monkeypatch.undo()
+
+    class Fused:  # the executor hands fused groups to train_clients even with auto workers
+        lr_scale, module_names = 1.0, []
+
+        def train_clients(self, state, rnd, chunk):
+            return [type("U", (), {"client": n})() for n, _, _ in chunk]
+
+        def train_parallel(self, *a):
+            raise AssertionError("auto workers must not take a round of fused clients")
+
+    plan = RoundPlan(round=1, sampled=np.array([0, 1]), sketches={0: {}, 1: {}})
+    assert sorted(InProcessExecutor(Fused(), client_batch=0, workers=0).execute(1, {}, plan)) == [0, 1]

@@ -254,16 +254,17 @@ class TorchEngine:
                        workers: int) -> dict[int, ClientUpdate | str]:
         """:meth:`train_client` for every job, whole clients side by side in forked worker processes.
 
-        ``workers`` is ``train.workers`` (0 = one per torch thread); W = min(workers, jobs)
-        processes of one torch thread each, or, when W is 1, this process at all its threads
-        (``fedsketch.engine.workers``). Returns client -> upload or ``"Type: message"``.
+        ``workers`` is ``train.workers``; W = min(workers, jobs) processes of one torch thread
+        each, or, when W is 1, this process at all its threads (``fedsketch.engine.workers``).
+        ``workers = 0`` (auto) is one per torch thread on a CPU with ``fork``, else 1.
+        Returns client -> upload or ``"Type: message"``.
         """
-        from fedsketch.engine.workers import resolve_workers, train_forked, train_or_reason
+        from fedsketch.engine.workers import fork_usable, resolve_workers, train_forked, train_or_reason
 
-        if self.device.type != "cpu":
-            raise RuntimeError(f"train.workers needs the CPU engine (a {self.device.type} context does not survive fork); "
-                               "use train.client_batch on a GPU")
-        W = resolve_workers(workers, len(jobs), torch.get_num_threads())
+        if workers > 1 and not fork_usable(self.device.type):
+            raise RuntimeError(f"train.workers={workers} needs the CPU engine and the 'fork' start method (a "
+                               f"{self.device.type} context does not survive fork); use 0 (auto), 1 or train.client_batch")
+        W = resolve_workers(workers, len(jobs), torch.get_num_threads() if fork_usable(self.device.type) else 1)
         if W == 1:
             return {job[0]: train_or_reason(self, state, rnd, job) for job in jobs}
         return train_forked(self, state, rnd, jobs, W)

@@ -21,7 +21,8 @@ bit for bit (``tests/engine/test_workers.py``). The thread count changes the fp3
 order, so against a run at another thread count they agree to rounding (~1e-5 relative).
 
 Forking needs the ``fork`` start method (Linux, macOS) and a CPU engine (a CUDA context does not
-survive ``fork``); ``config.py`` refuses other settings with a message.
+survive ``fork``): ``workers = 0`` (auto) trains in process where it cannot fork, and an explicit
+``workers > 1`` there is refused with a message (``config.py``, or the engine for ``device = "auto"``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ Job = tuple[int, dict[str, np.ndarray], float | None]  # (client, module -> kept
 _ROUND: tuple[Any, LoraState, int] | None = None
 """(engine, state, round) of the round being trained: set by the parent right
 before it forks, read by the workers (they inherit it; nothing is pickled but the jobs)."""
+
+
+def fork_usable(device_type: str) -> bool:
+    """Whether workers can be forked here: a CPU engine on a platform with the ``fork`` start method."""
+    return device_type == "cpu" and "fork" in multiprocessing.get_all_start_methods()
 
 
 def resolve_workers(workers: int, jobs: int, threads: int) -> int:

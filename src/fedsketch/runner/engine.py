@@ -57,7 +57,8 @@ class ClientExecutor(Protocol):
 class InProcessExecutor:
     """The clients on the engine of this process: one after another; in fused groups of
     ``client_batch`` (0 = all) when the engine offers ``train_clients``; or whole clients side by
-    side in ``workers`` forked processes (0 = one per torch thread) when it offers ``train_parallel``."""
+    side in ``workers`` forked processes (0 = auto) when it offers ``train_parallel`` and
+    ``client_batch`` is 1."""
 
     engine: Engine
     client_batch: int = 1
@@ -68,7 +69,7 @@ class InProcessExecutor:
         self.engine.lr_scale = plan.lr_scale  # s of §8.2 travels with the plan, as it does over Flower
         C = self.client_batch
         jobs = [(n, issued, plan.scales.get(n)) for n, issued in plan.sketches.items()]
-        if self.workers != 1 and jobs and hasattr(self.engine, "train_parallel"):
+        if C == 1 and self.workers != 1 and jobs and hasattr(self.engine, "train_parallel"):
             return self.engine.train_parallel(state, t, jobs, self.workers)  # set before the fork: lr_scale above
         if C != 1 and hasattr(self.engine, "train_clients"):
             for j in range(0, len(jobs), C or len(jobs) or 1):
