@@ -342,7 +342,7 @@ def main() -> None:
                 fn()
                 times.append(time.perf_counter() - t0)
                 shares.append(flops / times[-1] / peaks[-1])
-            results.setdefault("d", []).append(float(np.median(shares)))
+            results[f"d {'fused step' if groups > 1 else 'step'}"] = float(np.median(shares))
             ids = pack(batch, rows)[0]
             real = int(batch["attention_mask"].sum()) - batch["input_ids"].shape[0]  # each sequence but its last token
             print(f"\n    {label}: packed rows {tuple(ids.shape)}, {real} of {ids.numel()} positions real "
@@ -382,12 +382,12 @@ def main() -> None:
                 times[label].append(time.perf_counter() - t0)
                 shares[label].append(round_flops / times[label][-1] / peaks[label][-1])
         for label in rounds:
-            results.setdefault("d", []).append(float(np.median(shares[label])))
+            results[f"d round, {label}"] = float(np.median(shares[label]))
             print(f"      {label}: " + ", ".join(f"{t:.2f} s" for t in times[label]) + "; GEMM peak "
                   + ", ".join(f"{p / 1e9:.1f}" for p in peaks[label]) + " GFLOP/s; share "
                   + ", ".join(f"{100 * x:.0f} %" for x in shares[label]) + f" -> median {100 * np.median(shares[label]):.0f} %")
     print(f"\nload {os.getloadavg()[0]:.2f} at end")
-    summary = ", ".join(f"({k}) {v:.2f}x" if k != "d" else f"(d) {', '.join(f'{100 * x:.0f} %' for x in v)}"
+    summary = ", ".join(f"({k}) {v:.2f}x" if not k.startswith("d ") else f"({k}) {100 * v:.0f} %"
                         for k, v in results.items())
     print("summary:", summary)
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,16 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def _written_config(path: Path) -> dict[str, Any]:
+    """The ``config.toml`` beside the checkpoint folder ``path`` as a dict ({} if missing or unreadable)."""
+    import tomllib
+
+    try:
+        return tomllib.loads((path.parent / "config.toml").read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+
+
 def _mismatch(path: Path, manifest: dict[str, Any], config_hash: str, config: dict[str, Any] | None) -> CheckpointError:
     """The message for a checkpoint written by another config: the keys that differ, and what to do."""
     import tomllib
@@ -110,11 +121,14 @@ def _mismatch(path: Path, manifest: dict[str, Any], config_hash: str, config: di
         "this config its own output.name (under `fedsketch compare`: a new output folder)")
 
 
-def load(path: str | Path, config_hash: str | None = None, config: dict[str, Any] | None = None) -> RunState:
+def load(path: str | Path, config_hash: str | None = None, config: dict[str, Any] | None = None,
+         same: Callable[[str, dict[str, Any]], bool] | None = None) -> RunState:
     """Read a checkpoint, verifying its schema, checksum and (if given) config hash.
 
     ``config`` (the new run's ``ExperimentConfig.to_dict()``) lets a mismatch name the keys that
-    differ from the ``config.toml`` beside the checkpoint.
+    differ from the ``config.toml`` beside the checkpoint. ``same(hash, written)`` may accept a
+    checkpoint of another hash given the ``config.toml`` it was written with (as a dict), e.g.
+    ``config.same_experiment`` for a run continued at another thread or worker count.
     """
     from safetensors.numpy import load_file
 
@@ -130,7 +144,8 @@ def load(path: str | Path, config_hash: str | None = None, config: dict[str, Any
         raise CheckpointError(f"{path}: schema {manifest.get('schema')!r}, expected {SCHEMA}; {FRESH_HINT}")
     if hashlib.sha256(blob).hexdigest() != manifest.get("sha256"):
         raise CheckpointError(f"{path}/state.safetensors: checksum mismatch (corrupt file); {FRESH_HINT}")
-    if config_hash is not None and manifest.get("config_hash") != config_hash:
+    if config_hash is not None and manifest.get("config_hash") != config_hash \
+            and not (same is not None and same(manifest.get("config_hash"), _written_config(path))):
         raise _mismatch(path, manifest, config_hash, config)
     try:
         return RunState(round=manifest["round"], state=_unflatten(load_file(str(path / "state.safetensors"))),

@@ -167,8 +167,7 @@ def _finished_records(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
     out = run_dir_for(cfg)
     try:
         stored = json.loads((out / "run.json").read_text()).get("config_hash")
-        train = tomllib.loads((out / "config.toml").read_text()).get("train", {}) if (out / "config.toml").is_file() else {}
-        same = same_experiment(cfg, stored, train)
+        same = stored == cfg.hash() or same_experiment(cfg, stored, tomllib.loads((out / "config.toml").read_text()).get("train", {}))
         records = read_metrics(out / "metrics.jsonl") if same else []
     except (OSError, json.JSONDecodeError, tomllib.TOMLDecodeError):
         return None

@@ -291,3 +291,39 @@ def test_stop_divergence_ends_a_run_whose_test_loss_blew_up(tiny_cfg):
     expect = next(i for i in range(1, 5) if losses[i] > factor * min(losses[:i]))  # best so far, round 0 included
     res = run_experiment(tiny_cfg("fl.rounds=4", f"fl.stop_divergence={factor!r}", "output.name='div'")).records
     assert res[-1]["round"] == expect and res[-1]["stop"] == "stop_divergence"
+
+
+def test_optimized_sampling_beside_rank_policy_ranks_below_k_min(tiny_cfg):
+    """planner.k_min bounds the ranks the planner picks, not the ranks a policy fixes: sampling is
+    planned for fixed ranks 1..8 (uniform) with k_min = 2, and every client keeps its policy rank."""
+    from fedsketch.runner import prepare
+    from fedsketch.runner.build import problem_from_config
+
+    cfg = tiny_cfg("fl.sampling='optimized'", "fl.ranks='explicit'", "fl.k_list=[1, 8, 2, 8]",
+                   "planner.theta=[1.0, 0.5, 0.5, 100.0]", "planner.k_min=2", "planner.stability='none'")
+    _, fed, alloc, _, _ = prepare(cfg)
+    assert alloc.k.tolist() == [1, 8, 2, 8] and np.all((alloc.q > 0) & (alloc.q <= 1))
+    prob = problem_from_config(cfg, p=fed.p, profiles=fed.profiles)
+    assert prob.violations(alloc.q, alloc.k) == ["client 0: k_n=1 < planner.k_min=2 (the rank floor: the pilots' region)"]
+
+
+def test_resume_at_another_thread_and_worker_count_gives_the_same_numbers(tiny_cfg):
+    """A run stopped after round 1 at one process continues in 2 forked workers (execution keys only):
+    the checkpoint is accepted, and at one thread the numbers equal the straight run's."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        common = ("fl.rounds=3", "fl.sampling='full'", "train.threads=1")
+        straight = run_experiment(tiny_cfg(*common, "output.name='straight'"))
+        run_experiment(tiny_cfg(*common, "output.name='moved'"), stop_after=1)
+        resumed = run_experiment(tiny_cfg(*common, "train.workers=2", "output.name='moved'"))
+        with pytest.raises(checkpoint.CheckpointError, match="written by a different config"):  # lr: another experiment
+            run_experiment(tiny_cfg(*common, "train.lr=0.2", "output.name='x'"), stop_after=1)
+            run_experiment(tiny_cfg(*common, "train.lr=0.3", "output.name='x'"))
+    finally:
+        torch.set_num_threads(before)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("real_seconds", "client_compute_seconds")} for r in rs]  # noqa: E731
+    assert strip(resumed.records) == strip(straight.records)
+    for m in straight.state:
+        np.testing.assert_array_equal(resumed.state[m][0], straight.state[m][0])

@@ -8,6 +8,7 @@ sketch, scale) and its named random streams only, so which process trains it can
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -165,3 +166,49 @@ def test_auto_workers_step_aside_where_they_cannot_fork_and_for_fused_clients(ti
 
     plan = RoundPlan(round=1, sampled=np.array([0, 1]), sketches={0: {}, 1: {}})
     assert sorted(InProcessExecutor(Fused(), client_batch=0, workers=0).execute(1, {}, plan)) == [0, 1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """kill -9 of the run (or the OOM killer) takes its forked workers with it: none is left
+    blocked on the pool's pipes under init."""
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from fedsketch.engine.workers import train_forked\n"
+        "class Slow:\n"
+        "    def train_client(self, state, client, rnd, indices, scale=None):\n"
+        f"        open(os.path.join({str(tmp_path)!r}, f'pid{{client}}'), 'w').write(str(os.getpid()))\n"
+        "        time.sleep(120)\n"
+        "train_forked(Slow(), {}, 1, [(0, {}, None), (1, {}, None)], 2)\n")
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.time() + 60
+        while len(list(tmp_path.glob("pid*"))) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        pids = [int(p.read_text()) for p in tmp_path.glob("pid*") if p.read_text()]
+        assert len(pids) == 2
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.time() + 10
+        while any(_alive(p) for p in pids) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in pids if _alive(p)]
+    finally:
+        parent.kill()
+        for p in tmp_path.glob("pid*"):  # a survivor (the bug this guards against) is not left behind
+            text = p.read_text()
+            if text.isdigit() and int(text) > 1 and _alive(int(text)):
+                os.kill(int(text), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead, waiting for its reaper
+    except FileNotFoundError:
+        return False

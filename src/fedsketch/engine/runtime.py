@@ -265,9 +265,13 @@ class TorchEngine:
             raise RuntimeError(f"train.workers={workers} needs the CPU engine and the 'fork' start method (a "
                                f"{self.device.type} context does not survive fork); use 0 (auto), 1 or train.client_batch")
         W = resolve_workers(workers, len(jobs), torch.get_num_threads() if fork_usable(self.device.type) else 1)
-        if W == 1:
-            return {job[0]: train_or_reason(self, state, rnd, job) for job in jobs}
-        return train_forked(self, state, rnd, jobs, W)
+        if W > 1:
+            try:
+                return train_forked(self, state, rnd, jobs, W)
+            except OSError:  # fork refused (e.g. no memory under strict overcommit): auto trains here instead
+                if workers:
+                    raise
+        return {job[0]: train_or_reason(self, state, rnd, job) for job in jobs}
 
     # ------------------------------------------------------------------ evaluation
 

@@ -27,8 +27,11 @@ survive ``fork``): ``workers = 0`` (auto) trains in process where it cannot fork
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -56,10 +59,14 @@ def resolve_workers(workers: int, jobs: int, threads: int) -> int:
     return max(1, min(jobs, workers or threads))
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the workers)
+    if sys.platform.startswith("linux"):  # die with the parent (kill -9, OOM killer): no orphan blocks on its pipes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
     torch.set_num_threads(1)  # see the module docstring: more threads would hang after fork
 
 
@@ -81,12 +88,13 @@ def train_forked(engine: Any, state: LoraState, rnd: int, jobs: Sequence[Job], w
     """Train ``jobs`` in ``workers`` forked processes of one torch thread each.
 
     Returns client -> upload, or the failure of that client as ``"Type: message"``. A worker
-    that dies (killed, out of memory) fails the clients it had not returned, with that reason.
+    that dies (killed, out of memory) breaks the pool: every client not returned by then fails,
+    with that reason (the round goes on with the others, as for any failed client).
     """
     global _ROUND
     _ROUND = (engine, state, rnd)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_init_worker)
+                               initializer=_init_worker, initargs=(os.getpid(),))
     out: dict[int, ClientUpdate | str] = {}
     try:
         futures = {n: pool.submit(_train, (n, idx, scale)) for n, idx, scale in jobs}

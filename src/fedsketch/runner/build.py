@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from fedsketch import checkpoint
-from fedsketch.config import ExperimentConfig, to_toml
+from fedsketch.config import ExperimentConfig, same_experiment, to_toml
 from fedsketch.io import atomic_write_json, atomic_write_text
 from fedsketch.network import sketch_times
 from fedsketch.network.profiles import (ClientProfiles, full_rank_payload_mbit, payload_from_model,
@@ -192,7 +192,9 @@ def build_run(cfg: ExperimentConfig, *, engine: Any = None, executor: ClientExec
     engine, fed, alloc, t_cp, t_cm = prepare(cfg, engine)
     out = run_dir_for(cfg)
     found = None if fresh else checkpoint.find(out / "checkpoint")
-    rs = checkpoint.load(found, cfg.hash(), cfg.to_dict()) if found is not None else None  # verify before writing
+    rs = (checkpoint.load(found, cfg.hash(), cfg.to_dict(),  # verify before writing; other thread/worker counts are fine
+                          same=lambda h, written: same_experiment(cfg, h, written.get("train", {})))
+          if found is not None else None)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", to_toml(cfg))
     atomic_write_json(out / "run.json", _run_info(cfg, fed, alloc, t_cp, t_cm))

@@ -13,6 +13,8 @@ it and records ``train_lr``).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from fedsketch.strategies.base import Allocation, Federation
@@ -39,7 +41,8 @@ def planned_allocation(fed: Federation, q_fixed: np.ndarray | None = None,
             q = np.asarray(q_fixed, dtype=float)
             k = k_step(prob, q, np.full(fed.num_clients, fed.r, dtype=np.int64),
                        moves=pl.k_moves).k
-        bad = prob.violations(q, k)
+        # k_min bounds the ranks the planner picks; a rank policy's fixed k may lie below it
+        bad = (prob if k_fixed is None else dataclasses.replace(prob, k_min=min(prob.k_min, int(k.min())))).violations(q, k)
         if bad:
             raise ValueError(f"planner: with the fixed part the plan is infeasible: {bad[:3]}")
     rounds, rt = prob.rounds(q, k), prob.round_time(q, k)
