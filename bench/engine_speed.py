@@ -65,6 +65,35 @@ def gemm_peak(n: int, reps: int, device: torch.device) -> float:
     return 2 * n ** 3 / best
 
 
+def concurrent_steps(fn, workers: int, steps: int) -> float:
+    """Wall seconds for ``workers`` forked processes of one torch thread to run ``fn`` ``steps`` times each,
+    all started together (a barrier) after one warm-up call each."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(workers + 1)
+    done = ctx.Barrier(workers + 1)
+
+    def work():
+        torch.set_num_threads(1)  # one thread per forked worker, as train.workers runs them
+        fn()
+        start.wait()
+        for _ in range(steps):
+            fn()
+        done.wait()
+
+    procs = [ctx.Process(target=work) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    start.wait()
+    t0 = time.perf_counter()
+    done.wait()
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    return wall
+
+
 def flop_model_text(eng) -> str:
     return ("FLOPs counted: forward 2 x (frozen decoder linear weights) x (positions computed, packed rows incl. padding); "
             "backward the same again (input gradients only: the base is frozen, no weight gradients); attention "
@@ -173,7 +202,7 @@ def main() -> None:
     ap.add_argument("--gemm-n", type=int, default=2048)
     ap.add_argument("--gemm-reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip (a,b,c,d)")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip (a,b,c,d; r = (d)'s whole-round timing)")
     ap.add_argument("--scorings", default="per_option,shared_prompt,packed",
                     help="(b): eval.scoring paths, the first is the reference of the ratios")
     ap.add_argument("--eval-batch-size", type=int, default=0, help="(b): eval.batch_size (0 = the config default)")
@@ -270,9 +299,9 @@ def main() -> None:
             run.ups = [got[n] for n, _, _ in jobs]
         return run
 
-    def wname(W: int) -> str:
-        from fedsketch.engine.workers import resolve_workers
+    from fedsketch.engine.workers import resolve_workers
 
+    def wname(W: int) -> str:
         return f"workers={W} ({resolve_workers(W, len(jobs), torch.get_num_threads())} processes)"
 
     if "c" not in skip:
@@ -332,6 +361,8 @@ def main() -> None:
             with FlopCounterMode(display=False) as fc:
                 fn()
             flops = fc.get_total_flops()
+            if groups == 1:
+                step_flop_count = flops
             rows = next(g for g in range(1, batch["input_ids"].shape[0] + 1) if batch["input_ids"].shape[0] % g == 0
                         and batch["input_ids"].shape[0] // g <= 8) if groups == 1 else groups
             analytic = analytic_flops(eng, batch, rows)
@@ -355,37 +386,52 @@ def main() -> None:
             if args.profile:
                 profile_step(fn, dev, args.gemm_n, args.gemm_reps, float(np.median(peaks)))
         eng.settings = settings
-        # a whole round of (c)'s clients (H steps each, data, optimizer, state swaps, forks included):
-        # FLOPs counted on the sequential round, time measured without the counter
-        with FlopCounterMode(display=False) as fc:
-            for n, idx, s in jobs:
-                eng.train_client(state, n, 1, idx, scale=s)
-        round_flops = fc.get_total_flops()
+        # the batch-4 step as train.workers runs it: W forked processes of one thread, each running
+        # the step back to back, all started together; FLOPs = W x steps x the step's count above
+        step_flops = step_flop_count
+        for W in sorted({resolve_workers(w, len(jobs), torch.get_num_threads()) for w in worker_counts} - {1}):
+            shares, walls = [], []
+            for _ in range(args.reps):
+                peak = gemm_peak(args.gemm_n, args.gemm_reps, dev)
+                t = concurrent_steps(step("scored", train_batch), W, args.steps)
+                walls.append(t)
+                shares.append(W * args.steps * step_flops / t / peak)
+            results[f"d {W} concurrent steps"] = float(np.median(shares))
+            print(f"\n    {W} forked workers (one thread each), each running the batch-{bs} step {args.steps} times back to back: "
+                  "wall " + ", ".join(f"{t:.2f} s" for t in walls) + " (" + ", ".join(f"{W * args.steps / t:.2f}" for t in walls)
+                  + " steps/s); share " + ", ".join(f"{100 * x:.0f} %" for x in shares) + f" -> median {100 * np.median(shares):.0f} %")
+        if "r" not in skip:
+            # a whole round of (c)'s clients (H steps each, data, optimizer, state swaps, forks included):
+            # FLOPs counted on the sequential round, time measured without the counter
+            with FlopCounterMode(display=False) as fc:
+                for n, idx, s in jobs:
+                    eng.train_client(state, n, 1, idx, scale=s)
+            round_flops = fc.get_total_flops()
 
-        def seq_round():
-            for n, idx, s in jobs:
-                eng.train_client(state, n, 1, idx, scale=s)
+            def seq_round():
+                for n, idx, s in jobs:
+                    eng.train_client(state, n, 1, idx, scale=s)
 
-        rounds = {"one process (train.workers=1)": seq_round} | {wname(W): forked_round(W) for W in worker_counts}
-        print(f"\n    a round of {len(jobs)} clients x H={args.steps} local steps of batch {bs} (what (c) times): "
-              f"{round_flops / 1e9:.1f} GFLOP (torch flop counter); each timed right after a peak measurement")
-        for fn in rounds.values():
-            fn()  # warm-up
-        shares = {k: [] for k in rounds}
-        peaks = {k: [] for k in rounds}
-        times = {k: [] for k in rounds}
-        for _ in range(args.eval_reps):  # interleaved, each right after a peak measurement
-            for label, fn in rounds.items():
-                peaks[label].append(gemm_peak(args.gemm_n, args.gemm_reps, dev))
-                t0 = time.perf_counter()
-                fn()
-                times[label].append(time.perf_counter() - t0)
-                shares[label].append(round_flops / times[label][-1] / peaks[label][-1])
-        for label in rounds:
-            results[f"d round, {label}"] = float(np.median(shares[label]))
-            print(f"      {label}: " + ", ".join(f"{t:.2f} s" for t in times[label]) + "; GEMM peak "
-                  + ", ".join(f"{p / 1e9:.1f}" for p in peaks[label]) + " GFLOP/s; share "
-                  + ", ".join(f"{100 * x:.0f} %" for x in shares[label]) + f" -> median {100 * np.median(shares[label]):.0f} %")
+            rounds = {"one process (train.workers=1)": seq_round} | {wname(W): forked_round(W) for W in worker_counts}
+            print(f"\n    a round of {len(jobs)} clients x H={args.steps} local steps of batch {bs} (what (c) times): "
+                  f"{round_flops / 1e9:.1f} GFLOP (torch flop counter); each timed right after a peak measurement")
+            for fn in rounds.values():
+                fn()  # warm-up
+            shares = {k: [] for k in rounds}
+            peaks = {k: [] for k in rounds}
+            times = {k: [] for k in rounds}
+            for _ in range(args.eval_reps):  # interleaved, each right after a peak measurement
+                for label, fn in rounds.items():
+                    peaks[label].append(gemm_peak(args.gemm_n, args.gemm_reps, dev))
+                    t0 = time.perf_counter()
+                    fn()
+                    times[label].append(time.perf_counter() - t0)
+                    shares[label].append(round_flops / times[label][-1] / peaks[label][-1])
+            for label in rounds:
+                results[f"d round, {label}"] = float(np.median(shares[label]))
+                print(f"      {label}: " + ", ".join(f"{t:.2f} s" for t in times[label]) + "; GEMM peak "
+                      + ", ".join(f"{p / 1e9:.1f}" for p in peaks[label]) + " GFLOP/s; share "
+                      + ", ".join(f"{100 * x:.0f} %" for x in shares[label]) + f" -> median {100 * np.median(shares[label]):.0f} %")
     print(f"\nload {os.getloadavg()[0]:.2f} at end")
     summary = ", ".join(f"({k}) {v:.2f}x" if not k.startswith("d ") else f"({k}) {100 * v:.0f} %"
                         for k, v in results.items())
