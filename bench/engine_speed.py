@@ -388,14 +388,13 @@ def main() -> None:
         eng.settings = settings
         # the batch-4 step as train.workers runs it: W forked processes of one thread, each running
         # the step back to back, all started together; FLOPs = W x steps x the step's count above
-        step_flops = step_flop_count
         for W in sorted({resolve_workers(w, len(jobs), torch.get_num_threads()) for w in worker_counts} - {1}):
             shares, walls = [], []
             for _ in range(args.reps):
                 peak = gemm_peak(args.gemm_n, args.gemm_reps, dev)
                 t = concurrent_steps(step("scored", train_batch), W, args.steps)
                 walls.append(t)
-                shares.append(W * args.steps * step_flops / t / peak)
+                shares.append(W * args.steps * step_flop_count / t / peak)
             results[f"d {W} concurrent steps"] = float(np.median(shares))
             print(f"\n    {W} forked workers (one thread each), each running the batch-{bs} step {args.steps} times back to back: "
                   "wall " + ", ".join(f"{t:.2f} s" for t in walls) + " (" + ", ".join(f"{W * args.steps / t:.2f}" for t in walls)
