@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,7 +93,8 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _written_config(path: Path) -> dict[str, Any]:
-    """The ``config.toml`` beside the checkpoint folder ``path`` as a dict ({} if missing or unreadable)."""
+    """The ``config.toml`` beside the checkpoint folder ``path`` (the config the checkpoint was written
+    with) as a dict, {} if missing or unreadable."""
     import tomllib
 
     try:
@@ -104,15 +105,8 @@ def _written_config(path: Path) -> dict[str, Any]:
 
 def _mismatch(path: Path, manifest: dict[str, Any], config_hash: str, config: dict[str, Any] | None) -> CheckpointError:
     """The message for a checkpoint written by another config: the keys that differ, and what to do."""
-    import tomllib
-
-    diffs: list[str] = []
-    written = path.parent / "config.toml"  # the config the checkpoint was written with (see runner.build.build_run)
-    if config is not None and written.is_file():
-        try:
-            diffs = config_differences(tomllib.loads(written.read_text()), config)
-        except (OSError, tomllib.TOMLDecodeError):
-            diffs = []
+    written = _written_config(path) if config is not None else {}  # see runner.build.build_run
+    diffs = config_differences(written, config) if written else []
     what = ("; settings that differ (checkpoint -> now): " + "; ".join(diffs[:8])
             + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")) if diffs else ""
     return CheckpointError(

@@ -261,10 +261,11 @@ class TorchEngine:
         """
         from fedsketch.engine.workers import fork_usable, resolve_workers, train_forked, train_or_reason
 
-        if workers > 1 and not fork_usable(self.device.type):
+        can_fork = fork_usable(self.device.type)
+        if workers > 1 and not can_fork:
             raise RuntimeError(f"train.workers={workers} needs the CPU engine and the 'fork' start method (a "
                                f"{self.device.type} context does not survive fork); use 0 (auto), 1 or train.client_batch")
-        W = resolve_workers(workers, len(jobs), torch.get_num_threads() if fork_usable(self.device.type) else 1)
+        W = resolve_workers(workers, len(jobs), torch.get_num_threads() if can_fork else 1)
         if W > 1:
             try:
                 return train_forked(self, state, rnd, jobs, W)
