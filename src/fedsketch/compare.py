@@ -289,23 +289,24 @@ def write_paired(suite: Suite, rows: list[dict[str, Any]]) -> None:
 
 
 def summarise(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
-    """One row per strategy: minutes to target (mean, std over seeds that reached it), speed-up."""
+    """One row per strategy: minutes to target (mean and standard error over seeds, when all reached it), speed-up."""
     rows = []
     for name, seed_runs in runs.items():
         times = [time_to_target(r, suite.target) for r in seed_runs]
         hit = [t / 60 for t in times if t is not None]
         final = [r[-1].get("accuracy") for r in seed_runs if r[-1].get("accuracy") is not None]
         complete = bool(times) and len(hit) == len(times)
+        mean, se = _mean_se(hit) if complete else (None, None)
         row_loss = {}
         if suite.loss_target is not None:
             lt = [time_to_loss(r, suite.loss_target) for r in seed_runs]
             lhit = [t / 60 for t in lt if t is not None]
             row_loss = {"loss_target": suite.loss_target, "loss_reached": len(lhit),
-                        "loss_minutes_mean": float(np.mean(lhit)) if lhit and len(lhit) == len(lt) else None,
-                        "loss_minutes_std": float(np.std(lhit)) if lhit and len(lhit) == len(lt) else None}
+                        "loss_minutes_mean": None, "loss_minutes_se": None}
+            if lhit and len(lhit) == len(lt):
+                row_loss["loss_minutes_mean"], row_loss["loss_minutes_se"] = _mean_se(lhit)
         rows.append({"strategy": name, "target": suite.target, "reached": len(hit), "seeds": len(times),
-                     "minutes_mean": float(np.mean(hit)) if complete else None,
-                     "minutes_std": float(np.std(hit)) if complete else None,
+                     "minutes_mean": mean, "minutes_se": se,
                      "minutes_mean_reached": float(np.mean(hit)) if hit else None,
                      "final_accuracy_mean": float(np.mean(final)) if final else None,
                      "total_sim_minutes_mean": float(np.mean([r[-1]["sim_seconds"] / 60 for r in seed_runs]))
@@ -321,6 +322,11 @@ def _fmt(x: Any, spec: str = ".2f") -> str:
     return "—" if x is None else format(x, spec)
 
 
+def _pm(mean: float | None, se: float | None) -> str:
+    """``mean ± se``; the mean alone where there is no standard error (one seed)."""
+    return _fmt(mean) if se is None else f"{_fmt(mean)} ± {se:.2f}"
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -334,33 +340,33 @@ def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
     md = [f"# {suite.name}: simulated minutes to {100 * suite.target:.0f}% test accuracy", "",
           f"Seeds {', '.join(map(str, suite.seeds))}. A run that stops at its simulated-time budget ends with the first "
           "round that reaches it, so its last round may run past the budget by less than one round.", "",
-          f"| strategy | target | minutes to target (mean ± std) | reached | final accuracy | speed-up vs {suite.reference} |",
+          f"| strategy | target | minutes to target (mean ± SE) | reached | final accuracy | speed-up vs {suite.reference} |",
           "|---|---|---|---|---|---|"]
     if suite.loss_target is not None:
-        md[-2] += f" minutes to test loss {suite.loss_target:g} (mean ± std, reached) |"
+        md[-2] += f" minutes to test loss {suite.loss_target:g} (mean ± SE, reached) |"
         md[-1] += "---|"
     for r in rows:
-        t = (f"{_fmt(r['minutes_mean'])} ± {_fmt(r['minutes_std'])}" if r["minutes_mean"] is not None
+        t = (_pm(r["minutes_mean"], r["minutes_se"]) if r["minutes_mean"] is not None
              else "no finished run" if r["seeds"] == 0 else f"not reached in {r['seeds'] - r['reached']} of {r['seeds']} seeds"
              + (f" (the others: {_fmt(r['minutes_mean_reached'])})" if r["reached"] else ""))
         acc = _fmt(100 * r["final_accuracy_mean"] if r["final_accuracy_mean"] is not None else None, ".1f")
         speed = f"{r[key]:.2f}×" if r[key] is not None else "—"
         md.append(f"| {r['strategy']} | {100 * suite.target:.0f}% | {t} | {r['reached']}/{r['seeds']} | {acc}% | {speed} |"
-                  + (f" {_fmt(r['loss_minutes_mean'])} ± {_fmt(r['loss_minutes_std'])} ({r['loss_reached']}/{r['seeds']}) |"
+                  + (f" {_pm(r['loss_minutes_mean'], r['loss_minutes_se'])} ({r['loss_reached']}/{r['seeds']}) |"
                      if suite.loss_target is not None else ""))
     atomic_write_text(suite.output / "table.md", "\n".join(md) + "\n")
     _write_csv(suite.output / "table.csv", rows)
 
 
 def sweep_rows(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
-    """Minutes to each accuracy of ``suite.sweep``, per strategy (mean and std over the seeds that reached it)."""
+    """Minutes to each accuracy of ``suite.sweep``, per strategy (mean and standard error over the seeds that reached it)."""
     rows = []
     for name, seed_runs in runs.items():
         for level in suite.sweep:
             hit = [t / 60 for t in (time_to_target(r, level) for r in seed_runs) if t is not None]
+            mean, se = _mean_se(hit)
             rows.append({"strategy": name, "accuracy": level, "reached": len(hit), "seeds": len(seed_runs),
-                         "minutes_mean": float(np.mean(hit)) if hit else None,
-                         "minutes_std": float(np.std(hit)) if hit else None})
+                         "minutes_mean": mean, "minutes_se": se})
     return rows
 
 
@@ -368,14 +374,14 @@ def write_sweep(suite: Suite, rows: list[dict[str, Any]]) -> None:
     """``sweep.md`` (strategies x accuracy levels) and ``sweep.csv`` (one row per pair)."""
     levels = list(suite.sweep)
     md = [f"# {suite.name}: simulated minutes to each test accuracy", "",
-          "Mean ± std over the seeds that reached the level, and how many of the strategy's finished "
-          "runs did; — where none did.", "",
+          "Mean ± standard error (std with ddof 1 over sqrt(n); the mean alone for one seed) over the seeds that reached "
+          "the level, and how many of the strategy's finished runs did; — where none did.", "",
           "| strategy | " + " | ".join(f"{100 * a:g}%" for a in levels) + " |",
           "|---|" + "---|" * len(levels)]
     for name, _ in suite.strategies:
         cells = []
         for r in (r for r in rows if r["strategy"] == name):
-            t = "—" if r["minutes_mean"] is None else f"{r['minutes_mean']:.2f} ± {r['minutes_std']:.2f}"
+            t = _pm(r["minutes_mean"], r["minutes_se"])
             cells.append(f"{t} ({r['reached']}/{r['seeds']})")
         md.append(f"| {name} | " + " | ".join(cells) + " |")
     atomic_write_text(suite.output / "sweep.md", "\n".join(md) + "\n")

@@ -367,7 +367,9 @@ def suite_report_html(folder: str | Path) -> str:
         def fmt(r: dict[str, str] | None) -> str:
             if r is None or not r["minutes_mean"]:
                 return f"— ({r['reached']}/{r['seeds']})" if r else "—"
-            return f"{float(r['minutes_mean']):.2f} ± {float(r['minutes_std']):.2f} ({r['reached']}/{r['seeds']})"
+            se = r.get("minutes_se")  # empty for one seed
+            return f"{float(r['minutes_mean']):.2f} ± {float(se):.2f} ({r['reached']}/{r['seeds']})" if se else \
+                f"{float(r['minutes_mean']):.2f} ({r['reached']}/{r['seeds']})"
 
         sections += ["<h2>Sweep: simulated minutes to each accuracy</h2>",
                      _table(["strategy", *[f"{100 * a:g}%" for a in levels]],

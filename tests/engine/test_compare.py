@@ -112,11 +112,35 @@ def test_unreached_seeds_give_no_mean_but_the_reached_ones_are_shown(tmp_path):
     miss = [{"sim_seconds": 0, "accuracy": 0.1}, {"sim_seconds": 90, "accuracy": 0.4}]
     rows = summarise(s, {"a": [hit(60), hit(180)], "b": [hit(30), miss]})
     a, b = rows
-    assert a["minutes_mean"] == 2.0 and a["minutes_std"] == 1.0 and a["speedup_vs_a"] == 1.0
+    assert a["minutes_mean"] == 2.0 and a["minutes_se"] == 1.0 and a["speedup_vs_a"] == 1.0
     assert b["minutes_mean"] is None and b["minutes_mean_reached"] == 0.5 and b["speedup_vs_a"] is None
     write_tables(s, rows)
     md = (tmp_path / "out" / "table.md").read_text()
     assert "| b | 50% | not reached in 1 of 2 seeds (the others: 0.50) | 1/2 |" in md
+
+
+def test_table_and_sweep_report_the_standard_error_over_seeds(tmp_path):
+    """Three seeds at 1, 2 and 6 minutes: SE = sqrt(((1-3)^2 + (2-3)^2 + (6-3)^2) / 2) / sqrt(3) = sqrt(7/3),
+    by hand; the population std (sqrt(14/3) = 2.16) is what the tables printed before."""
+    from fedsketch.compare import summarise, sweep_rows, write_sweep, write_tables
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0, 1, 2]\ntarget = 0.5\nloss_target = 2.0\n'
+                     'sweep = [0.5]\nreference = "a"\n[[strategy]]\nname = "a"\n')
+    s = load_suite(suite, output=tmp_path / "out")
+    run = lambda t: [{"sim_seconds": 0, "accuracy": 0.1, "test_loss": 3.0},  # noqa: E731
+                     {"sim_seconds": t, "accuracy": 0.6, "test_loss": 1.0}]
+    runs = {"a": [run(60), run(120), run(360)]}
+    (a,) = summarise(s, runs)
+    se = (7 / 3) ** 0.5
+    assert a["minutes_mean"] == 3.0 and abs(a["minutes_se"] - se) < 1e-12
+    assert a["loss_minutes_mean"] == 3.0 and abs(a["loss_minutes_se"] - se) < 1e-12
+    write_tables(s, [a])
+    assert f"| a | 50% | 3.00 ± {se:.2f} | 3/3 |" in (tmp_path / "out" / "table.md").read_text()
+    (w,) = sweep_rows(s, runs)
+    assert abs(w["minutes_se"] - se) < 1e-12
+    write_sweep(s, [w])
+    assert f"3.00 ± {se:.2f} (3/3)" in (tmp_path / "out" / "sweep.md").read_text()
 
 
 def _fake_run(suite, strategy: str, seed: int, records: list[dict], p, q, k) -> None:
@@ -161,14 +185,14 @@ def test_report_only_tabulates_finished_runs_with_sweep_and_stability(tmp_path):
     assert not (tmp_path / "out" / "runs" / "c-seed0").exists()  # nothing was trained
     assert sum("left out of the report" in m for m in logs) == 3  # b seed 1, c seeds 0 and 1
     a, b, c = rows
-    assert (a["seeds"], a["minutes_mean"], a["minutes_std"]) == (2, 1.5, 0.5)
+    assert (a["seeds"], a["minutes_mean"], a["minutes_se"]) == (2, 1.5, 0.5)
     assert (b["seeds"], b["minutes_mean"], b["final_accuracy_mean"]) == (1, 0.5, 0.3)
     assert c["seeds"] == 0 and c["minutes_mean"] is None
     out = tmp_path / "out"
     assert "| c | 60% | no finished run | 0/0 |" in (out / "table.md").read_text()
     sweep = (out / "sweep.md").read_text()
     assert "| strategy | 50% | 70% |" in sweep
-    assert "| a | 0.00 ± 0.00 (2/2) | 2.00 ± 0.00 (1/2) |" in sweep and "| b | 0.00 ± 0.00 (1/1) | — (0/1) |" in sweep
+    assert "| a | 0.00 ± 0.00 (2/2) | 2.00 (1/2) |" in sweep and "| b | 0.00 (1/1) | — (0/1) |" in sweep
     stab = list(csv.DictReader((out / "stability.csv").open()))
     assert [(x["strategy"], x["seed"]) for x in stab] == [("a", "0"), ("a", "1"), ("b", "0")]
     assert float(stab[0]["step_factor"]) == 1.0 and stab[0]["diverged_at_minutes"] == ""
