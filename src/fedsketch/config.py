@@ -149,7 +149,7 @@ class TrainConfig:
     client_batch: int = opt(1, range=(0, 100000),
                             doc="train up to C sampled clients of a round in one fused forward/backward (stacked LoRA factors; 0 = all sampled; 1 = one at a time through PEFT, the earlier path)")
     workers: int = opt(1, range=(0, 1024),
-                       doc="train a round's clients side by side in W forked CPU processes of one torch thread each (0 = auto: one per torch thread of train.threads on a CPU with fork, else in this process, and never with train.client_batch != 1; 1 = in this process, the earlier path); uploads equal a one-process run at one thread")
+                       doc="train a round's clients side by side in W forked CPU processes of one torch thread each (0 = auto: one per torch thread of train.threads on a CPU with fork, else in this process, and never with train.client_batch != 1; 1 = in this process, the earlier path); uploads equal a one-process run at one thread; the in-process backend only (Flower's parallelism is its Ray actors)")
 
 
 @dataclass(frozen=True)

@@ -259,3 +259,19 @@ def test_interrupt_prints_round_exits_130_and_resumes(tmp_path: Path, monkeypatc
     recs = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in recs] == [0, 1, 2, 3, 4]
     assert "round 3/4" in res.output and "round 1/4" not in res.output  # resumed, not restarted
+
+
+def test_flower_backend_says_which_settings_it_does_not_use():
+    """Forked workers and fused clients are the in-process engine's; on Flower an explicit W or C > 1 gets a note
+    (and auto, 0, none). The missing data folder stops the run in the preflight, after the note, before any model."""
+    bad_data = ["-s", "data.source='local'", "-s", "data.data_dir='/nonexistent/d'"]
+
+    def run(backend: str, setting: str):
+        res = _invoke(["run", str(TINY), "--backend", backend, "-s", setting, *bad_data])
+        assert res.exit_code == 2 and "data.data_dir: folder" in res.output, res.output
+        return res.output
+
+    assert "train.workers = 2 is not used by --backend flower" in run("flower", "train.workers=2")
+    assert "train.client_batch = 3 is not used by --backend flower" in run("flower", "train.client_batch=3")
+    for backend, setting in (("flower", "train.workers=0"), ("inprocess", "train.workers=2")):
+        assert "is not used by --backend" not in run(backend, setting)

@@ -156,6 +156,8 @@ def run(config: Annotated[Optional[Path], typer.Argument(help="TOML config (defa
     if backend not in ("inprocess", "flower"):
         err(f"--backend: {backend!r} is not allowed; choose 'inprocess' or 'flower'")
         raise typer.Exit(EXIT_BAD_INPUT)
+    for note in _unused_on_backend(cfg, backend):
+        err(note)
     preflight_or_exit(cfg, config)
     out = run_dir_for(cfg)
     rounds_done: list[int] = []
@@ -183,6 +185,15 @@ def run(config: Annotated[Optional[Path], typer.Argument(help="TOML config (defa
         err(f"run failed: every sampled client failed in every round ({'; '.join(reasons[:3])}); "
             f"see {out / 'metrics.jsonl'} and {out / 'run.log'}")
         raise typer.Exit(EXIT_FAILED)
+
+
+def _unused_on_backend(cfg: Any, backend: str) -> list[str]:
+    """Notes for settings the chosen backend does not use (explicit ones only: 0 = auto is silent)."""
+    if backend != "flower":
+        return []
+    return [f"note: train.{key} = {val} is not used by --backend flower (each client trains in its own ClientApp, "
+            "one Ray actor per CPU, which is Flower's parallelism); it applies to --backend inprocess"
+            for key, val in (("workers", cfg.train.workers), ("client_batch", cfg.train.client_batch)) if val > 1]
 
 
 def _summary(result: Any) -> None:
