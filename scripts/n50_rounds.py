@@ -9,12 +9,15 @@ the model's E max then treats its clients as independent, an approximation for m
 replacement). The what-if uses the linear compute model (tau_0 = 0), as configs/n50.toml does.
 
     python scripts/n50_rounds.py results/n50/table1 [--levels 3.5,3.0] [--acc 0.58] [--what-if configs/n50.toml]
+        [--final-against results/n50/fig2-sampling/runs/full]
 
 A summary per strategy follows (mean ± SE over seeds; the last of --levels is its loss level).
 With ``--what-if CONFIG`` it also scores, under the planner's model (``planner.baselines.score``, the
 rounds of eq. 21 x the round time) at each seed's profiles from a capability-rank run's run.json, the
 plan of CONFIG's planner (stability constrain and none) against the capability ranks (k 1-8) and
 those ranks clipped to k >= 2 and >= 3, all at q = 0.25, with the step factor and feasibility.
+With ``--final-against RUNS/NAME`` it pairs every strategy's final accuracy by seed with NAME's runs of
+another suite (issue 13's "final accuracy within 1 point of full sampling at full rank").
 """
 from __future__ import annotations
 
@@ -107,6 +110,27 @@ def summary(runs: list[Path], acc: float, loss: float) -> None:
         print(f"| {name} | {seeds} | {_mse(ta)} ({len(ta)}/{n}) | {_mse(tl)} ({len(tl)}/{n}) | {_mse(fin)} | {div}/{n} | {worse}/{n} |")
 
 
+def final_against(runs: list[Path], ref: Path) -> None:
+    """Final accuracy of every strategy against ``ref`` (a run folder name without its seed, e.g.
+    results/n50/fig2-sampling/runs/full: full sampling at full rank), paired by seed: mean ± SE of the
+    difference in points, and on how many seeds it is within 1 point or above."""
+    def final(run: Path) -> float:
+        return 100 * [r for r in load(run)[2] if "accuracy" in r][-1]["accuracy"]
+
+    by: dict[str, dict[str, Path]] = {}
+    for run in runs:
+        name, seed = run.name.rsplit("-seed", 1)
+        by.setdefault(name, {})[seed] = run
+    print(f"\n| strategy | seeds paired with {ref.name} | final accuracy minus {ref.name}'s, points (mean ± SE) "
+          "| per seed | within 1 point or above |\n|---|---|---|---|---|")
+    for name, seeds in by.items():
+        pairs = [(s, final(run) - final(ref.with_name(f"{ref.name}-seed{s}"))) for s, run in sorted(seeds.items())
+                 if (ref.with_name(f"{ref.name}-seed{s}") / "metrics.jsonl").is_file()]
+        diffs = [d for _, d in pairs]
+        print(f"| {name} | {','.join(s for s, _ in pairs) or '—'} | {_mse(diffs)} | "
+              f"{', '.join(f'{d:+.1f}' for d in diffs) or '—'} | {sum(d >= -1 for d in diffs)}/{len(diffs)} |")
+
+
 def what_if(runs: list[Path], config: str) -> None:
     from fedsketch.config import load_config
     from fedsketch.network.profiles import ClientProfiles
@@ -144,6 +168,8 @@ def main() -> None:
     ap.add_argument("--levels", default="3.5,3.0")
     ap.add_argument("--acc", type=float, default=0.58)
     ap.add_argument("--what-if", default=None, help="config whose planner scores the capability allocation")
+    ap.add_argument("--final-against", type=Path, default=None,
+                    help="runs/<name> of another suite (e.g. results/n50/fig2-sampling/runs/full): final accuracy paired by seed")
     a = ap.parse_args()
     levels = [float(x) for x in a.levels.split(",")]
     if not (a.suite_dir / "runs").is_dir():
@@ -162,6 +188,8 @@ def main() -> None:
         cells += [fmt(d[f"loss{lv}"]) for lv in levels]
         print("| " + " | ".join(cells) + " |")
     summary(runs, a.acc, levels[-1])
+    if a.final_against:
+        final_against(runs, a.final_against)
     if a.what_if:
         what_if(runs, a.what_if)
 
