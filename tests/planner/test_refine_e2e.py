@@ -108,3 +108,31 @@ def test_estimate_refine_end_to_end_on_the_tiny_model(tmp_path, monkeypatch):
         assert _in_hull_lp(np.array([np.sum(pw**2 / q), np.sum(pw**2 * r / (k * q))]), pts)
     assert d["plan"]["inside_pilot_hull"] and not d["plan"]["extrapolate"]
     assert "refinement 1" in res.stdout and "bootstrap" in res.stdout and "inside the pilots" in res.stdout
+
+
+def test_estimate_resumes_its_pilots_and_fresh_runs_them_again(tmp_path, monkeypatch):
+    """The real CLI and pilot runner on the tiny model: a second `estimate` reuses every finished
+    replicate (same pilots, same JSON), `--fresh` runs them all again."""
+    import fedsketch.runner.pilot as pilot
+    from fedsketch.cli import app
+    from fedsketch.runner.run import Run
+
+    monkeypatch.setattr(pilot, "DEFAULT_FRACTION", 0.997)
+    runs = []
+    real = Run.run
+    monkeypatch.setattr(Run, "run", lambda self: (runs.append(1), real(self))[1])
+    out = tmp_path / "theta.json"
+    sets = [f"output.dir='{tmp_path}'", "fl.local_steps=1", "fl.batch_size=1", "data.max_seq_len=32",
+            "train.lr=2.0", "planner.pilot_seeds=1", "planner.pilot_max_rounds=8"]
+    args = ["estimate", str(REPO / "configs" / "tiny.toml"), "--out", str(out), *sum((["--set", s] for s in sets), [])]
+
+    first = CliRunner().invoke(app, args)
+    pilots = json.loads(out.read_text())["pilots"]
+    assert len(runs) == 4 and "reused" not in first.output, first.output
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == first.exit_code and len(runs) == 4  # nothing trained again
+    assert "reused 4 finished pilot replicate(s)" in second.output
+    assert json.loads(out.read_text())["pilots"] == pilots
+    third = CliRunner().invoke(app, [*args, "--fresh"])
+    assert len(runs) == 8 and "reused" not in third.output
+    assert json.loads(out.read_text())["pilots"] == pilots  # the same seeds give the same rounds

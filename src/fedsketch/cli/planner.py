@@ -43,9 +43,9 @@ OutOpt = Annotated[Optional[Path], typer.Option("--out", help="where to write th
 
 
 def _default_pilot_factory(cfg):
-    from fedsketch.runner.pilot import make_pilot_runner  # torch lives behind this import
+    from fedsketch.runner.pilot import make_pilot_runner, pilot_cache_path  # torch lives behind this import
 
-    return make_pilot_runner(cfg)
+    return make_pilot_runner(cfg, cache=pilot_cache_path(cfg))  # an interrupted estimate resumes from it
 
 
 def _default_payload_fn(cfg) -> Optional[float]:
@@ -217,10 +217,20 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
                                           "instead of running the pilots again")] = None,
                      refine_: Annotated[bool, typer.Option(
                          "--refine", help="plan, run one verification pilot at the plan, refit, re-plan "
-                                          "(at most 3 times; PAPER.md §8.4)")] = False) -> None:
-        """Estimate theta1..theta4 from pilot runs (eqs. 22-23) and write them as JSON."""
+                                          "(at most 3 times; PAPER.md §8.4)")] = False,
+                     fresh: Annotated[bool, typer.Option(
+                         help="run every pilot again instead of reusing the finished ones "
+                              "(<output.dir>/pilots-<hash>.json)")] = False) -> None:
+        """Estimate theta1..theta4 from pilot runs (eqs. 22-23) and write them as JSON.
+
+        Each finished pilot replicate is kept in ``<output.dir>/pilots-<hash>.json``, so an interrupted
+        estimate (or a rerun with ``--refine``) resumes without running it again."""
         cfg = load(config, set_, planner=False)
         pl = cfg.planner
+        if fresh and pilots is None:
+            from fedsketch.runner.pilot import pilot_cache_path
+
+            pilot_cache_path(cfg).unlink(missing_ok=True)
         try:
             p = (weights_fn or default_weights)(cfg)
             runner = None
@@ -275,6 +285,8 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
             u = est.unconstrained
             out_console.print(f"sign-constrained fit: {', '.join(est.pinned)} pinned to 0; the unconstrained fit was "
                               f"({u[0]:.4g}, {u[1]:.4g}, {u[2]:.4g}, {u[3]:.4g}) with residual {est.unconstrained_residual:.3g}")
+        if getattr(runner, "reused", 0):
+            typer.echo(f"reused {runner.reused} finished pilot replicate(s) from {runner.cache} (--fresh runs them again)")
         typer.echo(f"saved {path}")
         if not est.ok:
             for msg in est.problems:

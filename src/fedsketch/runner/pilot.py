@@ -8,21 +8,26 @@ their data weights (stream ``probe``), so every pilot is judged on the same exam
 the crossing of ``F_s`` interpolated linearly between the two rounds around it (§8.4).
 
 A pilot is a :class:`~fedsketch.runner.run.Run` with a fixed allocation, no run folder, and the
-probe loss as its evaluation (a probe callback that stops the run at ``F_s``).
+probe loss as its evaluation (a probe callback that stops the run at ``F_s``). Every finished
+replicate (one ``(q, k, seed)``) is written at once to :func:`pilot_cache_path`, so an interrupted
+``fedsketch estimate`` resumes where it stopped with the same numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from fedsketch.config import ExperimentConfig
+from fedsketch.config import EXECUTION_KEYS, ExperimentConfig, TrainConfig
 from fedsketch.engine import lora
 from fedsketch.engine.tokens import collate
+from fedsketch.io import atomic_write_json
 from fedsketch.rng import Streams
 from fedsketch.runner.build import prepare
 from fedsketch.runner.engine import InProcessExecutor
@@ -44,12 +49,44 @@ def crossing(t: int, prev: float, loss: float, target: float) -> float:
     return float(t - 1) + (prev - target) / (prev - loss)
 
 
-def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], float | None]:
-    """Load data and model once; return ``run_pilot(q, k) -> rounds to reach F_s`` (None if never),
-    averaged over ``planner.pilot_seeds`` repetitions."""
+def _pilot_config(cfg: ExperimentConfig) -> ExperimentConfig:
     # Pilots are Algorithm 1 (spec §2.8) whatever the config's strategy: no planner, no other method.
-    cfg = cfg.replace(fl=dataclasses.replace(cfg.fl, method="independent", sampling="full", ranks="full",
-                                             match_planned_cohort=False))
+    return cfg.replace(fl=dataclasses.replace(cfg.fl, method="independent", sampling="full", ranks="full",
+                                              match_planned_cohort=False))
+
+
+def pilot_cache_path(cfg: ExperimentConfig) -> Path:
+    """``<output.dir>/pilots-<hash>.json``: the finished pilot replicates of ``cfg``'s experiment (its
+    hash with the execution settings, ``config.EXECUTION_KEYS``, at their defaults: a pilot run at
+    another thread count is reused, as ``fedsketch compare`` reuses runs)."""
+    default = TrainConfig()
+    same = dataclasses.replace(cfg.train, **{k: getattr(default, k) for k in EXECUTION_KEYS})
+    return Path(cfg.output.dir) / f"pilots-{_pilot_config(cfg).replace(train=same).hash()}.json"
+
+
+def _load_cache(path: Path, initial: float) -> dict[str, float | None]:
+    """The replicates in ``path`` if it was written for this initial probe loss, else none (logged)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        stored, reps = float(data["initial_loss"]), dict(data["replicates"])
+    except (ValueError, KeyError, TypeError) as e:
+        log.warning("%s: unreadable pilot cache (%s); its pilots run again", path, e)
+        return {}
+    if not np.isclose(stored, initial, rtol=1e-6, atol=0.0):
+        log.warning("%s: written for initial probe loss %.6g, not %.6g (model or data changed); its pilots run again",
+                    path, stored, initial)
+        return {}
+    return reps
+
+
+def make_pilot_runner(cfg: ExperimentConfig, cache: Path | None = None) -> Callable[[float, int], float | None]:
+    """Load data and model once; return ``run_pilot(q, k) -> rounds to reach F_s`` (None if never),
+    averaged over ``planner.pilot_seeds`` repetitions. With ``cache`` (:func:`pilot_cache_path`), each
+    finished replicate is written there atomically and one found there is not run again;
+    ``run_pilot.reused`` counts those."""
+    cfg = _pilot_config(cfg)
     engine, fed, _, _, _ = prepare(cfg)
     r = cfg.lora.rank
     rng = fed.streams.generator("probe")
@@ -94,11 +131,25 @@ def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], float | N
             return None
         return crossing(recs[-1]["round"], recs[-2]["probe_loss"], recs[-1]["probe_loss"], target)
 
+    done = _load_cache(cache, initial) if cache is not None else {}
+
+    def replicate(q: float | np.ndarray, k: int | np.ndarray, seed: int) -> float | None:
+        key = json.dumps({"q": np.atleast_1d(q).astype(float).tolist(), "k": np.atleast_1d(k).astype(int).tolist(),
+                          "seed": seed})
+        if key in done:
+            run_pilot.reused += 1  # type: ignore[attr-defined]
+            log.info("pilot q=%s k=%s seed %d: %s rounds, from %s", np.mean(q), np.mean(k), seed, done[key], cache)
+            return done[key]
+        done[key] = rounds_to_target(q, k, seed)
+        if cache is not None:
+            atomic_write_json(cache, {"initial_loss": initial, "target_loss": target, "replicates": done})
+        return done[key]
+
     def run_pilot(q: float, k: int) -> float | None:
         """Mean rounds over ``planner.pilot_seeds`` repetitions (None if any never reaches F_s);
         the per-seed rounds are left in ``run_pilot.last_replicates`` (bootstrap, PAPER.md §8.4)."""
         try:
-            rounds = [rounds_to_target(q, k, s) for s in range(cfg.planner.pilot_seeds)]
+            rounds = [replicate(q, k, s) for s in range(cfg.planner.pilot_seeds)]
         finally:
             engine.streams = fed.streams
         run_pilot.last_replicates = tuple(rounds)  # type: ignore[attr-defined]
@@ -108,6 +159,7 @@ def make_pilot_runner(cfg: ExperimentConfig) -> Callable[[float, int], float | N
         """A verification pilot at a plan's per-client ``q_n, k_n`` (refinement, PAPER.md §8.4)."""
         return run_pilot(q, k)
 
+    run_pilot.reused, run_pilot.cache = 0, cache  # type: ignore[attr-defined]
     run_pilot.run_plan = run_plan  # type: ignore[attr-defined]
     run_pilot.initial_loss = initial  # type: ignore[attr-defined]
     run_pilot.target_loss = target  # type: ignore[attr-defined]
