@@ -132,6 +132,8 @@ def test_estimate_resumes_its_pilots_and_fresh_runs_them_again(tmp_path, monkeyp
     second = CliRunner().invoke(app, args)
     assert second.exit_code == first.exit_code and len(runs) == 4  # nothing trained again
     assert "reused 4 finished pilot replicate(s)" in second.output
+    assert first.output.count("pilot q=") == 4 and "seed 0: " in first.output and "rounds to probe loss" in first.output
+    assert second.output.count("(from ") == 4
     assert json.loads(out.read_text())["pilots"] == pilots
     third = CliRunner().invoke(app, [*args, "--fresh"])
     assert len(runs) == 8 and "reused" not in third.output

@@ -45,7 +45,8 @@ OutOpt = Annotated[Optional[Path], typer.Option("--out", help="where to write th
 def _default_pilot_factory(cfg):
     from fedsketch.runner.pilot import make_pilot_runner, pilot_cache_path  # torch lives behind this import
 
-    return make_pilot_runner(cfg, cache=pilot_cache_path(cfg))  # an interrupted estimate resumes from it
+    # an interrupted estimate resumes from the cache; a line per replicate shows a long estimate moving
+    return make_pilot_runner(cfg, cache=pilot_cache_path(cfg), progress=typer.echo)
 
 
 def _default_payload_fn(cfg) -> Optional[float]:

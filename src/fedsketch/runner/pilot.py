@@ -81,11 +81,12 @@ def _load_cache(path: Path, initial: float) -> dict[str, float | None]:
     return reps
 
 
-def make_pilot_runner(cfg: ExperimentConfig, cache: Path | None = None) -> Callable[[float, int], float | None]:
+def make_pilot_runner(cfg: ExperimentConfig, cache: Path | None = None,
+                      progress: Callable[[str], None] | None = None) -> Callable[[float, int], float | None]:
     """Load data and model once; return ``run_pilot(q, k) -> rounds to reach F_s`` (None if never),
     averaged over ``planner.pilot_seeds`` repetitions. With ``cache`` (:func:`pilot_cache_path`), each
     finished replicate is written there atomically and one found there is not run again;
-    ``run_pilot.reused`` counts those."""
+    ``run_pilot.reused`` counts those. ``progress`` gets a line as each replicate ends."""
     cfg = _pilot_config(cfg)
     engine, fed, _, _, _ = prepare(cfg)
     r = cfg.lora.rank
@@ -136,13 +137,19 @@ def make_pilot_runner(cfg: ExperimentConfig, cache: Path | None = None) -> Calla
     def replicate(q: float | np.ndarray, k: int | np.ndarray, seed: int) -> float | None:
         key = json.dumps({"q": np.atleast_1d(q).astype(float).tolist(), "k": np.atleast_1d(k).astype(int).tolist(),
                           "seed": seed})
-        if key in done:
+        reused = key in done
+        if reused:
             run_pilot.reused += 1  # type: ignore[attr-defined]
-            log.info("pilot q=%s k=%s seed %d: %s rounds, from %s", np.mean(q), np.mean(k), seed, done[key], cache)
-            return done[key]
-        done[key] = rounds_to_target(q, k, seed)
-        if cache is not None:
-            atomic_write_json(cache, {"initial_loss": initial, "target_loss": target, "replicates": done})
+        else:
+            done[key] = rounds_to_target(q, k, seed)
+            if cache is not None:
+                atomic_write_json(cache, {"initial_loss": initial, "target_loss": target, "replicates": done})
+        where = f"q={q:g} k={k}" if np.ndim(q) == 0 else f"plan (mean q {np.mean(q):.3g}, k {np.min(k)}-{np.max(k)})"
+        msg = (f"pilot {where} seed {seed}: " + ("never reached" if done[key] is None else f"{done[key]:.3f} rounds")
+               + f" to probe loss {target:.4g}" + (f" (from {cache})" if reused else ""))
+        log.info(msg)
+        if progress is not None:
+            progress(msg)
         return done[key]
 
     def run_pilot(q: float, k: int) -> float | None:
