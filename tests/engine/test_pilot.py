@@ -95,6 +95,11 @@ def test_pilot_cache_is_per_experiment_and_ignores_a_stale_file(tiny_cfg):
     base = tiny_cfg("planner.pilot_max_rounds=2")
     assert pilot_cache_path(base) == pilot_cache_path(tiny_cfg("planner.pilot_max_rounds=2", "train.threads=1"))
     assert pilot_cache_path(base) != pilot_cache_path(tiny_cfg("planner.pilot_max_rounds=2", "train.lr=0.123"))
+    for other in ("planner.pilot_max_rounds=3", "planner.pilot_loss=1.5"):  # what a replicate depends on
+        assert pilot_cache_path(base) != pilot_cache_path(tiny_cfg(other))
+    for same in ("planner.estimate_signs='constrain'", "planner.pilot_seeds=5", "planner.pilot_design='list'",
+                 "planner.max_step_factor=2.0"):  # what is done with the pilots, or which run
+        assert pilot_cache_path(base) == pilot_cache_path(tiny_cfg("planner.pilot_max_rounds=2", same))
     cache = pilot_cache_path(base)
     cache.parent.mkdir(parents=True, exist_ok=True)
     key = json.dumps({"q": [1.0], "k": [8], "seed": 0})

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedsketch.config import EXECUTION_KEYS, ExperimentConfig, TrainConfig
+from fedsketch.config import EXECUTION_KEYS, ExperimentConfig, PlannerConfig, TrainConfig
 from fedsketch.engine import lora
 from fedsketch.engine.tokens import collate
 from fedsketch.io import atomic_write_json
@@ -55,13 +55,20 @@ def _pilot_config(cfg: ExperimentConfig) -> ExperimentConfig:
                                               match_planned_cohort=False))
 
 
+#: the planner keys a pilot replicate depends on; the others (design, seeds count, signs, stability, ...)
+#: choose which pilots run or what is done with them, and the cache key holds q, k and the seed itself
+PILOT_KEYS: tuple[str, ...] = ("pilot_loss", "pilot_max_rounds")
+
+
 def pilot_cache_path(cfg: ExperimentConfig) -> Path:
-    """``<output.dir>/pilots-<hash>.json``: the finished pilot replicates of ``cfg``'s experiment (its
-    hash with the execution settings, ``config.EXECUTION_KEYS``, at their defaults: a pilot run at
-    another thread count is reused, as ``fedsketch compare`` reuses runs)."""
-    default = TrainConfig()
-    same = dataclasses.replace(cfg.train, **{k: getattr(default, k) for k in EXECUTION_KEYS})
-    return Path(cfg.output.dir) / f"pilots-{_pilot_config(cfg).replace(train=same).hash()}.json"
+    """``<output.dir>/pilots-<hash>.json``: the finished pilot replicates of ``cfg``'s experiment. The
+    hash leaves out what a replicate does not depend on: the execution settings
+    (``config.EXECUTION_KEYS``; a pilot run at another thread count is reused, as ``fedsketch compare``
+    reuses runs) and the planner keys other than :data:`PILOT_KEYS` (a refit with other sign rules or
+    a longer design reuses the pilots it shares)."""
+    train = dataclasses.replace(cfg.train, **{k: getattr(TrainConfig(), k) for k in EXECUTION_KEYS})
+    planner = dataclasses.replace(PlannerConfig(), **{k: getattr(cfg.planner, k) for k in PILOT_KEYS})
+    return Path(cfg.output.dir) / f"pilots-{_pilot_config(cfg).replace(train=train, planner=planner).hash()}.json"
 
 
 def _load_cache(path: Path, initial: float) -> dict[str, float | None]:
