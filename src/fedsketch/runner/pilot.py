@@ -81,7 +81,7 @@ def _load_cache(path: Path, initial: float) -> dict[str, float | None]:
     except (ValueError, KeyError, TypeError) as e:
         log.warning("%s: unreadable pilot cache (%s); its pilots run again", path, e)
         return {}
-    if not np.isclose(stored, initial, rtol=1e-6, atol=0.0):
+    if not np.isclose(stored, initial, rtol=1e-4, atol=0.0):  # fp32 rounding at another thread count passes
         log.warning("%s: written for initial probe loss %.6g, not %.6g (model or data changed); its pilots run again",
                     path, stored, initial)
         return {}
