@@ -150,3 +150,45 @@ def test_estimate_command_writes_band_plan_time_and_refinement(tmp_path):
     assert lo <= hi and all(len(pt.get("replicates", [0, 0, 0])) == 3 for pt in d["pilots"] if "X" not in pt)
     assert d["plan_time_band"]["lo"] <= d["plan_time_band"]["total_time"] <= d["plan_time_band"]["hi"]
     assert "bootstrap" in res.stdout and "refinement 1" in res.stdout
+
+
+@pytest.mark.parametrize("theta3, band", [(-0.5, False), (-0.02, True)])
+def test_a_flagged_estimate_still_reports_its_bootstrap(tmp_path, theta3, band):
+    """Pilots whose rounds fall with Y (theta3 < 0) flag the estimate; the band (or why there is none)
+    is written and printed anyway: it is where the non-identification shows. A small negative theta3
+    under seed noise gives a band with sign-invalid draws left out; a large one, no valid draw at all."""
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from fedsketch.cli.planner import register
+
+    n, r = 12, 8
+    w = np.ones(n)
+    P = 1.0 / n
+    truth = np.array([1.0, 0.5, theta3, 10.0])
+
+    class Runner:
+        rng = np.random.default_rng(5)
+
+        def __call__(self, q, k):
+            reps = _rounds(truth, P / q, P * r / (q * k)) * np.exp(0.05 * self.rng.standard_normal(3))
+            self.last_replicates = tuple(reps)
+            return float(np.mean(reps))
+
+    app = typer.Typer()
+    register(app, weights_fn=lambda cfg: w, pilot_factory=lambda cfg: Runner())
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[data]\nnum_clients = {n}\n[lora]\nrank = {r}\n[output]\ndir = \"{tmp_path}\"\n[planner]\n"
+                   "pilot_design = 'list'\npilot_q = [1.0, 0.5, 1.0, 0.5, 0.25]\npilot_k_frac = [1.0, 1.0, 0.25, 0.5, 0.25]\n")
+    out = tmp_path / "theta.json"
+    res = CliRunner().invoke(app, ["estimate", str(cfg), "--out", str(out)])
+    d = json.loads(out.read_text())
+    assert res.exit_code == 1 and not d["ok"] and d["theta"][2] < 0, res.output  # flagged: theta3 < 0
+    if band:
+        assert d["bootstrap"]["invalid_draws"] > 0 and d["bootstrap"]["draws"] > 0
+        assert "sign-invalid draws left out" in res.output
+    else:
+        assert "bootstrap" not in d and "none of 500 draws" in d["bootstrap_error"]
+        assert "none of 500 draws" in res.output

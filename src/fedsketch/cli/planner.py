@@ -88,10 +88,15 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory
         obs = est.observations
     homo = [o for o in obs if o.X is None]
     band = None
-    if est.ok and homo and all(len(o.replicates) >= 2 for o in homo):
-        band = bootstrap_theta(homo, p, r, Streams(cfg.seed).generator("theta_bootstrap"),
-                               signs=cfg.planner.estimate_signs)
-        extra["bootstrap"] = band.to_dict()
+    if homo and all(len(o.replicates) >= 2 for o in homo):  # a flagged estimate gets its band too: it shows why
+        try:
+            band = bootstrap_theta(homo, p, r, Streams(cfg.seed).generator("theta_bootstrap"),
+                                   signs=cfg.planner.estimate_signs)
+            extra["bootstrap"] = band.to_dict()
+        except EstimationError as e:
+            if est.ok:
+                raise
+            extra["bootstrap_error"] = str(e)
     if est.ok:
         try:  # the plan with this theta, inside the pilots run so far unless planner.extrapolate (§8.4)
             prob = problem_from_config(cfg, p=p, theta=Theta.from_sequence(est.theta), pilots=list(obs),
@@ -263,9 +268,12 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
                           f"sigma_3/sigma_1 = {est.rcond:.3g}  residual = {est.residual:.3g}")
         if "bootstrap" in extra:
             b = extra["bootstrap"]
-            out_console.print(f"bootstrap {b['level'][0]:g}-{b['level'][1]:g} % band ({b['draws']} draws): "
+            bad = f", {b['invalid_draws']} sign-invalid draws left out" if b["invalid_draws"] else ""
+            out_console.print(f"bootstrap {b['level'][0]:g}-{b['level'][1]:g} % band ({b['draws']} draws{bad}): "
                               + ", ".join(f"{n} in [{v[0]:.4g}, {v[1]:.4g}]" for n, v in b.items()
                                           if n.startswith("theta")))
+        elif "bootstrap_error" in extra:
+            say_err(extra["bootstrap_error"])
         if "plan_time_band" in extra:
             pt = extra["plan_time_band"]
             out_console.print(f"plan with this theta: predicted {pt['total_time']:.4g} s, band [{pt['lo']:.4g}, "
