@@ -301,10 +301,9 @@ def summarise(suite: Suite, runs: dict[str, list[list[dict[str, Any]]]]) -> list
         if suite.loss_target is not None:
             lt = [time_to_loss(r, suite.loss_target) for r in seed_runs]
             lhit = [t / 60 for t in lt if t is not None]
+            lmean, lse = _mean_se(lhit) if lhit and len(lhit) == len(lt) else (None, None)
             row_loss = {"loss_target": suite.loss_target, "loss_reached": len(lhit),
-                        "loss_minutes_mean": None, "loss_minutes_se": None}
-            if lhit and len(lhit) == len(lt):
-                row_loss["loss_minutes_mean"], row_loss["loss_minutes_se"] = _mean_se(lhit)
+                        "loss_minutes_mean": lmean, "loss_minutes_se": lse}
         rows.append({"strategy": name, "target": suite.target, "reached": len(hit), "seeds": len(times),
                      "minutes_mean": mean, "minutes_se": se,
                      "minutes_mean_reached": float(np.mean(hit)) if hit else None,
