@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -136,3 +137,52 @@ def test_plan_debug_lets_the_traceback_through(tmp_path):
     register(app, weights_fn=boom, debug=lambda: True)
     res = CliRunner().invoke(app, ["plan", str(cfg)])
     assert isinstance(res.exception, KeyError)
+
+
+def _exact_round_time(q, t_cp, t_cm, W):
+    """E[T] over all 2^N participation masks with their probabilities (eq. 10 per mask)."""
+    from itertools import product
+
+    from fedsketch.network.round_time import round_times
+
+    masks = np.array(list(product([False, True], repeat=len(q))))
+    prob = np.prod(np.where(masks, q, 1 - q), axis=1)
+    return float(prob @ round_times(masks, t_cp, t_cm, W))
+
+
+@pytest.mark.parametrize("n", [N, 14])
+def test_plan_reports_the_sampled_round_time(tmp_path, n):
+    """`fedsketch plan` reports E[T] at the plan (eq. 10 itself: exact for N <= 12, sampled above) beside the
+    bound it plans with; checked against an enumeration of every mask written here."""
+    cfg = _config(tmp_path, "[planner]\ntheta = [1.0, 0.5, 0.5, 100.0]\n").read_text()
+    path = tmp_path / "n.toml"
+    path.write_text(cfg.replace(f"num_clients = {N}", f"num_clients = {n}"))
+    res = CliRunner().invoke(_app(), ["plan", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout.strip().splitlines()[-1])
+    s = d["round_time_sampled"]
+    q, k, r = np.array(d["q"]), np.array(d["k"]), d["r"]
+    exact = _exact_round_time(q, np.array(d["tau_cp"]) * k / r, np.array(d["tau_cm"]) * k / r, d["W"])
+    if n <= 12:
+        assert s["method"] == "enumerate" and s["value"] == pytest.approx(exact, rel=1e-9)
+    else:
+        assert s["method"] == "mc" and s["samples"] == 4000 and 0 < s["stderr"] < 0.05 * exact
+        assert abs(s["value"] - exact) < 4 * s["stderr"]
+    assert exact <= d["round_time"] * (1 + 1e-9)  # the planned round time is the Theorem 2 bound
+    res = CliRunner().invoke(_app(), ["plan", str(path)])
+    assert "E[T] = " in res.stdout and f"{s['value']:.4g}" in res.stdout.replace("\n", " ")
+
+
+def test_sampled_round_time_declines_past_its_budget():
+    from fedsketch.network.profiles import ClientProfiles
+    from fedsketch.planner.api import sampled_round_time
+    from fedsketch.planner.bound import PlanProblem, Theta
+
+    n = 100_001
+    prob = PlanProblem(ClientProfiles(np.ones(n), np.ones(n), np.zeros(n)), np.ones(n), 8, 100.0,
+                       Theta(1.0, 0.0, 0.0, 1.0))
+    q, k = np.full(n, 0.01), np.full(n, 8)
+    assert sampled_round_time(prob, q, k, np.random.default_rng(0)) is None
+    small = PlanProblem(ClientProfiles(np.ones(20), np.ones(20), np.zeros(20)), np.ones(20), 8, 100.0,
+                        Theta(1.0, 0.0, 0.0, 1.0))
+    assert sampled_round_time(small, np.full(20, 0.5), np.full(20, 8), np.random.default_rng(0)).samples == 4000

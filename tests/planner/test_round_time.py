@@ -121,3 +121,15 @@ def test_bad_times_name_client():
         expected_round_time([0.5, 1.5], [1.0, 1.0], [1.0, 1.0], 10.0)
     with pytest.raises(ValueError, match="method"):
         expected_round_time([0.5], [1.0], [1.0], 10.0, method="nope")
+
+
+def test_approx_is_high_when_a_slow_client_is_rarely_sampled():
+    """Eq. 11's root exceeds the compute time of every client with q_n > 0: with a slow client sampled 1 %
+    of the time it stays above that client's 20 s while E[T] (by hand, two masks) is about 1.3 s."""
+    q, t_cp, t_cm, W = np.array([1.0, 0.01]), np.array([1.0, 20.0]), np.array([10.0, 10.0]), 100.0
+    alone = t_cp[0] + t_cm[0] / W  # only the fast client: it gets all of W
+    both = allocate_bandwidth(t_cp, t_cm, W)[0]
+    by_hand = 0.99 * alone + 0.01 * both
+    assert expected_round_time(q, t_cp, t_cm, W, method="enumerate").value == pytest.approx(by_hand, rel=1e-10)
+    assert by_hand < 1.4
+    assert expected_bandwidth_time(q, t_cp, t_cm, W) > 20.0

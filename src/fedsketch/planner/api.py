@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from fedsketch.network.profiles import ClientProfiles
+from fedsketch.network.round_time import (
+    DEFAULT_MC_SAMPLES,
+    ENUMERATE_MAX_CLIENTS,
+    RoundTimeEstimate,
+    expected_round_time,
+)
 from fedsketch.planner.baselines import Baseline
 from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.estimate import EstimationError, PilotObservation, load_pilots, load_theta_file, plan_region
@@ -24,6 +30,10 @@ if TYPE_CHECKING:  # the config imports the strategy registries, which import th
 
 #: name of the random stream of the randomised rank baselines
 BASELINE_STREAM = "planner_baselines"
+#: name of the random stream of the sampled rounds behind :func:`sampled_round_time`
+ROUND_TIME_STREAM = "plan_round_time"
+#: participation masks x clients that :func:`sampled_round_time` may evaluate (about 0.5 s on one core)
+SAMPLED_ROUND_TIME_BUDGET = 10_000_000
 
 
 def resolve_theta(pl: PlannerConfig) -> Theta:
@@ -113,6 +123,24 @@ def plan_problem(prob: PlanProblem, pl: PlannerConfig, rng: np.random.Generator)
     return make_plan(prob, rng, fixed_q=pl.baseline_q, k_starts=tuple(float(f) for f in pl.k_starts),
                      k_moves=pl.k_moves, q_solver=pl.q_solver, max_outer=pl.max_outer, rtol=pl.rtol,
                      multistart_max_n=int(pl.multistart_max_n))
+
+
+def sampled_round_time(prob: PlanProblem, q: np.ndarray, k: np.ndarray,
+                       rng: np.random.Generator) -> RoundTimeEstimate | None:
+    """``E[T]`` at ``(q, k)`` from eq. 10 itself: exact over all masks for N <= 12, else the mean over
+    sampled participation masks (at most 4,000, within :data:`SAMPLED_ROUND_TIME_BUDGET`), with its
+    standard error; ``None`` when even 100 masks exceed the budget (N > 100,000).
+
+    The planner's round time is the Theorem 2 bound (eqs. 14, 17, 20), which is above ``E[T]``. The
+    eq. 11 root is no estimate of ``E[T]`` when ``q`` is small: its root exceeds the compute time of
+    every client with ``q_n > 0``, however rarely that client is sampled.
+    """
+    t_cp, t_cm = prob.times(np.asarray(k))
+    samples = min(DEFAULT_MC_SAMPLES, SAMPLED_ROUND_TIME_BUDGET // max(prob.N, 1))
+    if prob.N > ENUMERATE_MAX_CLIENTS and samples < 100:
+        return None
+    return expected_round_time(np.asarray(q, dtype=float), t_cp, t_cm, prob.W, method="auto", rng=rng,
+                               samples=max(samples, 2))
 
 
 def plan_json(plan: Plan, bls: list[Baseline], prob: PlanProblem, include_vectors: bool = True) -> dict:

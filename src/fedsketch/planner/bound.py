@@ -307,7 +307,9 @@ class PlanProblem:
         return _emax_sorted(q[order], t_cp[order]) + float(np.einsum("i,i->", q, t_cm)) / self.W
 
     def round_time_approx(self, q: np.ndarray, k: np.ndarray) -> float:
-        """Eq. 11 expected-bandwidth estimate of ``E[T]`` (within a few % of the truth, spec §5)."""
+        """Eq. 11 expected-bandwidth estimate of ``E[T]``: close when every ``q_n`` is large (spec §5), high
+        when ``q`` is small (its root exceeds every sampled client's compute time;
+        :func:`fedsketch.planner.api.sampled_round_time` gives ``E[T]`` itself)."""
         t_cp, t_cm = self.times(k)
         return expected_bandwidth_time(q, t_cp, t_cm, self.W)
 
