@@ -181,6 +181,25 @@ def test_suite_errors(tmp_path: Path, body: str, fragment: str, count: int) -> N
     assert not (tmp_path / "out" / "runs").exists()  # nothing ran
 
 
+@pytest.mark.parametrize(("body", "fragment", "count"), [
+    ('[[strategy]]\nname = "a"\nsets = ["fl.q=0.5"]\n', "strategy 'a': unknown key 'sets' (did you mean set?)", 1),
+    ('[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\nset = ["fl.q=7"]\n', "strategy 'b': fl.q: 7.0 is out of range", 1),
+    ('[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\nset = ["planner.theta_file=\'/nonexistent/t.json\'"]\n',
+     "strategy 'b': planner.theta_file: file not found: /nonexistent/t.json (`fedsketch estimate", 1),
+], ids=["strategy-typo", "strategy-value", "strategy-file"])
+def test_validate_checks_a_suite_as_compare_runs_it(tmp_path: Path, body: str, fragment: str, count: int) -> None:
+    """`fedsketch validate SUITE`: the suite's keys, then each strategy's config and the files it names."""
+    res = _invoke(["validate", str(_suite(tmp_path, f'output = "{tmp_path / "out"}"\n' + body))])
+    _check(res, 2, fragment)
+    assert res.output.count("  - ") == count, res.output
+
+
+def test_validate_a_good_suite(tmp_path: Path) -> None:
+    res = _invoke(["validate", str(_suite(tmp_path, f'output = "{tmp_path / "out"}"\nseeds = [0, 1]\n'
+                                                    '[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\n'))])
+    assert res.exit_code == 0 and "OK (suite 's': 2 strategies x 2 seeds)" in res.output, res.output
+
+
 def test_other_cli_inputs(tmp_path: Path) -> None:
     _check(_invoke(["run", str(TINY), "--backend", "bogus"]), 2, "--backend: 'bogus' is not allowed")
     _check(_invoke(["compare", str(REPO / "suites" / "smoke.toml"), "--seeds", "0,x"]), 2, "--seeds must be")

@@ -215,7 +215,10 @@ def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")
              data_dir: DataDirOpt = None,
              plan: Annotated[bool, typer.Option("--plan", help="also require what `fedsketch plan` needs (theta)")] = False
              ) -> None:
-    """Check a config and every file it names, before loading any model; report every problem at once (exit 2)."""
+    """Check a config and every file it names, before loading any model; report every problem at once (exit 2).
+
+    A suite file (one with ``[[strategy]]`` blocks, see ``fedsketch compare``) is checked as ``compare``
+    would run it: every strategy's config, and the files each one names."""
     from fedsketch.preflight import check_inputs
 
     with user_errors():
@@ -224,6 +227,9 @@ def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")
         except ConfigError as e:
             _print_problems(str(config), e.errors)
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        if "strategy" in raw:
+            _validate_suite(config, _with_data_dir(set_, data_dir), plan)
+            return
         cfg, problems = collect(raw, _with_data_dir(set_, data_dir))
         if not problems:
             problems = check_inputs(cfg, planner=True if plan else None)
@@ -231,6 +237,27 @@ def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")
         _print_problems(str(config), problems)
         raise typer.Exit(EXIT_BAD_INPUT)
     say(f"{config}: OK")
+
+
+def _validate_suite(path: Path, overrides: list[str], plan: bool) -> None:
+    """``validate`` of a suite: its own keys, then each strategy's config at the suite's first seed (the
+    seed changes no file a config names) and the files it names."""
+    from fedsketch.compare import load_suite
+    from fedsketch.preflight import check_inputs
+
+    try:
+        suite = load_suite(path, overrides)
+    except ConfigError as e:
+        _print_problems(str(path), e.errors)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    problems = []
+    for name, _ in suite.strategies:
+        cfg = suite.config(name, suite.seeds[0])
+        problems += [f"strategy {name!r}: {m}" for m in check_inputs(cfg, planner=True if plan else None)]
+    if problems:
+        _print_problems(str(path), problems)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    say(f"{path}: OK (suite {suite.name!r}: {len(suite.strategies)} strategies x {len(suite.seeds)} seeds)")
 
 
 @app.command()

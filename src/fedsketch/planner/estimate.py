@@ -320,7 +320,8 @@ def load_theta_file(path: str | Path) -> Theta:
     """
     path = Path(path)
     if not path.is_file():
-        raise EstimationError(f"planner.theta_file: file not found: {path}")
+        raise EstimationError(f"planner.theta_file: file not found: {path} (`fedsketch estimate CONFIG --out {path}` "
+                              f"writes it from pilot runs)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
