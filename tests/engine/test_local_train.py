@@ -117,3 +117,18 @@ def test_encode_keeps_a_prompt_token_and_the_response(engine):
     eng, _ = engine
     e = encode(eng.tok, "Question: " + "word " * 100, " a long answer " * 20, 16)
     assert len(e.ids) <= 16 and e.n_prompt >= 1 and len(e.ids) - e.n_prompt == 15
+
+
+def test_adding_lora_prints_no_third_party_deprecation(tiny_cfg):
+    """PEFT reads `is_gradient_checkpointing`, which transformers deprecates with a FutureWarning that every
+    command printed; add_lora keeps it off the console (and only that one)."""
+    import warnings
+
+    from fedsketch.engine.model import add_lora, load_base_model
+
+    cfg = tiny_cfg()
+    model, _ = load_base_model(cfg.model)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        add_lora(model, cfg.lora)
+    assert not [w for w in seen if issubclass(w.category, FutureWarning)], [str(w.message) for w in seen]

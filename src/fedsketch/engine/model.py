@@ -16,6 +16,7 @@ import contextlib
 import copy
 import functools
 import importlib.metadata
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,4 +224,6 @@ def add_lora(model: Any, cfg: LoraConfig) -> Any:
     pcfg = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                           target_modules=list(cfg.target_modules), use_rslora=cfg.use_rslora,
                           bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, pcfg)
+    with warnings.catch_warnings():  # PEFT reads a property transformers 5 deprecates; nothing the user can change
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        return get_peft_model(model, pcfg)
