@@ -27,6 +27,7 @@ from fedsketch.network.profiles import payload_from_model
 from fedsketch.planner.api import ROUND_TIME_STREAM, plan_json, sampled_round_time
 from fedsketch.planner.estimate import EstimationError, design_from_planner, estimate_theta, load_pilots, run_pilots
 from fedsketch.planner.qstep import SolverError
+from fedsketch.rng import Streams
 from fedsketch.runner.build import (WeightsFn, config_payload_mbit, default_weights, plan_config, plan_from_config,
                                     problem_from_config)
 
@@ -67,7 +68,6 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory
     """Bootstrap band (theta and the plan's time) and the refinement loop of PAPER.md §8.4."""
     from fedsketch.planner.bound import Theta
     from fedsketch.planner.estimate import bootstrap_theta, in_hull, observation_points, predicted_time_band, refine
-    from fedsketch.rng import Streams
 
     extra: dict = {}
     steps: list = []
@@ -179,8 +179,6 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         try:
             payload = (payload_fn or _default_payload_fn)(cfg) if payload_from_model(cfg.network) else None
             plan, bls, prob = plan_from_config(cfg, weights_fn=weights_fn or default_weights, payload_mbit=payload)
-            from fedsketch.rng import Streams
-
             sampled = sampled_round_time(prob, plan.q, plan.k, Streams(cfg.seed).generator(ROUND_TIME_STREAM))
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - fail() turns it into a message
             fail(e)
