@@ -16,6 +16,9 @@ With ``--what-if CONFIG`` it also scores, under the planner's model (``planner.b
 rounds of eq. 21 x the round time) at each seed's profiles from a capability-rank run's run.json, the
 plan of CONFIG's planner (stability constrain and none) against the capability ranks (k 1-8) and
 those ranks clipped to k >= 2 and >= 3, all at q = 0.25, with the step factor and feasibility.
+With ``--speedup-over NAME`` (repeatable) it pairs every strategy's minutes to the accuracy and loss levels by
+seed with row NAME of the same suite: NAME's time / the strategy's, per seed and mean ± SE over the seeds
+where both reached the level (compare's paired.md does this against the suite's reference only).
 With ``--final-against RUNS/NAME`` it pairs every strategy's final accuracy by seed with NAME's runs of
 another suite (issue 13's "final accuracy within 1 point of full sampling at full rank").
 """
@@ -131,6 +134,36 @@ def final_against(runs: list[Path], ref: Path) -> None:
               f"{', '.join(f'{d:+.1f}' for d in diffs) or '—'} | {sum(d >= -1 for d in diffs)}/{len(diffs)} |")
 
 
+def speedup_over(runs: list[Path], ref: str, acc: float, loss: float) -> None:
+    """Paired by seed: ``ref``'s minutes to ``acc`` and to ``loss`` / each strategy's (both must reach it)."""
+    def minutes(run: Path) -> tuple[float | None, float | None]:
+        ev = [r for r in load(run)[2] if "accuracy" in r][1:]
+        a = first_at(ev, lambda e: e["accuracy"] >= acc)
+        b = first_at(ev, lambda e: e.get("test_loss") is not None and e["test_loss"] <= loss)
+        return (a["sim_seconds"] / 60 if a else None), (b["sim_seconds"] / 60 if b else None)
+
+    by: dict[str, dict[str, Path]] = {}
+    for run in runs:
+        name, seed = run.name.rsplit("-seed", 1)
+        by.setdefault(name, {})[seed] = run
+    if ref not in by:
+        raise SystemExit(f"n50_rounds: --speedup-over {ref!r}: no finished run of that row; rows: {sorted(by)}")
+    print(f"\n| strategy | speed-up over {ref} to {100 * acc:.0f} % (mean ± SE, per seed) "
+          f"| speed-up over {ref} to loss {loss} (mean ± SE, per seed) |\n|---|---|---|")
+    for name, seeds in by.items():
+        if name == ref:
+            continue
+        cells = []
+        for i in (0, 1):
+            pairs = [(s, minutes(by[ref][s])[i], minutes(run)[i]) for s, run in sorted(seeds.items()) if s in by[ref]]
+            both = [(s, a / b) for s, a, b in pairs if a is not None and b is not None]
+            per = ", ".join(f"{s}: {x:.2f}" for s, x in both)
+            m = _mse([x for _, x in both])
+            m = m.replace(" ±", "x ±") if "±" in m else (m + "x" if both else m)
+            cells.append(f"{m} ({len(both)}/{len(pairs)}; {per or '—'})")
+        print(f"| {name} | {cells[0]} | {cells[1]} |")
+
+
 def what_if(runs: list[Path], config: str) -> None:
     from fedsketch.config import load_config
     from fedsketch.network.profiles import ClientProfiles
@@ -170,6 +203,8 @@ def main() -> None:
     ap.add_argument("--what-if", default=None, help="config whose planner scores the capability allocation")
     ap.add_argument("--final-against", type=Path, default=None,
                     help="runs/<name> of another suite (e.g. results/n50/fig2-sampling/runs/full): final accuracy paired by seed")
+    ap.add_argument("--speedup-over", action="append", default=[], metavar="NAME",
+                    help="a row of this suite: every strategy's speed-up over it, paired by seed")
     a = ap.parse_args()
     levels = [float(x) for x in a.levels.split(",")]
     if not (a.suite_dir / "runs").is_dir():
@@ -188,6 +223,8 @@ def main() -> None:
         cells += [fmt(d[f"loss{lv}"]) for lv in levels]
         print("| " + " | ".join(cells) + " |")
     summary(runs, a.acc, levels[-1])
+    for ref in a.speedup_over:
+        speedup_over(runs, ref, a.acc, levels[-1])
     if a.final_against:
         final_against(runs, a.final_against)
     if a.what_if:
