@@ -79,7 +79,8 @@ class Plan:
     objective : float
         Same as ``total_time``.
     round_time_approx : float
-        Eq. 11 estimate of the true ``E[T]`` at ``(q, k)`` (tighter than the bound).
+        Eq. 11 root at ``(q, k)``: close to ``E[T]`` when every ``q_n`` is large, high when ``q`` is small
+        (it exceeds the compute time of every client with ``q_n > 0``); ``fedsketch plan`` reports ``E[T]`` itself.
     diagnostics : dict
         Solver, feasibility form, per-start objectives, iterations, timings.
     stability : dict
