@@ -49,6 +49,15 @@ def first_at(evals: list[dict], ok) -> dict | None:
     return next((e for e in evals if ok(e)), None)
 
 
+def minutes_to(run: Path, acc: float, loss: float) -> tuple[float | None, float | None]:
+    """Simulated minutes to the first evaluation after round 0 at accuracy >= ``acc`` and at test loss <= ``loss``
+    (None where the run never got there)."""
+    ev = [r for r in load(run)[2] if "accuracy" in r][1:]
+    a = first_at(ev, lambda e: e["accuracy"] >= acc)
+    b = first_at(ev, lambda e: e.get("test_loss") is not None and e["test_loss"] <= loss)
+    return (a["sim_seconds"] / 60 if a else None), (b["sim_seconds"] / 60 if b else None)
+
+
 def describe(run: Path, levels: list[float], acc: float) -> dict:
     info, cfg, recs = load(run)
     rounds = [r for r in recs if "round_sim_seconds" in r]
@@ -100,10 +109,9 @@ def summary(runs: list[Path], acc: float, loss: float) -> None:
         for run in rs:
             _, cfg, recs = load(run)
             ev = [r for r in recs if "accuracy" in r]
-            a = first_at(ev[1:], lambda e: e["accuracy"] >= acc)
-            b = first_at(ev[1:], lambda e: e.get("test_loss") is not None and e["test_loss"] <= loss)
-            ta += [a["sim_seconds"] / 60] if a else []
-            tl += [b["sim_seconds"] / 60] if b else []
+            a, b = minutes_to(run, acc, loss)
+            ta += [a] if a is not None else []
+            tl += [b] if b is not None else []
             fin.append(100 * ev[-1]["accuracy"])
             factor = cfg.get("fl", {}).get("stop_divergence", 2.0) or 2.0
             div += divergence_onset(ev, factor) is not None  # the run's own rule
@@ -136,12 +144,6 @@ def final_against(runs: list[Path], ref: Path) -> None:
 
 def speedup_over(runs: list[Path], ref: str, acc: float, loss: float) -> None:
     """Paired by seed: ``ref``'s minutes to ``acc`` and to ``loss`` / each strategy's (both must reach it)."""
-    def minutes(run: Path) -> tuple[float | None, float | None]:
-        ev = [r for r in load(run)[2] if "accuracy" in r][1:]
-        a = first_at(ev, lambda e: e["accuracy"] >= acc)
-        b = first_at(ev, lambda e: e.get("test_loss") is not None and e["test_loss"] <= loss)
-        return (a["sim_seconds"] / 60 if a else None), (b["sim_seconds"] / 60 if b else None)
-
     by: dict[str, dict[str, Path]] = {}
     for run in runs:
         name, seed = run.name.rsplit("-seed", 1)
@@ -153,10 +155,11 @@ def speedup_over(runs: list[Path], ref: str, acc: float, loss: float) -> None:
     for name, seeds in by.items():
         if name == ref:
             continue
+        pairs = [(s, minutes_to(by[ref][s], acc, loss), minutes_to(run, acc, loss))
+                 for s, run in sorted(seeds.items()) if s in by[ref]]
         cells = []
-        for i in (0, 1):
-            pairs = [(s, minutes(by[ref][s])[i], minutes(run)[i]) for s, run in sorted(seeds.items()) if s in by[ref]]
-            both = [(s, a / b) for s, a, b in pairs if a is not None and b is not None]
+        for i in (0, 1):  # the accuracy level, then the loss level
+            both = [(s, a[i] / b[i]) for s, a, b in pairs if a[i] is not None and b[i] is not None]
             per = ", ".join(f"{s}: {x:.2f}" for s, x in both)
             m = _mse([x for _, x in both])
             m = m.replace(" ±", "x ±") if "±" in m else (m + "x" if both else m)

@@ -186,7 +186,9 @@ def test_suite_errors(tmp_path: Path, body: str, fragment: str, count: int) -> N
     ('[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\nset = ["fl.q=7"]\n', "strategy 'b': fl.q: 7.0 is out of range", 1),
     ('[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\nset = ["planner.theta_file=\'/nonexistent/t.json\'"]\n',
      "strategy 'b': planner.theta_file: file not found: /nonexistent/t.json (`fedsketch estimate", 1),
-], ids=["strategy-typo", "strategy-value", "strategy-file"])
+    ('set = ["planner.theta_file=\'/nonexistent/t.json\'"]\n[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\n',
+     "every strategy: planner.theta_file: file not found", 1),
+], ids=["strategy-typo", "strategy-value", "strategy-file", "shared-file-once"])
 def test_validate_checks_a_suite_as_compare_runs_it(tmp_path: Path, body: str, fragment: str, count: int) -> None:
     """`fedsketch validate SUITE`: the suite's keys, then each strategy's config and the files it names."""
     res = _invoke(["validate", str(_suite(tmp_path, f'output = "{tmp_path / "out"}"\n' + body))])

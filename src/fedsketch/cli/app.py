@@ -250,10 +250,13 @@ def _validate_suite(path: Path, overrides: list[str], plan: bool) -> None:
     except ConfigError as e:
         _print_problems(str(path), e.errors)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    problems = []
-    for name, _ in suite.strategies:
-        cfg = suite.config(name, suite.seeds[0])
-        problems += [f"strategy {name!r}: {m}" for m in check_inputs(cfg, planner=True if plan else None)]
+    names = [n for n, _ in suite.strategies]
+    where: dict[str, list[str]] = {}  # a problem shared by strategies (the base's model, say) is listed once
+    for name in names:
+        for msg in check_inputs(suite.config(name, suite.seeds[0]), planner=True if plan else None):
+            where.setdefault(msg, []).append(name)
+    problems = [f"{'every strategy' if len(ns) == len(names) > 1 else 'strategy ' + ', '.join(map(repr, ns))}: {msg}"
+                for msg, ns in where.items()]
     if problems:
         _print_problems(str(path), problems)
         raise typer.Exit(EXIT_BAD_INPUT)

@@ -12,6 +12,7 @@ the client or constraint), 2 bad input (config, theta file, profile CSV, data, o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -24,7 +25,7 @@ from rich.table import Table
 from fedsketch.config import ConfigError, load_config
 from fedsketch.errors import EXIT_FAILED, classify
 from fedsketch.network.profiles import payload_from_model
-from fedsketch.planner.api import ROUND_TIME_STREAM, plan_json, sampled_round_time
+from fedsketch.planner.api import ROUND_TIME_STREAM, SAMPLED_ROUND_TIME_BUDGET, plan_json, sampled_round_time
 from fedsketch.planner.estimate import EstimationError, design_from_planner, estimate_theta, load_pilots, run_pilots
 from fedsketch.planner.qstep import SolverError
 from fedsketch.rng import Streams
@@ -183,8 +184,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - fail() turns it into a message
             fail(e)
         data = plan_json(plan, bls, prob)
-        data["round_time_sampled"] = None if sampled is None else {
-            "value": sampled.value, "stderr": sampled.stderr, "method": sampled.method, "samples": sampled.samples}
+        data["round_time_sampled"] = None if sampled is None else dataclasses.asdict(sampled)
         path = out or Path(cfg.output.dir) / f"plan-{cfg.hash()}.json"
         _write(path, data)
         if json_:
@@ -215,7 +215,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
                           f"lr scale s = {st['lr_scale']:.4g} (train.lr x s = {cfg.train.lr * st['lr_scale']:.4g}); "
                           f"predicted {_fmt(plan.rounds)} rounds, {_fmt(plan.total_time)} s")
         if sampled is None:
-            et = f"not sampled at N = {prob.N} (more than 100,000 clients)"
+            et = f"not sampled at N = {prob.N} (more than {SAMPLED_ROUND_TIME_BUDGET // 100:,} clients)"
         elif sampled.method == "enumerate":
             et = f"{sampled.value:.4g} s (eq. 10, exact over all {sampled.samples} participation masks)"
         else:

@@ -140,7 +140,7 @@ def sampled_round_time(prob: PlanProblem, q: np.ndarray, k: np.ndarray,
     if prob.N > ENUMERATE_MAX_CLIENTS and samples < 100:
         return None
     return expected_round_time(np.asarray(q, dtype=float), t_cp, t_cm, prob.W, method="auto", rng=rng,
-                               samples=max(samples, 2))
+                               samples=samples)
 
 
 def plan_json(plan: Plan, bls: list[Baseline], prob: PlanProblem, include_vectors: bool = True) -> dict:
