@@ -54,9 +54,9 @@ def main() -> None:
     for rep in range(args.reps):
         cfg = load_config(None, [*sets, f"output.name='inproc{rep}'"])
         res = run_experiment(cfg, fresh=True)
-        real = [r["real_seconds"] for r in res.records]
+        real = [r.real_seconds for r in res.records]
         inproc += list(np.diff(real)[keep])
-        sampled += [len(r["sampled"]) for r in res.records[1:]][keep]
+        sampled += [len(r.sampled) for r in res.records[1:]][keep]
         stats: dict = {}
         t0 = time.perf_counter()
         run_flower(load_config(None, [*sets, f"output.name='flower{rep}'"]), fresh=True,

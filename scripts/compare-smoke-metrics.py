@@ -4,17 +4,20 @@ Usage: python scripts/compare-smoke-metrics.py REFERENCE_DIR OTHER_DIR [--rtol 1
 
 Prints, per run, whether every record is identical (wall-clock fields excluded) and the largest
 relative difference of the numeric fields; exits 1 if a record differs beyond --rtol (or in a
-non-numeric field: sampled clients, failures, number of evaluated questions).
+non-numeric field: sampled clients, failures, number of evaluated questions). The records are
+compared as the JSON objects on disk (``read_metrics_dicts``), so a key only one side writes shows.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-WALL = {"real_seconds", "client_compute_seconds"}
+from fedsketch.compare.layout import runs_dir
+from fedsketch.records import METRICS_FILE, WALL_CLOCK_FIELDS, read_metrics_dicts
+
+WALL = set(WALL_CLOCK_FIELDS)
 
 
 def main() -> int:
@@ -24,9 +27,9 @@ def main() -> int:
     ap.add_argument("--rtol", type=float, default=1e-5)
     a = ap.parse_args()
     bad = 0
-    for run in sorted((a.ref / "runs").iterdir()):
-        r1 = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        r2 = [json.loads(x) for x in (a.other / "runs" / run.name / "metrics.jsonl").read_text().splitlines()]
+    for run in sorted(runs_dir(a.ref).iterdir()):
+        r1 = read_metrics_dicts(run / METRICS_FILE)
+        r2 = read_metrics_dicts(runs_dir(a.other) / run.name / METRICS_FILE)
         same, worst, why = len(r1) == len(r2), 0.0, ""
         for x, y in zip(r1, r2):
             for k in sorted(set(x) | set(y) - WALL):

@@ -20,7 +20,7 @@ With ``--speedup-over NAME`` (repeatable) it pairs every strategy's minutes to t
 seed with row NAME of the same suite: NAME's time / the strategy's, per seed and mean ± SE over the seeds
 where both reached the level (compare's paired.md does this against the suite's reference only).
 With ``--final-against RUNS/NAME`` it pairs every strategy's final accuracy by seed with NAME's runs of
-another suite (issue 13's "final accuracy within 1 point of full sampling at full rank").
+another suite (the claim "final accuracy within 1 point of full sampling at full rank").
 """
 from __future__ import annotations
 
@@ -33,35 +33,43 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsketch.compare.layout import parse_run_name, run_name, runs_dir
 from fedsketch.network.round_time import expected_max_compute
-from fedsketch.report import read_metrics
+from fedsketch.records import METRICS_FILE, RoundRecord, evaluations, read_metrics
 from fedsketch.strategies.methods import inclusion
 
 
 @functools.cache
-def load(run: Path) -> tuple[dict, dict, list[dict]]:
+def load(run: Path) -> tuple[dict, dict, list[RoundRecord]]:
     """run.json, config.toml and metrics.jsonl of a run folder, read once."""
     return (json.loads((run / "run.json").read_text()), tomllib.loads((run / "config.toml").read_text()),
-            read_metrics(run / "metrics.jsonl"))
+            read_metrics(run / METRICS_FILE))
 
 
-def first_at(evals: list[dict], ok) -> dict | None:
+def strategy_seed(run: Path) -> tuple[str, int]:
+    """The strategy and seed of a suite's run folder."""
+    parsed = parse_run_name(run.name)
+    assert parsed is not None, run  # main() keeps only run folders
+    return parsed
+
+
+def first_at(evals: list[RoundRecord], ok) -> RoundRecord | None:
     return next((e for e in evals if ok(e)), None)
 
 
 def minutes_to(run: Path, acc: float, loss: float) -> tuple[float | None, float | None]:
     """Simulated minutes to the first evaluation after round 0 at accuracy >= ``acc`` and at test loss <= ``loss``
     (None where the run never got there)."""
-    ev = [r for r in load(run)[2] if "accuracy" in r][1:]
-    a = first_at(ev, lambda e: e["accuracy"] >= acc)
-    b = first_at(ev, lambda e: e.get("test_loss") is not None and e["test_loss"] <= loss)
-    return (a["sim_seconds"] / 60 if a else None), (b["sim_seconds"] / 60 if b else None)
+    ev = evaluations(load(run)[2])[1:]
+    a = first_at(ev, lambda e: e.accuracy >= acc)
+    b = first_at(ev, lambda e: e.test_loss is not None and e.test_loss <= loss)
+    return (a.sim_seconds / 60 if a else None), (b.sim_seconds / 60 if b else None)
 
 
 def describe(run: Path, levels: list[float], acc: float) -> dict:
     info, cfg, recs = load(run)
-    rounds = [r for r in recs if "round_sim_seconds" in r]
-    evals = [r for r in recs if "accuracy" in r and r["round"] > 0]
+    rounds = [r for r in recs if r.round_sim_seconds is not None]
+    evals = [r for r in recs if r.evaluated and r.round > 0]
     fl = cfg.get("fl", {})
     q = inclusion(fl.get("method", "independent"), info["q"], fl.get("clients_per_round", 0))
     t_cp, t_cm = np.asarray(info["t_cp"], float), np.asarray(info["t_cm"], float)
@@ -69,19 +77,20 @@ def describe(run: Path, levels: list[float], acc: float) -> dict:
     out = {
         "run": run.name,
         "k": f"{min(info['k'])}-{max(info['k'])} (median {int(np.median(info['k']))})",
-        "cohort": st.mean(len(r["sampled"]) for r in rounds),
-        "round_s": st.mean(r["round_sim_seconds"] for r in rounds),
+        "cohort": st.mean(len(r.sampled) for r in rounds),
+        "round_s": st.mean(r.round_sim_seconds for r in rounds),
         "model_cp": expected_max_compute(q, t_cp),
         "model_cm": float(np.dot(q, t_cm)) / W,
         "max_t_cp": float(t_cp.max()),
         "rounds_done": len(rounds),
     }
     for lv in levels:
-        e = first_at(evals, lambda e, lv=lv: e.get("test_loss") is not None and e["test_loss"] <= lv)
-        out[f"loss{lv}"] = (e["round"], e["sim_seconds"]) if e else None  # (first_at skips unevaluated losses)
-    e = first_at(evals, lambda e: e["accuracy"] >= acc)
-    out["acc"] = (e["round"], e["sim_seconds"]) if e else None
-    out["first_eval"] = (evals[0]["round"], evals[0]["sim_seconds"], evals[0]["accuracy"], evals[0]["test_loss"]) if evals else None
+        e = first_at(evals, lambda e, lv=lv: e.test_loss is not None and e.test_loss <= lv)
+        out[f"loss{lv}"] = (e.round, e.sim_seconds) if e else None  # (first_at skips unevaluated losses)
+    e = first_at(evals, lambda e: e.accuracy >= acc)
+    out["acc"] = (e.round, e.sim_seconds) if e else None
+    first = evals[0] if evals else None
+    out["first_eval"] = (first.round, first.sim_seconds, first.accuracy, first.test_loss) if first else None
     return out
 
 
@@ -101,23 +110,23 @@ def summary(runs: list[Path], acc: float, loss: float) -> None:
 
     by: dict[str, list[Path]] = {}
     for run in runs:
-        by.setdefault(run.name.rsplit("-seed", 1)[0], []).append(run)
+        by.setdefault(strategy_seed(run)[0], []).append(run)
     print(f"\n| strategy | seeds | minutes to {100 * acc:.0f} % (mean ± SE, reached) | minutes to loss {loss} (mean ± SE, reached) "
           "| final accuracy (mean ± SE) | diverged (rule) | worse than round 0 |\n|---|---|---|---|---|---|---|")
     for name, rs in by.items():
         ta, tl, fin, div, worse = [], [], [], 0, 0
         for run in rs:
             _, cfg, recs = load(run)
-            ev = [r for r in recs if "accuracy" in r]
+            ev = evaluations(recs)
             a, b = minutes_to(run, acc, loss)
             ta += [a] if a is not None else []
             tl += [b] if b is not None else []
-            fin.append(100 * ev[-1]["accuracy"])
+            fin.append(100 * ev[-1].accuracy)
             factor = cfg.get("fl", {}).get("stop_divergence", 2.0) or 2.0
             div += divergence_onset(ev, factor) is not None  # the run's own rule
             worse += worse_than_start(ev) is not None
         n = len(rs)
-        seeds = ",".join(r.name.rsplit("-seed", 1)[1] for r in rs)
+        seeds = ",".join(str(strategy_seed(r)[1]) for r in rs)
         print(f"| {name} | {seeds} | {_mse(ta)} ({len(ta)}/{n}) | {_mse(tl)} ({len(tl)}/{n}) | {_mse(fin)} | {div}/{n} | {worse}/{n} |")
 
 
@@ -126,27 +135,27 @@ def final_against(runs: list[Path], ref: Path) -> None:
     results/n50/fig2-sampling/runs/full: full sampling at full rank), paired by seed: mean ± SE of the
     difference in points, and on how many seeds it is within 1 point or above."""
     def final(run: Path) -> float:
-        return 100 * [r for r in load(run)[2] if "accuracy" in r][-1]["accuracy"]
+        return 100 * evaluations(load(run)[2])[-1].accuracy
 
-    by: dict[str, dict[str, Path]] = {}
+    by: dict[str, dict[int, Path]] = {}
     for run in runs:
-        name, seed = run.name.rsplit("-seed", 1)
+        name, seed = strategy_seed(run)
         by.setdefault(name, {})[seed] = run
     print(f"\n| strategy | seeds paired with {ref.name} | final accuracy minus {ref.name}'s, points (mean ± SE) "
           "| per seed | within 1 point or above |\n|---|---|---|---|---|")
     for name, seeds in by.items():
-        pairs = [(s, final(run) - final(ref.with_name(f"{ref.name}-seed{s}"))) for s, run in sorted(seeds.items())
-                 if (ref.with_name(f"{ref.name}-seed{s}") / "metrics.jsonl").is_file()]
+        pairs = [(s, final(run) - final(ref.with_name(run_name(ref.name, s)))) for s, run in sorted(seeds.items())
+                 if (ref.with_name(run_name(ref.name, s)) / METRICS_FILE).is_file()]
         diffs = [d for _, d in pairs]
-        print(f"| {name} | {','.join(s for s, _ in pairs) or '—'} | {_mse(diffs)} | "
+        print(f"| {name} | {','.join(str(s) for s, _ in pairs) or '—'} | {_mse(diffs)} | "
               f"{', '.join(f'{d:+.1f}' for d in diffs) or '—'} | {sum(d >= -1 for d in diffs)}/{len(diffs)} |")
 
 
 def speedup_over(runs: list[Path], ref: str, acc: float, loss: float) -> None:
     """Paired by seed: ``ref``'s minutes to ``acc`` and to ``loss`` / each strategy's (both must reach it)."""
-    by: dict[str, dict[str, Path]] = {}
+    by: dict[str, dict[int, Path]] = {}
     for run in runs:
-        name, seed = run.name.rsplit("-seed", 1)
+        name, seed = strategy_seed(run)
         by.setdefault(name, {})[seed] = run
     if ref not in by:
         raise SystemExit(f"n50_rounds: --speedup-over {ref!r}: no finished run of that row; rows: {sorted(by)}")
@@ -210,9 +219,11 @@ def main() -> None:
                     help="a row of this suite: every strategy's speed-up over it, paired by seed")
     a = ap.parse_args()
     levels = [float(x) for x in a.levels.split(",")]
-    if not (a.suite_dir / "runs").is_dir():
-        raise SystemExit(f"n50_rounds: {a.suite_dir} has no runs/ folder; give a suite's output folder, e.g. results/n50/table1")
-    runs = sorted(p for p in (a.suite_dir / "runs").iterdir() if (p / "run.json").exists() and (p / "metrics.jsonl").exists())
+    if not runs_dir(a.suite_dir).is_dir():
+        raise SystemExit(f"n50_rounds: {a.suite_dir} has no runs/ folder; give a suite's output folder, "
+                         "e.g. results/n50/table1")
+    runs = sorted(p for p in runs_dir(a.suite_dir).iterdir()
+                  if parse_run_name(p.name) and (p / "run.json").exists() and (p / METRICS_FILE).exists())
     fmt = lambda v: "never" if v is None else f"round {v[0]}, {v[1]:.0f} s"  # noqa: E731
     head = ["run", "k", "cohort", "round [s] measured", "model: E max t_cp + sum q t_cm / W", "largest t_cp",
             "first evaluation (round, s, acc, loss)", f"{100 * a.acc:.0f} %"] + [f"loss {lv}" for lv in levels]

@@ -25,13 +25,16 @@ import io
 import json
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedsketch.compare.layout import parse_run_name, runs_dir
 from fedsketch.errors import InputError
 from fedsketch.io import atomic_write_text
+from fedsketch.records import METRICS_FILE, RoundRecord, evaluations, read_metrics
 
 RUN_FIGURES = ("accuracy-loss", "participation", "allocation", "bandwidth", "uploads")
 SUITE_FIGURES = ("suite-accuracy", "suite-loss")
@@ -104,20 +107,16 @@ def _page(title: str, sections: list[str]) -> str:
               "minutes of the wireless system model (PAPER.md eqs. 10, 18-19).</p>\n</body></html>\n")
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 # --------------------------------------------------------------------------- run figures
 
-def _fig_accuracy_loss(records: list[dict[str, Any]]) -> str:
+def _fig_accuracy_loss(records: Sequence[RoundRecord]) -> str:
     plt = _plt()
-    ev = [r for r in records if r.get("accuracy") is not None]
-    x = [r["sim_seconds"] / 60 for r in ev]
+    ev = evaluations(records)
+    x = [r.sim_seconds / 60 for r in ev]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
-    a1.plot(x, [100 * r["accuracy"] for r in ev], marker="o")
+    a1.plot(x, [100 * r.accuracy for r in ev], marker="o")
     a1.set_ylabel("test accuracy (%)")
-    a2.plot(x, [r["test_loss"] for r in ev], marker="o", color="tab:red")
+    a2.plot(x, [r.test_loss for r in ev], marker="o", color="tab:red")
     a2.set_ylabel("test loss (answer NLL per token)")
     for a in (a1, a2):
         a.set_xlabel("simulated wall-clock time (min)")
@@ -126,18 +125,18 @@ def _fig_accuracy_loss(records: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def _participation(records: list[dict[str, Any]], n: int) -> np.ndarray:
+def _participation(records: Sequence[RoundRecord], n: int) -> np.ndarray:
     """(N, R) matrix: 1 trained and uploaded, 0.5 sampled but failed, 0 not sampled."""
-    rounds = [r for r in records if r["round"] > 0]
+    rounds = [r for r in records if r.round > 0]
     m = np.zeros((n, len(rounds)))
     for j, r in enumerate(rounds):
-        failed = {f["client"] for f in r.get("failed", [])}
-        for c in r["sampled"]:
+        failed = {f["client"] for f in r.failed}
+        for c in r.sampled:
             m[c, j] = 0.5 if c in failed else 1.0
     return m
 
 
-def _fig_participation(records: list[dict[str, Any]], q: np.ndarray) -> str:
+def _fig_participation(records: Sequence[RoundRecord], q: np.ndarray) -> str:
     plt = _plt()
     n = len(q)
     m = _participation(records, n)
@@ -176,27 +175,29 @@ def _fig_allocation(q: np.ndarray, k: np.ndarray, tau_cp: np.ndarray, tau_cm: np
     return _png(fig)
 
 
-def _shares(rec: dict[str, Any], info: dict[str, Any], W: float) -> list[float]:
-    if "bandwidth_mbps" in rec:
-        return list(rec["bandwidth_mbps"])
-    from fedsketch.network import allocate_bandwidth  # older runs: recompute eq. 10 (no FLoRA download)
+def _shares(rec: RoundRecord, info: dict[str, Any], W: float) -> list[float]:
+    """b_n of each sampled client; eq. 10 solved again from run.json's times for a record without
+    ``bandwidth_mbps`` (without a method's extra download)."""
+    if rec.bandwidth_mbps is not None:
+        return list(rec.bandwidth_mbps)
+    from fedsketch.network import allocate_bandwidth
 
-    s = rec["sampled"]
+    s = rec.sampled
     if not s:
         return []
     _, b = allocate_bandwidth(np.asarray(info["t_cp"])[s], np.asarray(info["t_cm"])[s], W)
     return [float(x) for x in b]
 
 
-def _fig_bandwidth(records: list[dict[str, Any]], info: dict[str, Any], W: float, n: int) -> str:
+def _fig_bandwidth(records: Sequence[RoundRecord], info: dict[str, Any], W: float, n: int) -> str:
     plt = _plt()
-    rounds = [r for r in records if r["round"] > 0]
+    rounds = [r for r in records if r.round > 0]
     cmap = plt.get_cmap("tab20")
     fig, a = plt.subplots(figsize=(10, 3.4))
     for r in rounds:
         bottom = 0.0
-        for c, b in zip(r["sampled"], _shares(r, info, W), strict=False):
-            a.bar(r["round"], b / W, bottom=bottom, color=cmap(c % 20), width=0.85, edgecolor="white", lw=0.3)
+        for c, b in zip(r.sampled, _shares(r, info, W), strict=False):
+            a.bar(r.round, b / W, bottom=bottom, color=cmap(c % 20), width=0.85, edgecolor="white", lw=0.3)
             bottom += b / W
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(c % 20)) for c in range(min(n, 20))]
     a.legend(handles, [f"client {c}" for c in range(min(n, 20))], fontsize=6, ncol=min(n, 10),
@@ -209,24 +210,25 @@ def _fig_bandwidth(records: list[dict[str, Any]], info: dict[str, Any], W: float
     return _png(fig)
 
 
-def _client_bytes(rec: dict[str, Any], k: np.ndarray) -> dict[int, float]:
-    if "client_bytes" in rec:
-        return {c: float(b) for c, b in zip(rec["sampled"], rec["client_bytes"], strict=False)}
-    failed = {f["client"] for f in rec.get("failed", [])}  # older runs: split the total in proportion to k_n
-    ok = [c for c in rec["sampled"] if c not in failed]
+def _client_bytes(rec: RoundRecord, k: np.ndarray) -> dict[int, float]:
+    """Each sampled client's upload; for a record without ``client_bytes``, the total split in proportion to k_n."""
+    if rec.client_bytes is not None:
+        return {c: float(b) for c, b in zip(rec.sampled, rec.client_bytes, strict=False)}
+    failed = {f["client"] for f in rec.failed}
+    ok = [c for c in rec.sampled if c not in failed]
     tot = float(sum(k[c] for c in ok)) or 1.0
-    return {c: rec.get("uploaded_bytes", 0) * k[c] / tot for c in ok}
+    return {c: rec.uploaded_bytes * k[c] / tot for c in ok}
 
 
-def _fig_uploads(records: list[dict[str, Any]], k: np.ndarray, n: int) -> str:
+def _fig_uploads(records: Sequence[RoundRecord], k: np.ndarray, n: int) -> str:
     plt = _plt()
-    rounds = [r for r in records if r["round"] > 0]
+    rounds = [r for r in records if r.round > 0]
     per_client = np.zeros(n)
     for r in rounds:
         for c, b in _client_bytes(r, k).items():
             per_client[c] += b
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
-    a1.bar([r["round"] for r in rounds], [r.get("uploaded_bytes", 0) / 1e6 for r in rounds], color="tab:purple")
+    a1.bar([r.round for r in rounds], [r.uploaded_bytes / 1e6 for r in rounds], color="tab:purple")
     a1.set_xlabel("round")
     a1.set_ylabel("uploaded MB (all clients)")
     a2.bar(np.arange(n), per_client / 1e6, color="tab:orange")
@@ -248,25 +250,25 @@ def _versions(info: dict[str, Any]) -> str:
 def run_report_html(folder: str | Path) -> str:
     """The HTML text of a run folder's report (see the module docstring)."""
     folder = Path(folder)
-    records = _read_jsonl(folder / "metrics.jsonl")
+    records = read_metrics(folder / METRICS_FILE)
     info = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
     cfg_text = (folder / "config.toml").read_text() if (folder / "config.toml").is_file() else ""
     cfg = tomllib.loads(cfg_text) if cfg_text else {}
     if not records:
-        raise InputError(f"{folder / 'metrics.jsonl'}: no records")
+        raise InputError(f"{folder / METRICS_FILE}: no records")
     q = np.asarray(info.get("q", []), dtype=float)
     k = np.asarray(info.get("k", []), dtype=float)
     n = len(q) or int(cfg.get("data", {}).get("num_clients", 0))
     W = float(cfg.get("network", {}).get("bandwidth_mbps", 100.0))
-    ev = [r for r in records if r.get("accuracy") is not None]
+    ev = evaluations(records)
     last = records[-1]
     summary = _table(["", "value"], [
-        ["rounds", last["round"]], ["stopped by", last.get("stop", "(unfinished)")],
-        ["simulated time (min)", last.get("sim_seconds", 0) / 60], ["real time (min)", last.get("real_seconds", 0) / 60],
-        ["first accuracy", f"{100 * ev[0]['accuracy']:.1f}% (round {ev[0]['round']})" if ev else None],
-        ["last accuracy", f"{100 * ev[-1]['accuracy']:.1f}% (round {ev[-1]['round']})" if ev else None],
+        ["rounds", last.round], ["stopped by", last.stop if last.stop is not None else "(unfinished)"],
+        ["simulated time (min)", last.sim_seconds / 60], ["real time (min)", last.real_seconds / 60],
+        ["first accuracy", f"{100 * ev[0].accuracy:.1f}% (round {ev[0].round})" if ev else None],
+        ["last accuracy", f"{100 * ev[-1].accuracy:.1f}% (round {ev[-1].round})" if ev else None],
         ["clients N", n], ["E|K| = sum q_n", float(q.sum()) if q.size else None],
-        ["uploaded MB in all", sum(r.get("uploaded_bytes", 0) for r in records) / 1e6],
+        ["uploaded MB in all", sum(r.uploaded_bytes for r in records) / 1e6],
     ])
     sections = [f"<p class=\"muted\">{html.escape(str(folder))}</p>", "<h2>Summary</h2>", summary,
                 "<h2>Accuracy and test loss</h2>",
@@ -295,16 +297,15 @@ def run_report_html(folder: str | Path) -> str:
 
 # --------------------------------------------------------------------------- suite
 
-_RUN_NAME = re.compile(r"^(?P<strategy>.+)-seed(?P<seed>\d+)$")
-
-
-def _suite_runs(folder: Path) -> dict[str, list[tuple[int, list[dict[str, Any]]]]]:
-    out: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {}
-    runs = folder / "runs"
+def _suite_runs(folder: Path) -> dict[str, list[tuple[int, list[RoundRecord]]]]:
+    """The records of every run folder of a suite output folder, per strategy (by folder name)."""
+    out: dict[str, list[tuple[int, list[RoundRecord]]]] = {}
+    runs = runs_dir(folder)
     for d in sorted(runs.iterdir()) if runs.is_dir() else []:
-        m = _RUN_NAME.match(d.name)
-        if m and (d / "metrics.jsonl").is_file():
-            out.setdefault(m["strategy"], []).append((int(m["seed"]), _read_jsonl(d / "metrics.jsonl")))
+        name = parse_run_name(d.name)
+        if name is not None and (d / METRICS_FILE).is_file():
+            strategy, seed = name
+            out.setdefault(strategy, []).append((seed, read_metrics(d / METRICS_FILE)))
     return out
 
 
@@ -319,14 +320,14 @@ def _num(s: str) -> Any:
         return s or None
 
 
-def _fig_strategy(name: str, seed_runs: list[tuple[int, list[dict[str, Any]]]]) -> str:
+def _fig_strategy(name: str, seed_runs: list[tuple[int, list[RoundRecord]]]) -> str:
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
     for seed, recs in seed_runs:
-        ev = [r for r in recs if r.get("accuracy") is not None]
-        x = [r["sim_seconds"] / 60 for r in ev]
-        a1.plot(x, [100 * r["accuracy"] for r in ev], marker=".", label=f"seed {seed}", drawstyle="steps-post")
-        a2.plot(x, [r["test_loss"] for r in ev], marker=".", label=f"seed {seed}", drawstyle="steps-post")
+        ev = evaluations(recs)
+        x = [r.sim_seconds / 60 for r in ev]
+        a1.plot(x, [100 * r.accuracy for r in ev], marker=".", label=f"seed {seed}", drawstyle="steps-post")
+        a2.plot(x, [r.test_loss for r in ev], marker=".", label=f"seed {seed}", drawstyle="steps-post")
     a1.set_ylabel("test accuracy (%)")
     a2.set_ylabel("test loss")
     for a in (a1, a2):
@@ -408,6 +409,6 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: folder not found; give a run folder or a suite output folder")
-    if (folder / "metrics.jsonl").is_file():
+    if (folder / METRICS_FILE).is_file():
         return write_run_report(folder, out)
     return write_suite_report(folder, out)

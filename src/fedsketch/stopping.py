@@ -8,7 +8,7 @@ Why against the best loss so far rather than against round 0: a run that first l
 blows up (test loss 6.0 at round 0, 3.3 after training, then 11.7) is diverged although it
 never reaches twice its untrained loss. Why 2 and not a smaller factor: evaluation noise on a
 few hundred questions moves the loss by far less than 2x, so a run is only stopped for a real
-blow-up. The run stops at the first diverged evaluation (``rec["stop"] = "stop_divergence"``);
+blow-up. The run stops at the first diverged evaluation (``stop = "stop_divergence"``);
 the stability report of ``fedsketch compare`` dates a run's divergence to that same evaluation.
 
 The rule misses a run that collapses at once: test loss 6.0 at round 0, then 10.5, 11.1, 8.3
@@ -21,21 +21,22 @@ the stop rule is unchanged, so finished runs keep their numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+
+from fedsketch.records import RoundRecord
 
 #: default of ``fl.stop_divergence``; also the factor the stability report uses for a run whose
 #: stop rule was switched off (``fl.stop_divergence = 0``)
 DIVERGENCE_FACTOR = 2.0
 
 
-def best_loss(records: Iterable[dict[str, Any]]) -> float:
+def best_loss(records: Iterable[RoundRecord]) -> float:
     """Lowest finite test loss among ``records`` (``inf`` when none was evaluated)."""
-    losses = [r["test_loss"] for r in records if r.get("test_loss") is not None and math.isfinite(r["test_loss"])]
+    losses = [r.test_loss for r in records if r.test_loss is not None and math.isfinite(r.test_loss)]
     return min(losses, default=math.inf)
 
 
-def is_diverged(test_loss: float, earlier: Iterable[dict[str, Any]], factor: float = DIVERGENCE_FACTOR) -> bool:
+def is_diverged(test_loss: float, earlier: Iterable[RoundRecord], factor: float = DIVERGENCE_FACTOR) -> bool:
     """Whether an evaluation with ``test_loss`` after the ``earlier`` records has diverged (see the
     module docstring); ``factor <= 0`` switches the rule off."""
     if factor <= 0:
@@ -43,22 +44,22 @@ def is_diverged(test_loss: float, earlier: Iterable[dict[str, Any]], factor: flo
     return not test_loss <= factor * best_loss(earlier)  # NaN compares False: diverged
 
 
-def divergence_onset(records: list[dict[str, Any]], factor: float = DIVERGENCE_FACTOR) -> float | None:
+def divergence_onset(records: Sequence[RoundRecord], factor: float = DIVERGENCE_FACTOR) -> float | None:
     """Simulated seconds of the first diverged evaluation after round 0 (None if none)."""
     for i, r in enumerate(records):
-        if i > 0 and r.get("test_loss") is not None and is_diverged(r["test_loss"], records[:i], factor):
-            return float(r["sim_seconds"])
+        if i > 0 and r.test_loss is not None and is_diverged(r.test_loss, records[:i], factor):
+            return float(r.sim_seconds)
     return None
 
 
-def worse_than_start(records: list[dict[str, Any]]) -> float | None:
+def worse_than_start(records: Sequence[RoundRecord]) -> float | None:
     """Simulated seconds of the first evaluation after round 0 whose test loss is above round 0's
     (the untrained model's) or NaN; None if none, or if round 0 has no test loss."""
-    start = next((r["test_loss"] for r in records[:1] if r.get("test_loss") is not None), None)
+    start = records[0].test_loss if records else None
     if start is None:
         return None
     for r in records[1:]:
-        x = r.get("test_loss")
+        x = r.test_loss
         if x is not None and not x <= start:  # NaN compares False
-            return float(r["sim_seconds"])
+            return float(r.sim_seconds)
     return None

@@ -7,7 +7,7 @@ import pytest
 
 from fedsketch.config import load_config
 from fedsketch.runner.build import federation, method_from_config, profiles_from_config
-from fedsketch.runner.run import Rules, Run
+from fedsketch.runner.run import Run, Schedule
 from fedsketch.strategies import resolve_allocation
 from fedsketch.strategies.methods import AGGREGATORS, METHODS, SAMPLERS, SKETCHERS, MethodContext, build_method, check_method
 
@@ -38,7 +38,7 @@ def plan_round(t, fed, alloc, modules):
     assert modules == MODS
     zeros = np.zeros(fed.num_clients)
     run = Run(method=method_from_config(_CFG[id(alloc)], fed, alloc), alloc=alloc, t_cp=zeros, t_cm=zeros,
-              r=fed.r, streams=fed.streams, rules=Rules(rounds=10**6), engine=_NoEngine(), executor=None,
+              r=fed.r, streams=fed.streams, schedule=Schedule(rounds=10**6), engine=_NoEngine(), executor=None,
               probe=lambda t, state: {}, x0={})
     return run.plan(t)
 

@@ -8,7 +8,6 @@ traceback. Exit codes (``fedsketch.errors``): 0 ok, 1 a failed run, 2 bad input,
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedsketch.cli import app
+from fedsketch.records import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.toml"
@@ -277,8 +277,8 @@ def test_interrupt_prints_round_exits_130_and_resumes(tmp_path: Path, monkeypatc
     monkeypatch.setattr(TorchEngine, "train_client", real)
     res = _run(tmp_path, *sets)
     assert res.exit_code == 0, res.output
-    recs = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in recs] == [0, 1, 2, 3, 4]
+    recs = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert [r.round for r in recs] == [0, 1, 2, 3, 4]
     assert "round 3/4" in res.output and "round 1/4" not in res.output  # resumed, not restarted
 
 

@@ -105,11 +105,11 @@ def test_run_with_client_batch_matches_sequential_run(tiny_cfg, method):
     new = run_experiment(tiny_cfg(*common, "train.client_batch=0", "output.name='new'"))
     assert len(old.records) == len(new.records) == 3
     for a, b in zip(old.records, new.records, strict=True):
-        assert a["sampled"] == b["sampled"] and not b["failed"]
-        assert a["accuracy"] == b["accuracy"]
-        assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-5)
-        if a["train_loss"] is not None:
-            assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert a.sampled == b.sampled and not b.failed
+        assert a.accuracy == b.accuracy
+        assert b.test_loss == pytest.approx(a.test_loss, rel=1e-5)
+        if a.train_loss is not None:
+            assert b.train_loss == pytest.approx(a.train_loss, rel=1e-5)
     for m in old.state:
         for x, y in zip(old.state[m], new.state[m], strict=True):
             if x.size:

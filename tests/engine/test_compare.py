@@ -11,8 +11,16 @@ import pytest
 from typer.testing import CliRunner
 
 from fedsketch.cli import app
-from fedsketch.compare import load_suite, time_to_target
+from fedsketch.compare import load_suite
+from fedsketch.compare.statistics import summarise, sweep_rows, time_to_target
+from fedsketch.compare.write import write_sweep, write_tables
 from fedsketch.config import ConfigError
+from fedsketch.records import WALL_CLOCK_FIELDS, RoundRecord, read_metrics
+
+
+def evals(*points):
+    """Records of evaluations at (simulated seconds, accuracy, test loss); round i for the i-th."""
+    return [RoundRecord(round=i, sim_seconds=t, accuracy=a, test_loss=x) for i, (t, a, x) in enumerate(points)]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +52,7 @@ def test_smoke_suite_end_to_end(tmp_path):
 
 
 def test_time_to_target_and_unreached():
-    recs = [{"sim_seconds": 0, "accuracy": 0.2}, {"sim_seconds": 60}, {"sim_seconds": 120, "accuracy": 0.5}]
+    recs = evals((0, 0.2, None), (60, None, None), (120, 0.5, None))
     assert time_to_target(recs, 0.4) == 120
     assert time_to_target(recs, 0.6) is None
 
@@ -89,27 +97,23 @@ def test_interrupted_suite_resumes_to_the_same_results(tmp_path):
     logs.clear()
     resumed = compare(suite, sets, out, log=logs.append)
     assert sum("finished earlier" in m for m in logs) == 2 and "running b seed 1" in logs[-1]
-    from fedsketch.report import read_metrics
-
     for name in ("a", "b"):
         for seed in (0, 1):
             r1 = read_metrics(tmp_path / "straight" / "runs" / f"{name}-seed{seed}" / "metrics.jsonl")
             r2 = read_metrics(out / "runs" / f"{name}-seed{seed}" / "metrics.jsonl")
-            strip = lambda rs: [{k: v for k, v in r.items() if k not in ("real_seconds", "client_compute_seconds")}  # noqa: E731
+            strip = lambda rs: [{k: v for k, v in r.to_dict().items() if k not in WALL_CLOCK_FIELDS}  # noqa: E731
                                 for r in rs]
             assert strip(r1) == strip(r2)
     assert straight == resumed
 
 
 def test_unreached_seeds_give_no_mean_but_the_reached_ones_are_shown(tmp_path):
-    from fedsketch.compare import summarise, write_tables
-
     suite = tmp_path / "s.toml"
     suite.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0, 1]\ntarget = 0.5\nreference = "a"\n'
                      '[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\n')
     s = load_suite(suite, output=tmp_path / "out")
-    hit = lambda t: [{"sim_seconds": 0, "accuracy": 0.1}, {"sim_seconds": t, "accuracy": 0.6}]  # noqa: E731
-    miss = [{"sim_seconds": 0, "accuracy": 0.1}, {"sim_seconds": 90, "accuracy": 0.4}]
+    hit = lambda t: evals((0, 0.1, None), (t, 0.6, None))  # noqa: E731
+    miss = evals((0, 0.1, None), (90, 0.4, None))
     rows = summarise(s, {"a": [hit(60), hit(180)], "b": [hit(30), miss]})
     a, b = rows
     assert a["minutes_mean"] == 2.0 and a["minutes_se"] == 1.0 and a["speedup_vs_a"] == 1.0
@@ -122,14 +126,11 @@ def test_unreached_seeds_give_no_mean_but_the_reached_ones_are_shown(tmp_path):
 def test_table_and_sweep_report_the_standard_error_over_seeds(tmp_path):
     """Three seeds at 1, 2 and 6 minutes: SE = sqrt(((1-3)^2 + (2-3)^2 + (6-3)^2) / 2) / sqrt(3) = sqrt(7/3),
     by hand; the population std (sqrt(14/3) = 2.16) is what the tables printed before."""
-    from fedsketch.compare import summarise, sweep_rows, write_sweep, write_tables
-
     suite = tmp_path / "s.toml"
     suite.write_text(f'base = "{REPO / "configs" / "tiny.toml"}"\nseeds = [0, 1, 2]\ntarget = 0.5\nloss_target = 2.0\n'
                      'sweep = [0.5]\nreference = "a"\n[[strategy]]\nname = "a"\n')
     s = load_suite(suite, output=tmp_path / "out")
-    run = lambda t: [{"sim_seconds": 0, "accuracy": 0.1, "test_loss": 3.0},  # noqa: E731
-                     {"sim_seconds": t, "accuracy": 0.6, "test_loss": 1.0}]
+    run = lambda t: evals((0, 0.1, 3.0), (t, 0.6, 1.0))  # noqa: E731
     runs = {"a": [run(60), run(120), run(360)]}
     (a,) = summarise(s, runs)
     se = (7 / 3) ** 0.5
@@ -202,10 +203,9 @@ def test_report_only_tabulates_finished_runs_with_sweep_and_stability(tmp_path):
 
 
 def test_divergence_onset():
-    from fedsketch.compare import divergence_onset
+    from fedsketch.stopping import divergence_onset
 
-    recs = [{"sim_seconds": 0, "test_loss": 5.0}, {"sim_seconds": 10}, {"sim_seconds": 20, "test_loss": 2.0},
-            {"sim_seconds": 30, "test_loss": 4.0}, {"sim_seconds": 40, "test_loss": 4.1}]
+    recs = evals((0, None, 5.0), (10, None, None), (20, None, 2.0), (30, None, 4.0), (40, None, 4.1))
     assert divergence_onset(recs) == 40  # 4.1 > 2 x 2.0 (best so far); 4.0 is not; both < 2 x round 0
     assert divergence_onset(recs[:4]) is None
     assert divergence_onset(recs, 1.5) == 30
@@ -299,7 +299,7 @@ def test_only_trains_the_named_strategies_and_reports_the_rest(tmp_path):
 def test_finished_runs_are_reused_across_thread_and_worker_counts(tmp_path):
     """A suite continued at another train.threads / train.workers still reports (and does not retrain)
     its finished runs; a run that differs in anything else (here train.lr) is not this experiment."""
-    from fedsketch.compare import _finished_records
+    from fedsketch.compare.run import finished_records
     from fedsketch.config import to_toml
     from fedsketch.runner import run_dir_for
 
@@ -319,7 +319,7 @@ def test_finished_runs_are_reused_across_thread_and_worker_counts(tmp_path):
     later = load_suite(suite_file, output=tmp_path / "out", overrides=["train.threads=1", "train.workers=2"])
     a, b = later.config("a", 0), later.config("b", 0)
     assert a.hash() != first.config("a", 0).hash()  # the plain hash alone would retrain it
-    assert _finished_records(a) == done
+    assert finished_records(a) == [RoundRecord.from_dict(done[0])]
     moved = b.replace(train=type(b.train)(**{**b.train.__dict__, "lr": 0.03}))  # same folder, another lr
-    assert _finished_records(moved) is None
-    assert _finished_records(b) == done
+    assert finished_records(moved) is None
+    assert finished_records(b) == [RoundRecord.from_dict(done[0])]

@@ -25,9 +25,9 @@ def test_default_model_one_round(tmp_path):
     ])
     res = run_experiment(cfg)
     first, last = res.records[0], res.records[-1]
-    assert last["round"] == 1 and last["sampled"] == [0, 1] and not last["failed"]
+    assert last.round == 1 and last.sampled == [0, 1] and not last.failed
     # a pretrained model: the round-0 cloze accuracy on 8 questions is far from random guessing's NLL
-    assert np.isfinite(first["test_loss"]) and first["test_loss"] < 10
-    assert 0.0 <= last["accuracy"] <= 1.0 and np.isfinite(last["train_loss"])
-    assert last["test_loss"] != first["test_loss"]  # the adapter changed the model
+    assert np.isfinite(first.test_loss) and first.test_loss < 10
+    assert 0.0 <= last.accuracy <= 1.0 and np.isfinite(last.train_loss)
+    assert last.test_loss != first.test_loss  # the adapter changed the model
     assert (res.run_dir / "adapter" / "adapter_config.json").is_file()

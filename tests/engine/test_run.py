@@ -9,8 +9,13 @@ import pytest
 
 from fedsketch import checkpoint
 from fedsketch.engine.runtime import TorchEngine
-from fedsketch.report import read_metrics
+from fedsketch.records import WALL_CLOCK_FIELDS, read_metrics, read_metrics_dicts
 from fedsketch.runner import run_experiment
+
+
+def strip(records):
+    """The records as their JSON objects, without the fields that measure wall-clock time."""
+    return [{k: v for k, v in r.to_dict().items() if k not in WALL_CLOCK_FIELDS} for r in records]
 
 
 def test_run_folder_contents(tiny_cfg):
@@ -18,12 +23,14 @@ def test_run_folder_contents(tiny_cfg):
     res = run_experiment(cfg)
     out = res.run_dir
     recs = read_metrics(out / "metrics.jsonl")
-    assert [r["round"] for r in recs] == [0, 1, 2, 3]
+    assert [r.round for r in recs] == [0, 1, 2, 3]
     for r in recs[1:]:
-        assert set(r) >= {"round", "sim_seconds", "real_seconds", "sampled", "uploaded_bytes", "train_loss", "failed"}
-        assert r["sim_seconds"] >= recs[recs.index(r) - 1]["sim_seconds"]
-        assert (r["uploaded_bytes"] > 0) == (len(r["sampled"]) > 0)
-    assert [r["round"] for r in recs if "accuracy" in r] == [0, 2, 3]
+        assert r.sim_seconds >= recs[recs.index(r) - 1].sim_seconds
+        assert (r.uploaded_bytes > 0) == (len(r.sampled) > 0)
+    on_disk = read_metrics_dicts(out / "metrics.jsonl")  # the keys as written: evaluation fields only when evaluated
+    assert all(set(r) >= {"round", "sim_seconds", "real_seconds", "sampled", "uploaded_bytes", "train_loss", "failed"}
+               for r in on_disk[1:])
+    assert [r["round"] for r in on_disk if "accuracy" in r] == [0, 2, 3]
     assert (out / "accuracy_vs_time.png").read_bytes()[:4] == b"\x89PNG"
     assert "[fl]" in (out / "config.toml").read_text()
     info = json.loads((out / "run.json").read_text())
@@ -49,7 +56,7 @@ def test_uploaded_bytes_match_sketch_sizes(tiny_cfg):
     r = cfg.lora.rank
     full_values = sum(B.size + A.size for B, A in res.state.values())
     per_client = full_values * 2 // r * cfg.network.upload_bits // 8 + 2 * len(res.state) * 4
-    assert rec["uploaded_bytes"] == 4 * per_client
+    assert rec.uploaded_bytes == 4 * per_client
 
 
 def test_resume_gives_same_numbers(tiny_cfg, tmp_path):
@@ -59,7 +66,6 @@ def test_resume_gives_same_numbers(tiny_cfg, tmp_path):
     ck = checkpoint.load(straight.run_dir.parent / "resumed" / "checkpoint")
     assert ck.round == 1
     resumed = run_experiment(cfg)
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("real_seconds", "client_compute_seconds")} for r in rs]  # noqa: E731
     assert strip(resumed.records) == strip(straight.records)
     for m in straight.state:
         np.testing.assert_array_equal(resumed.state[m][0], straight.state[m][0])
@@ -98,11 +104,11 @@ def test_failing_and_non_finite_clients_recorded(tiny_cfg, monkeypatch):
     monkeypatch.setattr(TorchEngine, "train_client", flaky)
     res = run_experiment(cfg)
     rec = res.records[1]
-    assert rec["sampled"] == [0, 1, 2, 3]
-    reasons = {f["client"]: f["reason"] for f in rec["failed"]}
+    assert rec.sampled == [0, 1, 2, 3]
+    reasons = {f["client"]: f["reason"] for f in rec.failed}
     assert reasons[1].startswith("RuntimeError: out of memory") and reasons[2] == "non_finite"
     assert all(np.all(np.isfinite(B)) and np.all(np.isfinite(A)) for B, A in res.state.values())
-    assert rec["uploaded_bytes"] > 0  # clients 0 and 3 still aggregated
+    assert rec.uploaded_bytes > 0  # clients 0 and 3 still aggregated
 
 
 def test_optimized_allocation_comes_from_the_planner(tiny_cfg):
@@ -172,7 +178,7 @@ def test_resume_survives_a_crash_inside_the_checkpoint_swap(tiny_cfg):
     os.replace(ck, res.run_dir / ".checkpoint.old")
     assert checkpoint.find(ck) == res.run_dir / ".checkpoint.old"
     resumed = run_experiment(cfg)
-    assert [r["round"] for r in resumed.records] == [0, 1, 2, 3]
+    assert [r.round for r in resumed.records] == [0, 1, 2, 3]
 
 
 def test_stale_upload_rejected(tiny_cfg, monkeypatch):
@@ -184,20 +190,20 @@ def test_stale_upload_rejected(tiny_cfg, monkeypatch):
 
     monkeypatch.setattr(TorchEngine, "train_client", stale)
     rec = run_experiment(cfg).records[1]
-    assert rec["failed"] == [{"client": 0, "reason": "stale or misattributed upload (client 0, round 0)"}]
+    assert rec.failed == [{"client": 0, "reason": "stale or misattributed upload (client 0, round 0)"}]
 
 
 def test_sim_budget_stops_with_an_evaluation_and_resume_keeps_it_stopped(tiny_cfg):
     cfg = tiny_cfg("fl.rounds=50", "eval.every=0", "fl.sampling='full'", "output.name='budget'")
     first = run_experiment(tiny_cfg("fl.rounds=1", "fl.sampling='full'", "output.name='probe'"))
-    per_round = first.records[-1]["sim_seconds"]  # one full-sampling round (same profiles: same seed)
+    per_round = first.records[-1].sim_seconds  # one full-sampling round (same profiles: same seed)
     budget = 2.5 * per_round / 60
     res = run_experiment(tiny_cfg("fl.rounds=50", "eval.every=0", "fl.sampling='full'", "output.name='budget'",
                                   f"fl.sim_budget_minutes={budget!r}"))
     last = res.records[-1]
-    assert last["stop"] == "sim_budget_minutes" and last["round"] == 3  # 2 rounds < budget <= 3 rounds
-    assert last["sim_seconds"] >= 60 * budget > res.records[-2]["sim_seconds"]
-    assert last["accuracy"] is not None  # the stopping round is evaluated although eval.every = 0
+    assert last.stop == "sim_budget_minutes" and last.round == 3  # 2 rounds < budget <= 3 rounds
+    assert last.sim_seconds >= 60 * budget > res.records[-2].sim_seconds
+    assert last.accuracy is not None  # the stopping round is evaluated although eval.every = 0
     assert (res.run_dir / "adapter").is_dir()
     # running the finished config again does nothing: same records, no new rounds
     again = run_experiment(tiny_cfg("fl.rounds=50", "eval.every=0", "fl.sampling='full'", "output.name='budget'",
@@ -208,13 +214,13 @@ def test_sim_budget_stops_with_an_evaluation_and_resume_keeps_it_stopped(tiny_cf
 
 def test_stop_accuracy_ends_the_run_at_the_first_evaluation_reaching_it(tiny_cfg):
     straight = run_experiment(tiny_cfg("fl.rounds=4", "output.name='straight'")).records
-    accs = [r["accuracy"] for r in straight[1:]]  # eval.every = 1 in tiny.toml
+    accs = [r.accuracy for r in straight[1:]]  # eval.every = 1 in tiny.toml
     target = max(accs)
     assert target > 0, "tiny model scored 0 in every round; pick another seed for this test"
     expect = 1 + accs.index(target)  # first round reaching the best accuracy (round 0 never stops a run)
     res = run_experiment(tiny_cfg("fl.rounds=4", "output.name='acc'", f"fl.stop_accuracy={target!r}")).records
-    assert res[-1]["round"] == expect and res[-1]["stop"] == "stop_accuracy"
-    assert [r["accuracy"] for r in res[1:]] == accs[:expect]  # the same run up to the stop
+    assert res[-1].round == expect and res[-1].stop == "stop_accuracy"
+    assert [r.accuracy for r in res[1:]] == accs[:expect]  # the same run up to the stop
 
 
 def test_flora_run_merges_into_the_base_and_resumes_exactly(tiny_cfg):
@@ -230,7 +236,7 @@ def test_flora_run_merges_into_the_base_and_resumes_exactly(tiny_cfg):
     assert merged and len(merged) == len(lora_keys(st))
     assert all(np.abs(st[m][0]).max() > 0 for m in merged)  # the stacked modules were merged
     assert not any(np.abs(st[m][0]).max() for m in lora_keys(st))  # B stays 0: fresh factors each round
-    assert "download_mbit" not in straight.records[1] and straight.records[2]["download_mbit"] > 0
+    assert straight.records[1].download_mbit is None and straight.records[2].download_mbit > 0
     assert (straight.run_dir / "adapter" / "merged_delta.safetensors").is_file()
     assert set(load_file(str(straight.run_dir / "adapter" / "merged_delta.safetensors"))) == \
         {m[len(MERGED):] for m in merged}
@@ -238,9 +244,7 @@ def test_flora_run_merges_into_the_base_and_resumes_exactly(tiny_cfg):
     cfg = tiny_cfg(*sets, "output.name='flora-resumed'")
     run_experiment(cfg, stop_after=1)
     resumed = run_experiment(cfg)
-    drop = ("real_seconds", "client_compute_seconds")
-    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.records] == \
-        [{k: v for k, v in r.items() if k not in drop} for r in straight.records]
+    assert strip(resumed.records) == strip(straight.records)
     for m in merged:
         np.testing.assert_array_equal(resumed.state[m][0], st[m][0])
     # the engine adds the delta to the base weight, and restores the base without it
@@ -258,16 +262,16 @@ def test_flora_run_merges_into_the_base_and_resumes_exactly(tiny_cfg):
 
 def test_evaluation_on_a_simulated_time_grid(tiny_cfg):
     probe = run_experiment(tiny_cfg("fl.rounds=6", "eval.every=0", "output.name='grid0'")).records
-    dt = 1.5 * probe[1]["sim_seconds"]
+    dt = 1.5 * probe[1].sim_seconds
     recs = run_experiment(tiny_cfg("fl.rounds=6", "eval.every=0", f"eval.every_sim_seconds={dt!r}",
                                    "output.name='grid'")).records
-    assert [r["sim_seconds"] for r in recs] == [r["sim_seconds"] for r in probe]  # same clock
+    assert [r.sim_seconds for r in recs] == [r.sim_seconds for r in probe]  # same clock
     last, expect = 0.0, []
     for r in recs[1:]:
-        if r["sim_seconds"] - last >= dt or r["round"] == 6:
-            expect.append(r["round"])
-            last = r["sim_seconds"]
-    got = [r["round"] for r in recs[1:] if r.get("accuracy") is not None]
+        if r.sim_seconds - last >= dt or r.round == 6:
+            expect.append(r.round)
+            last = r.sim_seconds
+    got = [r.round for r in recs[1:] if r.accuracy is not None]
     assert got == expect and 1 < len(got) < 6
 
 
@@ -284,13 +288,13 @@ def test_every_seed_is_scored_on_the_same_questions_by_default(tiny_cfg):
 
 def test_stop_divergence_ends_a_run_whose_test_loss_blew_up(tiny_cfg):
     straight = run_experiment(tiny_cfg("fl.rounds=4", "fl.stop_divergence=0", "output.name='nodiv'")).records
-    losses = [r["test_loss"] for r in straight]
+    losses = [r.test_loss for r in straight]
     # a factor just above the smallest ratio of a round's loss to the best before it: some round exceeds it
     ratios = [losses[i] / min(losses[:i]) for i in range(1, 5)]
     factor = 0.9999 * max(ratios)
     expect = next(i for i in range(1, 5) if losses[i] > factor * min(losses[:i]))  # best so far, round 0 included
     res = run_experiment(tiny_cfg("fl.rounds=4", f"fl.stop_divergence={factor!r}", "output.name='div'")).records
-    assert res[-1]["round"] == expect and res[-1]["stop"] == "stop_divergence"
+    assert res[-1].round == expect and res[-1].stop == "stop_divergence"
 
 
 def test_optimized_sampling_beside_rank_policy_ranks_below_k_min(tiny_cfg):
@@ -323,7 +327,6 @@ def test_resume_at_another_thread_and_worker_count_gives_the_same_numbers(tiny_c
             run_experiment(tiny_cfg(*common, "train.lr=0.3", "output.name='x'"))
     finally:
         torch.set_num_threads(before)
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("real_seconds", "client_compute_seconds")} for r in rs]  # noqa: E731
     assert strip(resumed.records) == strip(straight.records)
     for m in straight.state:
         np.testing.assert_array_equal(resumed.state[m][0], straight.state[m][0])

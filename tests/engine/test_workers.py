@@ -121,8 +121,8 @@ def test_run_with_workers_equals_the_one_process_run(tiny_cfg):
     for a, b in zip(one.records, two.records, strict=True):
         wall = {"client_compute_seconds", "real_seconds", "eval_seconds", "seconds"}  # wall-clock fields differ
         assert {k: v for k, v in a.items() if k not in wall} == {k: v for k, v in b.items() if k not in wall}
-        assert a["accuracy"] == b["accuracy"] and a["test_loss"] == b["test_loss"]
-    assert len(one.records[1]["sampled"]) > 1  # more than one client a round: the workers ran in parallel
+        assert a.accuracy == b.accuracy and a.test_loss == b.test_loss
+    assert len(one.records[1].sampled) > 1  # more than one client a round: the workers ran in parallel
     for m in one.state:
         for x, y in zip(one.state[m], two.state[m], strict=True):
             np.testing.assert_array_equal(x, y)

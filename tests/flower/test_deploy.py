@@ -6,7 +6,6 @@ model load per message), hence ``slow``.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("flwr")
+
+from fedsketch.records import read_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "run_local.sh"
@@ -60,9 +61,9 @@ def test_local_tls_deployment(tmp_path):
     assert "No SuperNode found with the given public key" in (tmp_path / "logs" / "superlink.log").read_text()
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1
-    recs = [json.loads(x) for x in (runs[0] / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    assert [r["round"] for r in recs] == [0, 1, 2]
-    assert all(r["sampled"] == [0, 1] and r["failed"] == [] for r in recs[1:])
+    recs = read_metrics(runs[0] / "metrics.jsonl")
+    assert [r.round for r in recs] == [0, 1, 2]
+    assert all(r.sampled == [0, 1] and r.failed == [] for r in recs[1:])
     assert (runs[0] / "adapter" / "adapter_config.json").is_file()
     # every process group the script started is gone
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

@@ -15,7 +15,7 @@ from fedsketch.flower.strategy import FlowerExecutor  # noqa: E402
 from fedsketch.network import sketch_times  # noqa: E402
 from fedsketch.runner.build import federation, method_from_config, profiles_from_config  # noqa: E402
 from fedsketch.runner.engine import InProcessExecutor  # noqa: E402
-from fedsketch.runner.run import Rules, Run  # noqa: E402
+from fedsketch.runner.run import Run, Schedule  # noqa: E402
 from fedsketch.sketch import ClientUpdate  # noqa: E402
 from fedsketch.strategies import resolve_allocation  # noqa: E402
 
@@ -96,15 +96,16 @@ class _Modules:
 def _run(fed, alloc, t_cp, t_cm, state, executor):
     """A bare Run at X_t = ``state`` whose clients are ``executor``."""
     return Run(method=method_from_config(_config(), fed, alloc), alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=R,
-               streams=fed.streams, rules=Rules(rounds=10), engine=_Modules(), executor=executor, probe=lambda t, s: {}, x0=state)
+               streams=fed.streams, schedule=Schedule(rounds=10), engine=_Modules(), executor=executor,
+               probe=lambda t, s: {}, x0=state)
 
 
 def _round(run, t):
-    """The run's round up to the record (no evaluation or folder): plan, train, validate, aggregate, time."""
+    """The run's round up to the record (no evaluation or folder): plan, train, validate, aggregate, account."""
     plan = run.plan(t)
     updates, failed = run.validate(plan, run.executor.execute(t, run.state, plan))
     run.aggregate(updates)
-    return run.time(plan, updates, failed)
+    return run.account(plan, updates, failed)
 
 
 def test_error_silent_malformed_and_unreachable_clients():
@@ -120,10 +121,10 @@ def test_error_silent_malformed_and_unreachable_clients():
     assert ins[100]["q"] == pytest.approx(float(alloc.q[0])) and ins[100]["k"] == 2
     assert sorted(k for k in ins[100] if k.startswith(codec.IDX)) == [codec.IDX + m for m in MODULES]
     rec = _round(run, 1)
-    reasons = {f["client"]: f["reason"] for f in rec["failed"]}
+    reasons = {f["client"]: f["reason"] for f in rec.failed}
     assert set(reasons) == {1, 2, 3}
     assert "boom" in reasons[1] and reasons[2].startswith("timeout") and "no node" in reasons[3]
-    assert len(rec["sampled"]) == 4
+    assert len(rec.sampled) == 4
     # the aggregate equals the in-process round with only client 0's upload arriving
     idx = plan.sketches[0]
     good = ClientUpdate(0, 1, idx, {m: (np.full((D, 2), 0.1, np.float32), np.full((2, M), 0.2, np.float32))
@@ -146,14 +147,14 @@ def test_error_silent_malformed_and_unreachable_clients():
         B = state[m][0].copy()
         B[:, idx[m]] += w * good.delta[m][0]
         np.testing.assert_allclose(run.state[m][0], B, rtol=1e-6)
-    assert rec["round_sim_seconds"] == want_rec["round_sim_seconds"]
+    assert rec.round_sim_seconds == want_rec.round_sim_seconds
 
 
 def test_malformed_reply_is_a_failure():
     cfg, fed, alloc, t_cp, t_cm, state = _setup()
     grid = FakeGrid({100: "bad", 101: "ok", 102: "ok", 103: "ok"})
     nodes = FlowerExecutor(grid, "", {0: 100, 1: 101, 2: 102, 3: 103}, num_clients=4, timeout=1.0)
-    failed = _round(_run(fed, alloc, t_cp, t_cm, state, nodes), 1)["failed"]
+    failed = _round(_run(fed, alloc, t_cp, t_cm, state, nodes), 1).failed
     assert [f["client"] for f in failed] == [0] and "malformed" in failed[0]["reason"]
 
 

@@ -90,5 +90,7 @@ def scripted_run(cfg, evaluate_fn=None, tamper=None, **kw):
 
 
 def strip_real_time(records):
-    """Records without the fields that measure real (wall-clock) time."""
-    return [{k: v for k, v in r.items() if k not in ("real_seconds", "client_compute_seconds")} for r in records]
+    """Records (as their JSON objects) without the fields that measure real (wall-clock) time."""
+    from fedsketch.records import WALL_CLOCK_FIELDS
+
+    return [{k: v for k, v in r.to_dict().items() if k not in WALL_CLOCK_FIELDS} for r in records]

@@ -62,7 +62,7 @@ RUN = ("fl.rounds=1", "data.partition='dirichlet'", "data.dirichlet_alpha=1.0", 
 def test_weights_read_back_from_a_run(tiny_cfg, method, sets):
     cfg = tiny_cfg(*RUN, *sets)
     res, eng, info = recording_run(cfg)
-    K = res.records[1]["sampled"]
+    K = res.records[1].sampled
     assert len(K) >= 2, "the oracle needs at least two participants"
     p, q = np.asarray(info["p"]), np.asarray(info["q"])
     assert len(set(np.round(p[K], 9))) > 1  # unequal data weights: p/q and p/sum p differ from a plain mean
@@ -76,7 +76,7 @@ def test_weights_read_back_from_a_run(tiny_cfg, method, sets):
 def test_flora_merged_delta_is_the_weighted_stack(tiny_cfg):
     cfg = tiny_cfg(*RUN, "fl.method='flora'", "fl.clients_per_round=3", "fl.server_lr=0.5")
     res, eng, info = recording_run(cfg)
-    K = res.records[1]["sampled"]
+    K = res.records[1].sampled
     p = np.asarray(info["p"])
     x0 = eng.state0
     s = cfg.lora.alpha / cfg.lora.rank  # PEFT's LoRA scale alpha / r (no rsLoRA in the tiny config)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from oracle_helpers import recording_run
 
-from fedsketch.report import read_metrics
+from fedsketch.records import read_metrics
 
 
 def equal_finish_time(t_cp: np.ndarray, load: np.ndarray, W: float) -> float:
@@ -35,12 +35,12 @@ def _check_clock(cfg, res, info, download_per_round=None):
     t_cp, t_cm = np.asarray(info["t_cp"]), np.asarray(info["t_cm"])
     W, clock = cfg.network.bandwidth_mbps, 0.0
     for t, rec in enumerate(recs[1:], start=1):
-        ids = np.asarray(rec["sampled"], dtype=int)
+        ids = np.asarray(rec.sampled, dtype=int)
         load = t_cm[ids] + (download_per_round(t, recs)[ids] if download_per_round else 0.0)
         T = equal_finish_time(t_cp[ids], load, W)
-        assert rec["round_sim_seconds"] == pytest_approx(T), f"round {t}"
+        assert rec.round_sim_seconds == pytest_approx(T), f"round {t}"
         clock += T
-        assert rec["sim_seconds"] == pytest_approx(clock), f"round {t}"
+        assert rec.sim_seconds == pytest_approx(clock), f"round {t}"
     return recs
 
 
@@ -54,7 +54,7 @@ def test_round_time_of_independent_sampling_matches_a_separate_root_finder(tiny_
     res, _, info = recording_run(cfg)
     assert len(set(np.round(info["t_cp"], 12))) > 1  # heterogeneous compute: the root is not closed-form
     recs = _check_clock(cfg, res, info)
-    sizes = {len(r["sampled"]) for r in recs[1:]}
+    sizes = {len(r.sampled) for r in recs[1:]}
     assert len(sizes) > 1 and max(sizes) > 1  # the cohort size varies (independent coins)
 
 
@@ -65,8 +65,8 @@ def test_flora_round_time_includes_the_stacked_download(tiny_cfg):
     tau_cm, k, r = np.asarray(info["tau_cm"]), np.asarray(info["k"]), cfg.lora.rank
 
     def download(t, recs):
-        prev = recs[t - 1]["sampled"] if t > 1 else []
+        prev = recs[t - 1].sampled if t > 1 else []
         return tau_cm * float(np.sum(k[prev])) / r
 
     recs = _check_clock(cfg, res, info, download)
-    assert recs[2].get("download_mbit", 0) > 0
+    assert recs[2].download_mbit is not None and recs[2].download_mbit > 0

@@ -16,7 +16,7 @@ import pytest
 from oracle_helpers import Crash, scripted_run, strip_real_time
 
 from fedsketch import checkpoint
-from fedsketch.report import read_metrics
+from fedsketch.records import read_metrics
 
 FAST = ("data.max_seq_len=32", "fl.batch_size=1", "fl.local_steps=1", "eval.num_samples=2")
 LOW_Q = (*FAST, "fl.q=0.25", "fl.rounds=8", "eval.every=1", "seed=5")
@@ -50,28 +50,28 @@ def low_q_records(tiny_cfg):
 
 def test_empty_rounds_cost_nothing_change_nothing_and_count(low_q_records):
     recs = low_q_records
-    assert [r["round"] for r in recs] == list(range(9))  # 8 rounds, empty ones included
-    empty = [r["round"] for r in recs[1:] if not r["sampled"]]
+    assert [r.round for r in recs] == list(range(9))  # 8 rounds, empty ones included
+    empty = [r.round for r in recs[1:] if not r.sampled]
     assert empty and len(empty) < 8, "seed 5 at q = 0.25 must give some empty and some non-empty rounds"
     for t in empty:
         r, prev = recs[t], recs[t - 1]
-        assert r["round_sim_seconds"] == 0.0 and r["sim_seconds"] == prev["sim_seconds"]
-        assert r["uploaded_bytes"] == 0 and r["train_loss"] is None and r["failed"] == []
-        assert r["test_loss"] == prev["test_loss"] and r["accuracy"] == prev["accuracy"]  # model unchanged
+        assert r.round_sim_seconds == 0.0 and r.sim_seconds == prev.sim_seconds
+        assert r.uploaded_bytes == 0 and r.train_loss is None and r.failed == []
+        assert r.test_loss == prev.test_loss and r.accuracy == prev.accuracy  # model unchanged
 
 
 def _abort_round(recs, need):
     """First round ending a run of ``need`` consecutive non-empty all-failed rounds (empty rounds break it)."""
     streak = 0
     for r in recs[1:]:
-        streak = streak + 1 if r["sampled"] else 0
+        streak = streak + 1 if r.sampled else 0
         if streak >= need:
-            return r["round"]
+            return r.round
     return None
 
 
 def test_min_completion_aborts_after_consecutive_failed_rounds_and_survives_resume(tiny_cfg, low_q_records):
-    sampled = [r["sampled"] for r in low_q_records]
+    sampled = [r.sampled for r in low_q_records]
     need = 2
     expect = _abort_round([{"round": t, "sampled": s} for t, s in enumerate(sampled)], need)
     assert expect is not None and expect < 8
@@ -79,8 +79,8 @@ def test_min_completion_aborts_after_consecutive_failed_rounds_and_survives_resu
     with pytest.raises(RuntimeError, match=f"{need} consecutive rounds in which every sampled client failed"):
         scripted_run(cfg, tamper=_nan_loss)
     recs = read_metrics(cfg.output.dir + "/abort/metrics.jsonl")
-    assert recs[-1]["round"] == expect
-    assert all(len(r["failed"]) == len(r["sampled"]) for r in recs[1:])
+    assert recs[-1].round == expect
+    assert all(len(r.failed) == len(r.sampled) for r in recs[1:])
     # interrupted one round before the abort, the resumed run restores the streak and aborts at the same round
     cfg2 = tiny_cfg(*LOW_Q, f"fl.min_completion={need}", "output.name='abort2'")
     scripted_run(cfg2, tamper=_nan_loss, stop_after=expect - 1)
@@ -89,7 +89,7 @@ def test_min_completion_aborts_after_consecutive_failed_rounds_and_survives_resu
     assert read_metrics(cfg2.output.dir + "/abort2/metrics.jsonl")[-1]["round"] == expect
     # min_completion = 0 never aborts
     res, _ = scripted_run(tiny_cfg(*LOW_Q, "fl.min_completion=0", "output.name='never'"), tamper=_nan_loss)
-    assert res.records[-1]["stop"] == "rounds"
+    assert res.records[-1].stop == "rounds"
 
 
 def _script(losses, accs=None):
@@ -117,16 +117,16 @@ TINY_BUDGET = "fl.sim_budget_minutes=1e-9"  # any non-empty round exceeds it
 def test_stop_rule_precedence(tiny_cfg, sets, losses, accs, expect):
     cfg = tiny_cfg(*ONE, *sets, "fl.stop_divergence=2.0", f"output.name='prec-{expect}'")
     res, _ = scripted_run(cfg, _script(losses, accs))
-    assert res.records[-1]["round"] == 1 and res.records[-1]["stop"] == expect
+    assert res.records[-1].round == 1 and res.records[-1].stop == expect
 
 
 def test_nan_test_loss_counts_as_diverged(tiny_cfg):
     sets = (*FAST, "fl.rounds=3", "fl.sampling='full'")
     res, _ = scripted_run(tiny_cfg(*sets, "output.name='nan'"), _script([None, None, math.nan]))
-    assert [r["round"] for r in res.records] == [0, 1, 2] and res.records[-1]["stop"] == "stop_divergence"
+    assert [r.round for r in res.records] == [0, 1, 2] and res.records[-1].stop == "stop_divergence"
     res, _ = scripted_run(tiny_cfg(*sets, "fl.stop_divergence=0", "output.name='nan-off'"),
                           _script([None, None, math.nan]))
-    assert res.records[-1]["round"] == 3 and res.records[-1]["stop"] == "rounds"
+    assert res.records[-1].round == 3 and res.records[-1].stop == "rounds"
 
 
 SHORT = (*FAST, "fl.rounds=5", "eval.every=1", "fl.sampling='full'")
@@ -207,5 +207,5 @@ def test_fresh_on_the_command_line_replaces_another_configs_checkpoint(tiny_cfg,
     res = CliRunner().invoke(app, ["run", str(path), "--fresh"])
     assert res.exit_code == 0, res.output
     recs = read_metrics(cfg.output.dir + "/cli/metrics.jsonl")
-    assert [r["round"] for r in recs] == [0, 1, 2, 3, 4, 5] and checkpoint.load(
+    assert [r.round for r in recs] == [0, 1, 2, 3, 4, 5] and checkpoint.load(
         cfg.output.dir + "/cli/checkpoint", cfg.hash()).round == 5

@@ -113,7 +113,7 @@ def test_a_run_records_each_rejection_and_leaves_the_upload_out(tiny_cfg):
     res, _ = scripted_run(cfg, tamper=tamper)
     for t, (_, reason) in RUN_CASES.items():
         rec = res.records[t]
-        assert rec["sampled"] == [0, 1, 2, 3]
-        assert [f["client"] for f in rec["failed"]] == [0] and rec["failed"][0]["reason"].startswith(reason)
-        assert rec["uploaded_bytes"] == accepted[t]  # the rejected upload is not on the books
+        assert rec.sampled == [0, 1, 2, 3]
+        assert [f["client"] for f in rec.failed] == [0] and rec.failed[0]["reason"].startswith(reason)
+        assert rec.uploaded_bytes == accepted[t]  # the rejected upload is not on the books
     assert all(np.all(np.isfinite(B)) and np.all(np.isfinite(A)) for B, A in res.state.values())

@@ -20,6 +20,7 @@ import typer
 
 from fedsketch.config import ConfigError, ExperimentConfig, collect, load_config, read_toml, to_toml
 from fedsketch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, classify
+from fedsketch.records import METRICS_FILE, RoundRecord
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Federated sketched-LoRA fine-tuning with independent client sampling (arXiv 2505.23555). "
@@ -125,20 +126,20 @@ def _interrupted_message(run_dir: Path, last_round: list[int]) -> Callable[[], s
     return message
 
 
-def _progress_line(total: int) -> Callable[[Any, dict[str, Any]], None]:
+def _progress_line(total: int) -> Callable[[Any, RoundRecord], None]:
     last_acc: list[float] = []
 
-    def line(sess: Any, rec: dict[str, Any]) -> None:
-        if rec.get("accuracy") is not None:
-            last_acc.append(rec["accuracy"])
+    def line(sess: Any, rec: RoundRecord) -> None:
+        if rec.accuracy is not None:
+            last_acc.append(rec.accuracy)
         elif not last_acc:
-            first = sess.records[0].get("accuracy")
+            first = sess.records[0].accuracy
             if first is not None:
                 last_acc.append(first)
         acc = f"  last accuracy {100 * last_acc[-1]:.1f}%" if last_acc else ""
-        failed = f" ({len(rec['failed'])} failed)" if rec["failed"] else ""
-        say(f"round {rec['round']:>{len(str(total))}}/{total}  sim {rec['sim_seconds'] / 60:6.2f} min  "
-            f"sampled {len(rec['sampled'])}{failed}{acc}")
+        failed = f" ({len(rec.failed)} failed)" if rec.failed else ""
+        say(f"round {rec.round:>{len(str(total))}}/{total}  sim {rec.sim_seconds / 60:6.2f} min  "
+            f"sampled {len(rec.sampled)}{failed}{acc}")
 
     return line
 
@@ -163,8 +164,8 @@ def run(config: Annotated[Optional[Path], typer.Argument(help="TOML config (defa
     rounds_done: list[int] = []
     progress = _progress_line(cfg.fl.rounds) if cfg.output.progress else None
 
-    def on_round(sess: Any, rec: dict[str, Any]) -> None:
-        rounds_done.append(rec["round"])
+    def on_round(sess: Any, rec: RoundRecord) -> None:
+        rounds_done.append(rec.round)
         if progress is not None:
             progress(sess, rec)
 
@@ -179,11 +180,11 @@ def run(config: Annotated[Optional[Path], typer.Argument(help="TOML config (defa
 
             result = run_experiment(cfg, fresh=fresh, on_round=on_round)
     _summary(result)
-    trained = [r for r in result.records[1:] if r["sampled"]]
-    if trained and all(len(r["failed"]) == len(r["sampled"]) for r in trained):
-        reasons = sorted({f["reason"] for r in trained for f in r["failed"]})
+    trained = [r for r in result.records[1:] if r.sampled]
+    if trained and all(r.all_failed for r in trained):
+        reasons = sorted({f["reason"] for r in trained for f in r.failed})
         err(f"run failed: every sampled client failed in every round ({'; '.join(reasons[:3])}); "
-            f"see {out / 'metrics.jsonl'} and {out / 'run.log'}")
+            f"see {out / METRICS_FILE} and {out / 'run.log'}")
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -200,11 +201,11 @@ def _summary(result: Any) -> None:
     evals = result.evaluations
     first, last = evals[0], evals[-1]
     fin = result.records[-1]
-    say(f"accuracy {100 * first['accuracy']:.1f}% (round {first['round']}) -> {100 * last['accuracy']:.1f}% "
-        f"(round {last['round']}), test loss {first['test_loss']:.4f} -> {last['test_loss']:.4f}; "
-        f"most frequent prediction {100 * last['pred_max_share']:.0f}% of answers")
-    say(f"simulated time {fin['sim_seconds'] / 60:.2f} min, real time {fin['real_seconds'] / 60:.2f} min"
-        + (f", stopped by {fin['stop']}" if fin.get("stop") else ""))
+    say(f"accuracy {100 * first.accuracy:.1f}% (round {first.round}) -> {100 * last.accuracy:.1f}% "
+        f"(round {last.round}), test loss {first.test_loss:.4f} -> {last.test_loss:.4f}; "
+        f"most frequent prediction {100 * last.pred_max_share:.0f}% of answers")
+    say(f"simulated time {fin.sim_seconds / 60:.2f} min, real time {fin.real_seconds / 60:.2f} min"
+        + (f", stopped by {fin.stop}" if fin.stop else ""))
     report = result.run_dir / "report.html"
     if report.is_file():
         say(f"report: {report}")
@@ -242,7 +243,7 @@ def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")
 def _validate_suite(path: Path, overrides: list[str], plan: bool) -> None:
     """``validate`` of a suite: its own keys, then each strategy's config at the suite's first seed (the
     seed changes no file a config names) and the files it names."""
-    from fedsketch.compare import load_suite
+    from fedsketch.compare.load import load_suite
     from fedsketch.preflight import check_inputs
 
     try:

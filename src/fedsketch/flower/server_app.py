@@ -42,6 +42,7 @@ from flwr.supercore import log
 from fedsketch.config import ExperimentConfig, load_config
 from fedsketch.flower import codec
 from fedsketch.flower.strategy import FlowerExecutor, discover
+from fedsketch.records import RoundRecord
 from fedsketch.runner import Run, RunResult, build_run
 
 
@@ -103,12 +104,12 @@ def serve(grid: Grid, opts: ServerOptions) -> RunResult:
         q.min(), q.max(), q.sum(), k.min(), k.max(), run.r)
     w0 = [time.perf_counter()]
 
-    def on_round(run: Run, rec: dict[str, Any]) -> None:
+    def on_round(run: Run, rec: RoundRecord) -> None:
         opts.round_wall_seconds.append(time.perf_counter() - w0[0])
-        acc = f", accuracy {100 * rec['accuracy']:.1f}%" if rec.get("accuracy") is not None else ""
-        log(INFO, "fedsketch round %d/%d: %d sampled, %d failed, sim %.1f s%s", rec["round"], run.rules.rounds,
-            len(rec["sampled"]), len(rec["failed"]), rec["sim_seconds"], acc)
-        for f in rec["failed"]:
+        acc = f", accuracy {100 * rec.accuracy:.1f}%" if rec.accuracy is not None else ""
+        log(INFO, "fedsketch round %d/%d: %d sampled, %d failed, sim %.1f s%s", rec.round, run.schedule.rounds,
+            len(rec.sampled), len(rec.failed), rec.sim_seconds, acc)
+        for f in rec.failed:
             log(INFO, "  client %s failed: %s", f["client"], f["reason"])
         w0[0] = time.perf_counter()
 

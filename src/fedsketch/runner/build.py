@@ -30,7 +30,8 @@ from fedsketch.planner.estimate import PilotObservation
 from fedsketch.planner.solve import Plan
 from fedsketch.rng import Streams
 from fedsketch.runner.engine import ClientExecutor, Engine, InProcessExecutor
-from fedsketch.runner.run import Folder, Rules, Run, RunResult
+from fedsketch.records import RoundRecord
+from fedsketch.runner.run import Run, RunFolder, RunResult, Schedule, Uplink
 from fedsketch.strategies import Allocation, Federation, resolve_allocation
 from fedsketch.strategies.methods import Method, MethodContext, build_method
 from fedsketch.strategies.methods.flora import lora_scale
@@ -172,13 +173,16 @@ def method_from_config(cfg: ExperimentConfig, fed: Federation, alloc: Allocation
     return build_method(cfg.fl.method, ctx)
 
 
-def rules_from_config(cfg: ExperimentConfig) -> Rules:
+def schedule_from_config(cfg: ExperimentConfig) -> Schedule:
     fl = cfg.fl
-    return Rules(rounds=fl.rounds, eval_every=cfg.eval.every, eval_every_sim_seconds=cfg.eval.every_sim_seconds,
-                 sim_budget_minutes=fl.sim_budget_minutes, stop_accuracy=fl.stop_accuracy,
-                 stop_divergence=fl.stop_divergence, min_completion=fl.min_completion,
-                 checkpoint_every=cfg.output.checkpoint_every, bandwidth_mbps=cfg.network.bandwidth_mbps,
-                 upload_bits=cfg.network.upload_bits)
+    return Schedule(rounds=fl.rounds, eval_every=cfg.eval.every, eval_every_sim_seconds=cfg.eval.every_sim_seconds,
+                    sim_budget_minutes=fl.sim_budget_minutes, stop_accuracy=fl.stop_accuracy,
+                    stop_divergence=fl.stop_divergence, min_completion=fl.min_completion,
+                    checkpoint_every=cfg.output.checkpoint_every)
+
+
+def uplink_from_config(cfg: ExperimentConfig) -> Uplink:
+    return Uplink(bandwidth_mbps=cfg.network.bandwidth_mbps, upload_bits=cfg.network.upload_bits)
 
 
 def build_run(cfg: ExperimentConfig, *, engine: Any = None, executor: ClientExecutor | None = None,
@@ -201,14 +205,14 @@ def build_run(cfg: ExperimentConfig, *, engine: Any = None, executor: ClientExec
     title = (f"{cfg.data.task}: {cfg.fl.method}, sampling={cfg.fl.sampling}, ranks={cfg.fl.ranks}, seed={cfg.seed}"
              if cfg.output.plot else None)
     return Run(method=method_from_config(cfg, fed, alloc), alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=cfg.lora.rank,
-               streams=fed.streams, rules=rules_from_config(cfg), engine=engine,
+               streams=fed.streams, schedule=schedule_from_config(cfg), uplink=uplink_from_config(cfg), engine=engine,
                executor=executor or InProcessExecutor(engine, cfg.train.client_batch, cfg.train.workers),
-               folder=Folder(out, cfg.hash(), title), resumed=rs, wall0=wall0)
+               folder=RunFolder(out, cfg.hash(), title), resumed=rs, wall0=wall0)
 
 
 def run_experiment(cfg: ExperimentConfig, *, engine: Engine | None = None, fresh: bool = False,
                    stop_after: int | None = None,
-                   on_round: Callable[[Run, dict[str, Any]], None] | None = None) -> RunResult:
+                   on_round: Callable[[Run, RoundRecord], None] | None = None) -> RunResult:
     """Run (or resume) the experiment of ``cfg`` and write its run folder.
 
     Parameters

@@ -31,7 +31,7 @@ from fedsketch.io import atomic_write_json
 from fedsketch.rng import Streams
 from fedsketch.runner.build import prepare
 from fedsketch.runner.engine import InProcessExecutor
-from fedsketch.runner.run import Rules, Run
+from fedsketch.runner.run import Run, Schedule
 from fedsketch.sketch import LoraState
 from fedsketch.strategies import Allocation
 from fedsketch.strategies.methods import MethodContext, build_method
@@ -132,12 +132,12 @@ def make_pilot_runner(cfg: ExperimentConfig, cache: Path | None = None,
         method = build_method("independent", MethodContext(p=fed.p, q=alloc.q, k=alloc.k, r=r, streams=streams,
                                                            server_lr=cfg.fl.server_lr))
         run = Run(method=method, alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=r, streams=streams,
-                  rules=Rules(rounds=cfg.planner.pilot_max_rounds), engine=engine,
+                  schedule=Schedule(rounds=cfg.planner.pilot_max_rounds), engine=engine,
                   executor=InProcessExecutor(engine, cfg.train.client_batch, cfg.train.workers), probe=probe, x0=x0)
         recs = run.run().records
-        if recs[-1].get("stop") != "pilot_loss":
+        if recs[-1].stop != "pilot_loss":
             return None
-        return crossing(recs[-1]["round"], recs[-2]["probe_loss"], recs[-1]["probe_loss"], target)
+        return crossing(recs[-1].round, recs[-2].extra["probe_loss"], recs[-1].extra["probe_loss"], target)
 
     done = _load_cache(cache, initial) if cache is not None else {}
 
