@@ -120,7 +120,8 @@ def test_run_with_workers_equals_the_one_process_run(tiny_cfg):
     assert len(one.records) == len(two.records) == 3
     for a, b in zip(one.records, two.records, strict=True):
         wall = {"client_compute_seconds", "real_seconds", "eval_seconds", "seconds"}  # wall-clock fields differ
-        assert {k: v for k, v in a.items() if k not in wall} == {k: v for k, v in b.items() if k not in wall}
+        assert {k: v for k, v in a.to_dict().items() if k not in wall} == \
+            {k: v for k, v in b.to_dict().items() if k not in wall}
         assert a.accuracy == b.accuracy and a.test_loss == b.test_loss
     assert len(one.records[1].sampled) > 1  # more than one client a round: the workers ran in parallel
     for m in one.state:

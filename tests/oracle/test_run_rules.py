@@ -16,7 +16,7 @@ import pytest
 from oracle_helpers import Crash, scripted_run, strip_real_time
 
 from fedsketch import checkpoint
-from fedsketch.records import read_metrics
+from fedsketch.records import RoundRecord, read_metrics
 
 FAST = ("data.max_seq_len=32", "fl.batch_size=1", "fl.local_steps=1", "eval.num_samples=2")
 LOW_Q = (*FAST, "fl.q=0.25", "fl.rounds=8", "eval.every=1", "seed=5")
@@ -73,7 +73,7 @@ def _abort_round(recs, need):
 def test_min_completion_aborts_after_consecutive_failed_rounds_and_survives_resume(tiny_cfg, low_q_records):
     sampled = [r.sampled for r in low_q_records]
     need = 2
-    expect = _abort_round([{"round": t, "sampled": s} for t, s in enumerate(sampled)], need)
+    expect = _abort_round([RoundRecord(round=t, sampled=s) for t, s in enumerate(sampled)], need)
     assert expect is not None and expect < 8
     cfg = tiny_cfg(*LOW_Q, f"fl.min_completion={need}", "output.name='abort'")
     with pytest.raises(RuntimeError, match=f"{need} consecutive rounds in which every sampled client failed"):
@@ -86,7 +86,7 @@ def test_min_completion_aborts_after_consecutive_failed_rounds_and_survives_resu
     scripted_run(cfg2, tamper=_nan_loss, stop_after=expect - 1)
     with pytest.raises(RuntimeError, match="consecutive rounds"):
         scripted_run(cfg2, tamper=_nan_loss)
-    assert read_metrics(cfg2.output.dir + "/abort2/metrics.jsonl")[-1]["round"] == expect
+    assert read_metrics(cfg2.output.dir + "/abort2/metrics.jsonl")[-1].round == expect
     # min_completion = 0 never aborts
     res, _ = scripted_run(tiny_cfg(*LOW_Q, "fl.min_completion=0", "output.name='never'"), tamper=_nan_loss)
     assert res.records[-1].stop == "rounds"
