@@ -107,6 +107,12 @@ def _page(title: str, sections: list[str]) -> str:
               "minutes of the wireless system model (PAPER.md eqs. 10, 18-19).</p>\n</body></html>\n")
 
 
+def _percent(accuracy: float | None) -> float:
+    """An evaluated record's accuracy in percent."""
+    assert accuracy is not None, "not an evaluated record"
+    return 100 * accuracy
+
+
 # --------------------------------------------------------------------------- run figures
 
 def _fig_accuracy_loss(records: Sequence[RoundRecord]) -> str:
@@ -114,7 +120,7 @@ def _fig_accuracy_loss(records: Sequence[RoundRecord]) -> str:
     ev = evaluations(records)
     x = [r.sim_seconds / 60 for r in ev]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
-    a1.plot(x, [100 * r.accuracy for r in ev], marker="o")
+    a1.plot(x, [_percent(r.accuracy) for r in ev], marker="o")
     a1.set_ylabel("test accuracy (%)")
     a2.plot(x, [r.test_loss for r in ev], marker="o", color="tab:red")
     a2.set_ylabel("test loss (answer NLL per token)")
@@ -265,8 +271,8 @@ def run_report_html(folder: str | Path) -> str:
     summary = _table(["", "value"], [
         ["rounds", last.round], ["stopped by", last.stop if last.stop is not None else "(unfinished)"],
         ["simulated time (min)", last.sim_seconds / 60], ["real time (min)", last.real_seconds / 60],
-        ["first accuracy", f"{100 * ev[0].accuracy:.1f}% (round {ev[0].round})" if ev else None],
-        ["last accuracy", f"{100 * ev[-1].accuracy:.1f}% (round {ev[-1].round})" if ev else None],
+        ["first accuracy", f"{_percent(ev[0].accuracy):.1f}% (round {ev[0].round})" if ev else None],
+        ["last accuracy", f"{_percent(ev[-1].accuracy):.1f}% (round {ev[-1].round})" if ev else None],
         ["clients N", n], ["E|K| = sum q_n", float(q.sum()) if q.size else None],
         ["uploaded MB in all", sum(r.uploaded_bytes for r in records) / 1e6],
     ])
@@ -326,7 +332,7 @@ def _fig_strategy(name: str, seed_runs: list[tuple[int, list[RoundRecord]]]) -> 
     for seed, recs in seed_runs:
         ev = evaluations(recs)
         x = [r.sim_seconds / 60 for r in ev]
-        a1.plot(x, [100 * r.accuracy for r in ev], marker=".", label=f"seed {seed}", drawstyle="steps-post")
+        a1.plot(x, [_percent(r.accuracy) for r in ev], marker=".", label=f"seed {seed}", drawstyle="steps-post")
         a2.plot(x, [r.test_loss for r in ev], marker=".", label=f"seed {seed}", drawstyle="steps-post")
     a1.set_ylabel("test accuracy (%)")
     a2.set_ylabel("test loss")

@@ -10,7 +10,6 @@ from pathlib import Path
 from fedsketch.compare.layout import run_name, runs_dir
 from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, load_config
 
-
 SUITE_KEYS = ("name", "base", "seeds", "target", "reference", "output", "strategy", "set", "stop_at_target", "sweep",
               "loss_target", "loss_sweep")
 """Top-level keys of a suite file."""

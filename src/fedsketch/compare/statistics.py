@@ -106,7 +106,8 @@ def paired_rows(suite: Suite, runs: SuiteRuns) -> list[dict[str, Any]]:
             mean, se = mean_se(ratios)
             rows.append({"strategy": name, "metric": metric, "level": level, "paired_seeds": len(ratios),
                          "seeds_both_finished": n_both, "speedup_mean": mean, "speedup_se": se,
-                         "speedup_min": min(ratios) if ratios else None, "speedup_max": max(ratios) if ratios else None})
+                         "speedup_min": min(ratios) if ratios else None,
+                         "speedup_max": max(ratios) if ratios else None})
     return rows
 
 

@@ -28,9 +28,9 @@ from fedsketch.planner.baselines import Baseline
 from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.estimate import PilotObservation
 from fedsketch.planner.solve import Plan
+from fedsketch.records import RoundRecord
 from fedsketch.rng import Streams
 from fedsketch.runner.engine import ClientExecutor, Engine, InProcessExecutor
-from fedsketch.records import RoundRecord
 from fedsketch.runner.run import Run, RunFolder, RunResult, Schedule, Uplink
 from fedsketch.strategies import Allocation, Federation, resolve_allocation
 from fedsketch.strategies.methods import Method, MethodContext, build_method
