@@ -24,9 +24,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-#: default of ``fl.stop_divergence``; also the factor the stability report uses for a run whose
-#: stop rule was switched off (``fl.stop_divergence = 0``)
-DIVERGENCE_FACTOR = 2.0
+from fedsketch.config import DIVERGENCE_FACTOR  # default of fl.stop_divergence, defined with the config
 
 
 def best_loss(records: Iterable[dict[str, Any]]) -> float:

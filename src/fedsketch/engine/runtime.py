@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsketch.config import EvalConfig, LoraConfig, ModelConfig, TrainConfig
+from fedsketch.config import AdapterConfig, EvalConfig, ModelConfig, TrainConfig
 from fedsketch.engine import lora
 from fedsketch.engine.model import add_lora, load_base_model, scoped_seed
 from fedsketch.engine.scoring import grouped_response_loss, packed_scores, scored_response_loss, shared_prompt_scores
@@ -36,7 +36,7 @@ class EngineSettings:
     ----------
     model : ModelConfig
         The base model to load (unless one is passed to the engine).
-    lora : LoraConfig
+    lora : AdapterConfig
         Rank r, alpha, target modules, dropout, rsLoRA.
     train : TrainConfig
         Local SGD (lr, momentum, clipping), threads, device, ``logits``.
@@ -53,7 +53,7 @@ class EngineSettings:
     """
 
     model: ModelConfig
-    lora: LoraConfig
+    lora: AdapterConfig
     train: TrainConfig
     eval: EvalConfig
     max_seq_len: int
