@@ -310,7 +310,7 @@ def main() -> None:
                 eng.settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, client_batch=C))
                 if C == 1:
                     run.ups = [eng.train_client(state, n, 1, idx, scale=s) for n, idx, s in jobs]
-                else:  # groups of C, as runner.engine.InProcessExecutor forms them
+                else:  # groups of C, as runner.executor.InProcessExecutor forms them
                     size = C or len(jobs)
                     run.ups = [u for j in range(0, len(jobs), size) for u in eng.train_clients(state, 1, jobs[j:j + size])]
                 sync()

@@ -95,7 +95,9 @@ class TorchEngine:
         from fedsketch.data.prompts import format_choices, format_train
 
         self.settings, self.streams = settings, streams
-        self.lr_scale = 1.0  # s of planner.stability = "scale_lr" (PAPER.md §8.2), set from each round's plan by runner.engine.InProcessExecutor
+        # s of planner.stability = "scale_lr" (PAPER.md §8.2), set from each round's plan by
+        # runner.executor.InProcessExecutor
+        self.lr_scale = 1.0
         if settings.train.threads:
             torch.set_num_threads(settings.train.threads)
         self.device = torch.device("cuda" if settings.train.device == "cuda" or (
