@@ -300,7 +300,7 @@ class TorchEngine:
         key/value cache every option reuses, ``eval.batch_size`` questions per pass
         (``scoring.shared_prompt_scores``); both run the LM head on option tokens only;
         ``'per_option'``: every option a full sequence with full logits (``eval.batch_size``
-        sequences per pass), the earlier path. ``trace`` collects the size of each logits tensor.
+        sequences per pass), the reference path. ``trace`` collects the size of each logits tensor.
         """
         self.load_state(state)
         lora.set_scaling(self.modules, self.scaling)

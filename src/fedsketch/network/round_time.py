@@ -155,8 +155,8 @@ def _forward_emax(qs: np.ndarray, ts: np.ndarray, L: np.ndarray | None = None) -
     is solved there as ``S = e^{c} (S_start + cumsum(b e^{-c}))``, ``c = cumsum(log a)``, re-based
     at most twice when ``c`` falls below ``-_LOG_SPAN``. The start value
     ``S_{m0} = sum_{n<m0} b_n prod_{n<j<m0} a_j`` uses ``prod_{n<j<m0} a_j = e^{L_n - L_{m0-1}}``
-    over the window where that is ``>= e^_LOG_FLOOR``. O(N) for any N and O(1) passes: issue 13
-    (the former run-by-run re-basing was O(N^2 / 12000) and made the q-step superlinear).
+    over the window where that is ``>= e^_LOG_FLOOR``. O(N) for any N and O(1) passes, so the q-step
+    stays linear in N.
     """
     n = qs.size
     S = np.zeros(n)
