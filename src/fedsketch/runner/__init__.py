@@ -7,7 +7,12 @@
 """
 
 from fedsketch.runner.build import build_run, prepare, run_dir_for, run_experiment
-from fedsketch.runner.executor import ClientExecutor, Engine, InProcessExecutor, RoundPlan
+from fedsketch.runner.executor import (
+    ClientExecutor,
+    Engine,
+    InProcessExecutor,
+    RoundPlan,
+)
 from fedsketch.runner.run import Run, RunResult
 
 __all__ = ["ClientExecutor", "Engine", "InProcessExecutor", "RoundPlan", "Run", "RunResult", "build_run", "prepare",
