@@ -1,8 +1,9 @@
-# Two commands: `make run` (install + the embedded default job) and `make test`.
+# Two commands: `make run` (install + the embedded default job) and `make test`;
+# `make lint` for contributors (CONTRIBUTING.md).
 # `make run` needs no data folder: the data ships inside the package (data.source = "embedded").
 PY ?= python3
 
-.PHONY: install run test bench
+.PHONY: install run test lint bench
 
 install:
 	$(PY) -m pip install -q -e ".[dev,flower]"
@@ -13,6 +14,11 @@ run: install
 
 test:
 	$(PY) -m pytest -q
+
+lint:
+	ruff check src
+	ruff format --check src
+	mypy src
 
 bench:
 	$(PY) bench/engine_overhead.py
