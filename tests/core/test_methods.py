@@ -159,12 +159,12 @@ _STATE = {m: (np.zeros((3, 8)), np.ones((8, 2))) for m in MODS}
 
 def _p_over_q(aggregator, ctx):  # "(p_n / q_n) ..., no renormalisation (eq. 6)"
     return (np.allclose(aggregator.weights(_IDS), ctx.p[_IDS] / ctx.q[_IDS])
-            and aggregator.initial_state(_STATE) is _STATE)
+            and set(aggregator.initial_state(_STATE)) == set(MODS))  # no merged delta
 
 
 def _mean(aggregator, ctx):  # "the data-weighted mean", p_n / sum_{m in K} p_m
     return (np.allclose(aggregator.weights(_IDS), ctx.p[_IDS] / ctx.p[_IDS].sum())
-            and aggregator.initial_state(_STATE) is _STATE)
+            and set(aggregator.initial_state(_STATE)) == set(MODS))  # no merged delta
 
 
 def _stack_merge(aggregator, ctx):  # data-size weights, and a dense merged delta per module
