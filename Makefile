@@ -1,9 +1,8 @@
-# Two commands: `make run` (install + the embedded default job) and `make test`;
-# `make lint` for contributors (CONTRIBUTING.md).
+# Two commands: `make run` (install + the embedded default job) and `make test`.
 # `make run` needs no data folder: the data ships inside the package (data.source = "embedded").
 PY ?= python3
 
-.PHONY: install run test lint bench
+.PHONY: install run test bench
 
 install:
 	$(PY) -m pip install -q -e ".[dev,flower]"
@@ -14,11 +13,6 @@ run: install
 
 test:
 	$(PY) -m pytest -q
-
-lint:
-	ruff check src
-	ruff format --check src
-	mypy src
 
 bench:
 	$(PY) bench/engine_overhead.py
