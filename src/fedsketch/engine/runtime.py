@@ -95,7 +95,9 @@ class TorchEngine:
         from fedsketch.data.prompts import format_choices, format_train
 
         self.settings, self.streams = settings, streams
-        self.lr_scale = 1.0  # s of planner.stability = "scale_lr" (PAPER.md §8.2), set from each round's plan by runner.engine.InProcessExecutor
+        # s of planner.stability = "scale_lr" (PAPER.md §8.2), set from each round's plan by
+        # runner.executor.InProcessExecutor
+        self.lr_scale = 1.0
         if settings.train.threads:
             torch.set_num_threads(settings.train.threads)
         self.device = torch.device("cuda" if settings.train.device == "cuda" or (
@@ -298,7 +300,7 @@ class TorchEngine:
         key/value cache every option reuses, ``eval.batch_size`` questions per pass
         (``scoring.shared_prompt_scores``); both run the LM head on option tokens only;
         ``'per_option'``: every option a full sequence with full logits (``eval.batch_size``
-        sequences per pass), the earlier path. ``trace`` collects the size of each logits tensor.
+        sequences per pass), the reference path. ``trace`` collects the size of each logits tensor.
         """
         self.load_state(state)
         lora.set_scaling(self.modules, self.scaling)

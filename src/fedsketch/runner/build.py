@@ -29,7 +29,7 @@ from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.estimate import PilotObservation
 from fedsketch.planner.solve import Plan
 from fedsketch.rng import Streams
-from fedsketch.runner.engine import ClientExecutor, Engine, InProcessExecutor
+from fedsketch.runner.executor import ClientExecutor, Engine, InProcessExecutor
 from fedsketch.runner.run import Folder, Rules, Run, RunResult
 from fedsketch.strategies import Allocation, Federation, resolve_allocation
 from fedsketch.strategies.methods import Method, MethodContext, build_method

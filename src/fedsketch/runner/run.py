@@ -23,7 +23,7 @@ from fedsketch.aggregate import validate_update
 from fedsketch.errors import RunFailed
 from fedsketch.network import allocate_bandwidth
 from fedsketch.rng import Streams
-from fedsketch.runner.engine import ClientExecutor, Engine, RoundPlan
+from fedsketch.runner.executor import ClientExecutor, Engine, RoundPlan
 from fedsketch.sketch import ClientUpdate, LoraState
 from fedsketch.stopping import is_diverged
 from fedsketch.strategies import Allocation
