@@ -36,7 +36,8 @@ def describe() -> list[tuple[str, str, str, str]]:
     rows = []
     for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            factory: Any = f.default_factory
+            default = f.default if f.default is not dataclasses.MISSING else factory()
             m = f.metadata
             allowed = ""
             if m.get("choices"):

@@ -9,6 +9,7 @@ checks that they equal the keys of the strategy registries.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,7 @@ def opt(default: Any, *, choices: tuple[Any, ...] | None = None, range: tuple[fl
     """A config field with its allowed values (``range`` is inclusive; use ``INF`` for open ends)."""
     meta = {"choices": choices, "range": range, "doc": doc}
     if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=meta)
+        return field(default_factory=functools.partial(list, default), metadata=meta)  # a fresh copy per instance
     return field(default=default, metadata=meta)
 
 
