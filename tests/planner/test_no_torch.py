@@ -10,7 +10,8 @@ def test_planner_never_imports_torch():
     code = (
         "import sys, numpy as np, typer\n"
         "import fedsketch.network, fedsketch.planner.api, fedsketch.cli.planner, fedsketch.planner.solve\n"
-        "import fedsketch.planner.estimate, fedsketch.planner.baselines\n"
+        "import fedsketch.planner.estimate, fedsketch.planner.refine, fedsketch.planner.pilot_design\n"
+        "import fedsketch.planner.baselines, fedsketch.planner.qstep\n"
         "from fedsketch.planner.solve import solve\n"
         "from fedsketch.planner.bound import PlanProblem, Theta\n"
         "from fedsketch.network import ClientProfiles\n"
