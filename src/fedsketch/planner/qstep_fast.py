@@ -126,7 +126,7 @@ def stability_dual_bisection(fx: FixedK, solve: LogQSolver, warm: np.ndarray, *,
     warm : array (N,)
         Sorted start of the first solve.
     lam_start : float, optional
-        Warm price (e.g. the best-response start's price, or the previous ``s``'s root); None or 0: cold.
+        Warm price (e.g. the best-response start's price, or the root at a neighbouring ``s``); None or 0: cold.
     first_step : float
         First bracketing factor around a warm ``lam_start`` (> 1).
     rtol : float
@@ -290,7 +290,7 @@ def q_step_fast(
     maxiter, ftol, gtol, maxcor
         Quasi-Newton controls (``maxcor`` = number of stored correction pairs).
     backend : {"projected", "scipy"}
-        ``"projected"``: :func:`fedsketch.planner.lbfgs.projected_lbfgs` (default, the faster);
+        ``"projected"``: :func:`fedsketch.planner.lbfgs.projected_lbfgs` (default);
         ``"scipy"``: ``scipy.optimize.minimize(method="L-BFGS-B")``. Both reach the same J.
     start_from_ones : bool
         Also start from ``q = 1`` (always done when ``q0`` is None).
