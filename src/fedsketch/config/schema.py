@@ -223,7 +223,7 @@ class PlannerConfig:
     theta: list = opt([], doc="theta1..theta4 (eq. 22-23); empty = read theta_file")
     theta_file: str = opt("", doc="JSON written by 'fedsketch estimate'")
     pilot_design: str = opt("cover", choices=("cover", "list"),
-                            doc="where the pilots of eq. 22 run (PAPER.md §8.4; planner/estimate.py:PILOT_DESIGNS): "
+                            doc="where the pilots of eq. 22 run (PAPER.md §8.4; planner/pilot_design.py:PILOT_DESIGNS): "
                                 "'cover' puts them at the corners of the (X, Y) region where plans land (under "
                                 "stability = 'constrain' every plan is in their convex hull); 'list' runs "
                                 "pilot_q/pilot_k_frac as given (see docs/planner.md)")

@@ -9,10 +9,11 @@ which weights, which payload) is the builder's: :func:`fedsketch.runner.build.pr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from fedsketch.config import PlannerConfig
 from fedsketch.network.profiles import ClientProfiles
 from fedsketch.network.round_time import (
     DEFAULT_MC_SAMPLES,
@@ -25,9 +26,6 @@ from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.estimate import EstimationError, PilotObservation, load_pilots, load_theta_file
 from fedsketch.planner.pilot_design import plan_region
 from fedsketch.planner.solve import Plan, make_plan
-
-if TYPE_CHECKING:  # the config imports the strategy registries, which import the planner
-    from fedsketch.config import PlannerConfig
 
 #: name of the random stream of the randomised rank baselines
 BASELINE_STREAM = "planner_baselines"
