@@ -1,4 +1,4 @@
-"""Engine speed: the new paths against the earlier ones, side by side in one process.
+"""Engine speed: the fast engine paths against their reference paths, side by side in one process.
 
 (a) one local training step (PEFT, batch ``fl.batch_size``): LM head at the scored positions only
     (``train.logits='scored'``) against the full-logits loss (``'full'``);
@@ -13,7 +13,7 @@
     (the best of ``--gemm-reps`` square ``--gemm-n`` matmuls).
 
 Every pair runs interleaved (ABAB...) so machine noise hits both sides alike; the printed
-ratios are old time / new time (> 1: the new path is faster).
+ratios are reference time / fast time (> 1: the fast path is faster).
 
 Usage: python bench/engine_speed.py [--model embedded:smollm2-135m-instruct] [--reps 3] [--device cpu]
 """
@@ -310,7 +310,7 @@ def main() -> None:
                 eng.settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, client_batch=C))
                 if C == 1:
                     run.ups = [eng.train_client(state, n, 1, idx, scale=s) for n, idx, s in jobs]
-                else:  # groups of C, as runner.engine.InProcessExecutor forms them
+                else:  # groups of C, as runner.executor.InProcessExecutor forms them
                     size = C or len(jobs)
                     run.ups = [u for j in range(0, len(jobs), size) for u in eng.train_clients(state, 1, jobs[j:j + size])]
                 sync()

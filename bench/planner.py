@@ -17,10 +17,10 @@ Two tables:
    planner.multistart_max_n = 20,000 clients the large-N path: a systematic subsample of 2,000
    clients fixes the rank floor, s and the dual price, then one q-step and k-step on all N)
    against (a) the small-N path forced at every N (``multistart_max_n`` = inf: one
-   best-response start per rank floor, the multi-start, the full s scan under scale_lr; the
-   algorithm of commit c139507 on this commit's kernels) up to --small-path-max-n, and (b) the
-   multi-start alternation alone (the pre-issue-13 algorithm) up to --multistart-max-n, with
-   wall and CPU time (the CPU is shared: CPU time is the steadier number), J, and the ratios.
+   best-response start per rank floor, the multi-start, the full s scan under scale_lr) up to
+   --small-path-max-n, and (b) the multi-start alternation from k0 = r, r/2, r/4 alone up to
+   --multistart-max-n, with wall and CPU time (the CPU is shared: CPU time is the steadier
+   number), J, and the ratios.
    The reference q-step runs inside Algorithm 2 for N <= --ref-full-max-n (not under scale_lr).
    A last line gives the default solver's CPU per client at each N (flat = linear in N).
 
@@ -40,7 +40,9 @@ import numpy as np
 
 from fedsketch.network import ClientProfiles
 from fedsketch.planner.bound import PlanProblem, Theta
-from fedsketch.planner.qstep import SolverError, q_step_fast, q_step_reference
+from fedsketch.planner.qstep_fast import q_step_fast
+from fedsketch.planner.qstep_problem import SolverError
+from fedsketch.planner.qstep_reference import q_step_reference
 from fedsketch.planner.solve import solve
 
 R = 16

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "planner"
 from planner_helpers import synthetic_problem  # noqa: E402
 
 from fedsketch.planner.kstep import k_step  # noqa: E402
-from fedsketch.planner.qstep import q_step_fast  # noqa: E402
+from fedsketch.planner.qstep_fast import q_step_fast  # noqa: E402
 from fedsketch.planner.solve import solve  # noqa: E402
 
 CASES = [  # (N, seed, feasibility, compute_model)

@@ -16,6 +16,8 @@ and prints one short plain-text message for codes 1 and 2 (a traceback only with
 
 from __future__ import annotations
 
+from fedsketch.io import WriteError
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -61,6 +63,10 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return EXIT_BAD_INPUT, msg
     if isinstance(exc, RunFailed):
         return EXIT_FAILED, f"run failed: {msg}"
+    if isinstance(exc, WriteError):
+        if exc.bad_location:
+            return EXIT_BAD_INPUT, f"{msg}; choose another output location"
+        return EXIT_FAILED, f"{msg}; any earlier version of that file is intact"
     if isinstance(exc, OSError) and getattr(exc, "filename", None):
         return EXIT_FAILED, f"error: {msg}"
     return EXIT_FAILED, (f"error: {type(exc).__name__}: {msg}\n"

@@ -15,7 +15,7 @@ The rule misses a run that collapses at once: test loss 6.0 at round 0, then 10.
 (results/n50/table1, FSLoRA seed 2) never exceeds twice its best (12.0), and the run trains to its
 budget at a guess's accuracy. The report therefore also dates :func:`worse_than_start`, the first
 evaluation whose test loss is above the untrained model's (round 0). That is a report column only;
-the stop rule is unchanged, so finished runs keep their numbers.
+it does not stop a run.
 """
 
 from __future__ import annotations
@@ -23,11 +23,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+from fedsketch.config import DIVERGENCE_FACTOR  # default of fl.stop_divergence, defined with the config
 from fedsketch.records import RoundRecord
-
-#: default of ``fl.stop_divergence``; also the factor the stability report uses for a run whose
-#: stop rule was switched off (``fl.stop_divergence = 0``)
-DIVERGENCE_FACTOR = 2.0
 
 
 def best_loss(records: Iterable[RoundRecord]) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsketch.runner.engine import InProcessExecutor, RoundPlan
+from fedsketch.runner.executor import InProcessExecutor, RoundPlan
 
 
 class _RecordingEngine:

@@ -9,7 +9,7 @@ from fedsketch.config import load_config
 from fedsketch.runner.build import federation, method_from_config, profiles_from_config
 from fedsketch.runner.run import Run, Schedule
 from fedsketch.strategies import resolve_allocation
-from fedsketch.strategies.methods import AGGREGATORS, METHODS, SAMPLERS, SKETCHERS, MethodContext, build_method, check_method
+from fedsketch.strategies.methods import METHODS, MethodContext, build_method, check_method
 
 
 def _setup(*sets):
@@ -135,19 +135,75 @@ def test_flora_download_grows_with_the_previous_cohort():
         assert not build_method(other, ctx).download_mbit(2).any()
 
 
+def _coins(sampler, ctx):  # "Independent Bernoulli(q_n) coins; the cohort size varies"
+    return len({sampler.sample(t).size for t in range(60)}) > 3 and np.array_equal(sampler.inclusion(), ctx.q)
+
+
+def _cohort(sampler, ctx):  # "A fixed number m of clients per round" (m = round(sum q))
+    return {sampler.sample(t).size for t in range(60)} == {round(ctx.q.sum())}
+
+
+def _random_subset(sketcher, ctx):  # "A uniform k-subset ... trained at scale r/k"
+    drawn = {tuple(sketcher.sketch(t, 0, 2, MODS)[MODS[0]]) for t in range(30)}
+    return sketcher.scale(2) == ctx.r / 2 and len(drawn) > 5
+
+
+def _leading(sketcher, ctx):  # "The leading k components ..., at the global scale s"
+    return sketcher.scale(2) == 1.0 and all(
+        np.array_equal(sketcher.sketch(t, 0, 2, MODS)[m], [0, 1]) for t in range(10) for m in MODS)
+
+
+_IDS = np.array([0, 3, 5])
+_STATE = {m: (np.zeros((3, 8)), np.ones((8, 2))) for m in MODS}
+
+
+def _p_over_q(aggregator, ctx):  # "(p_n / q_n) ..., no renormalisation (eq. 6)"
+    return (np.allclose(aggregator.weights(_IDS), ctx.p[_IDS] / ctx.q[_IDS])
+            and set(aggregator.initial_state(_STATE)) == set(MODS))  # no merged delta
+
+
+def _mean(aggregator, ctx):  # "the data-weighted mean", p_n / sum_{m in K} p_m
+    return (np.allclose(aggregator.weights(_IDS), ctx.p[_IDS] / ctx.p[_IDS].sum())
+            and set(aggregator.initial_state(_STATE)) == set(MODS))  # no merged delta
+
+
+def _stack_merge(aggregator, ctx):  # data-size weights, and a dense merged delta per module
+    from fedsketch.sketch import MERGED
+
+    return (np.allclose(aggregator.weights(_IDS), ctx.p[_IDS] / ctx.p[_IDS].sum())
+            and set(aggregator.initial_state(_STATE)) == {*MODS, *(MERGED + m for m in MODS)})
+
+
+#: method -> (the file and class, the behaviour its docstring promises) of its sampler, sketcher, aggregator
+PARTS = {
+    "independent": (("independent.BernoulliSampler", _coins), ("independent.RandomSubsetSketcher", _random_subset),
+                    ("independent.UnbiasedAggregator", _p_over_q)),
+    "fslora": (("fslora.CohortSampler", _cohort), ("independent.RandomSubsetSketcher", _random_subset),
+               ("fslora.MeanAggregator", _mean)),
+    "heterolora": (("fslora.CohortSampler", _cohort), ("heterolora.LeadingSketcher", _leading),
+                   ("fslora.MeanAggregator", _mean)),
+    "flora": (("fslora.CohortSampler", _cohort), ("heterolora.LeadingSketcher", _leading),
+              ("flora.StackMergeAggregator", _stack_merge)),
+}
+
+
 def test_methods_are_compositions_without_inheritance():
+    """Each method is built from the classes its files define, each part behaves as its docstring
+    says, and no part inherits an implementation."""
     assert METHODS == {"independent": ("bernoulli", "random_subset", "unbiased"),
                        "fslora": ("cohort", "random_subset", "mean"),
                        "heterolora": ("cohort", "leading", "mean"),
                        "flora": ("cohort", "leading", "stack_merge")}
+    assert set(PARTS) == set(METHODS)
     fed, alloc = _setup("fl.q=0.5")
     ctx = MethodContext(p=fed.p, q=alloc.q, k=alloc.k, r=8, streams=fed.streams, tau_cm=fed.profiles.tau_cm)
-    for name, parts in METHODS.items():
+    for name, parts in PARTS.items():
         m = build_method(name, ctx)
-        for part, registry, key in zip((m.sampler, m.sketcher, m.aggregator), (SAMPLERS, SKETCHERS, AGGREGATORS),
-                                       parts, strict=True):
-            assert type(part) is type(registry[key](ctx))
-            assert type(part).__mro__[1:] in ((object,), ())  # no implementation inheritance chains
+        for part, (where, behaves) in zip((m.sampler, m.sketcher, m.aggregator), parts, strict=True):
+            cls = type(part)
+            assert f"{cls.__module__}.{cls.__qualname__}" == f"fedsketch.strategies.methods.{where}", (name, cls)
+            assert behaves(part, ctx), (name, where)
+            assert cls.__mro__[1:] == (object,)  # no implementation inheritance chains
 
 
 def test_the_method_is_built_once_per_run(tiny_cfg, monkeypatch):

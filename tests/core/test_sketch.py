@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
 import pytest
 
@@ -10,14 +12,14 @@ from fedsketch.sketch import ClientUpdate, draw_indices, extract, masked, sketch
 
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_sketched_product_is_unbiased(k):
+    """E[B S A] = B A (eq. 4) over the index sets fedsketch draws (Monte Carlo)."""
     rng = np.random.default_rng(0)
     r = 8
     B, A = rng.normal(size=(12, r)), rng.normal(size=(r, 10))
     draws = 40_000
     mean = np.zeros((12, 10))
     for _ in range(draws):
-        idx = np.sort(rng.choice(r, k, replace=False))
-        mean += sketched_product(B, A, idx)
+        mean += sketched_product(B, A, draw_indices(rng, ["m"], r, k)["m"])
     mean /= draws
     rel = np.linalg.norm(mean - B @ A) / np.linalg.norm(B @ A)
     # Monte-Carlo error shrinks as 1/sqrt(draws); at k = r the sketch is exact
@@ -31,12 +33,16 @@ def test_sketch_matrix_matches_product():
     np.testing.assert_allclose(B @ sketch_matrix(6, idx) @ A, sketched_product(B, A, idx))
 
 
-def test_biased_sketch_would_be_caught():
-    """The unbiasedness test can fail: dropping the r/k scale gives a product k/r too small."""
-    rng = np.random.default_rng(0)
-    B, A = rng.normal(size=(6, 8)), rng.normal(size=(8, 5))
-    mean = np.mean([B[:, i] @ A[i, :] for i in (np.sort(rng.choice(8, 2, replace=False)) for _ in range(5000))], axis=0)
-    assert np.linalg.norm(mean - B @ A) / np.linalg.norm(B @ A) > 0.5
+@pytest.mark.parametrize("r, k", [(6, 1), (6, 2), (6, 5), (4, 4)])
+def test_sketch_is_unbiased_exactly_over_all_subsets(r, k):
+    """E[S] = I and E[B S A] = B A (eqs. 3–4), the expectation taken exactly: the mean over every
+    k-subset of {0..r-1}, each equally likely (the uniform draw of Algorithm 1, line 2)."""
+    rng = np.random.default_rng(2)
+    B, A = rng.normal(size=(5, r)), rng.normal(size=(r, 3))
+    subsets = [np.array(s) for s in combinations(range(r), k)]
+    np.testing.assert_allclose(np.mean([sketch_matrix(r, s) for s in subsets], axis=0), np.eye(r), atol=1e-12)
+    mean = np.mean([sketched_product(B, A, s) for s in subsets], axis=0)
+    np.testing.assert_allclose(mean, B @ A, rtol=1e-12, atol=1e-12)
 
 
 def test_draw_indices_per_module_and_seeded():

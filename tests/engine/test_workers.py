@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedsketch.runner.engine import InProcessExecutor, RoundPlan
+from fedsketch.runner.executor import InProcessExecutor, RoundPlan
 from test_client_batch import _engine, _jobs, _state  # same directory: pytest puts it on sys.path
 
 

@@ -11,10 +11,10 @@ from flwr.app import Error, Message, RecordDict  # noqa: E402
 
 from fedsketch.config import load_config  # noqa: E402
 from fedsketch.flower import codec  # noqa: E402
-from fedsketch.flower.strategy import FlowerExecutor  # noqa: E402
+from fedsketch.flower.executor import FlowerExecutor  # noqa: E402
 from fedsketch.network import sketch_times  # noqa: E402
 from fedsketch.runner.build import federation, method_from_config, profiles_from_config  # noqa: E402
-from fedsketch.runner.engine import InProcessExecutor  # noqa: E402
+from fedsketch.runner.executor import InProcessExecutor  # noqa: E402
 from fedsketch.runner.run import Run, Schedule  # noqa: E402
 from fedsketch.sketch import ClientUpdate  # noqa: E402
 from fedsketch.strategies import resolve_allocation  # noqa: E402

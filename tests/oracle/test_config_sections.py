@@ -66,7 +66,7 @@ def test_only_the_builders_read_the_whole_config():
     assert set(BUILDERS) <= set(mods), set(BUILDERS) - set(mods)  # no stale entry
     bad = {}
     for name, f in sorted(mods.items()):
-        if name in BUILDERS or name.startswith("fedsketch.cli"):
+        if name in BUILDERS or name.startswith(("fedsketch.cli", "fedsketch.config.")):  # the config package: all of it
             continue
         found = offences(ast.parse(f.read_text()))
         if found:

@@ -143,7 +143,7 @@ def _exact_round_time(q, t_cp, t_cm, W):
     """E[T] over all 2^N participation masks with their probabilities (eq. 10 per mask)."""
     from itertools import product
 
-    from fedsketch.network.round_time import round_times
+    from fedsketch.network.bandwidth import round_times
 
     masks = np.array(list(product([False, True], repeat=len(q))))
     prob = np.prod(np.where(masks, q, 1 - q), axis=1)

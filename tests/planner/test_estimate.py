@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fedsketch.planner.estimate import (
     EstimationError,
     PilotObservation,
     estimate_theta,
-    pilot_configs,
     run_pilots,
 )
+from fedsketch.planner.pilot_design import pilot_configs
 
 R = 16
 D1 = [(1.0, 16), (0.5, 16), (1.0, 4), (0.25, 8)]
@@ -31,8 +31,8 @@ def test_recovers_theta_up_to_scale(t1, t2, t3, t4, seed):
     P = np.sum((p / p.sum()) ** 2)
     theta = np.array([t1, t2, t3, t4])
     configs = [(1.0, 16), (0.5, 16), (1.0, 2), (0.25, 8), (0.5, 4)]
-    if min(t1 - t2 * P / q - t3 * P * R / (q * k) for q, k in configs) <= 0.05 * t1:
-        return  # the synthetic truth itself must make every pilot reachable
+    # the synthetic truth itself must make every pilot reachable
+    assume(min(t1 - t2 * P / q - t3 * P * R / (q * k) for q, k in configs) > 0.05 * t1)
     obs = run_pilots(lambda q, k: _rounds(theta, P, q, k), configs)
     est = estimate_theta(obs, p, R)
     assert est.ok, est.problems

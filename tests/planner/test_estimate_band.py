@@ -9,8 +9,8 @@ import pytest
 from planner_helpers import synthetic_problem
 
 from fedsketch.planner.bound import Theta
-from fedsketch.planner.estimate import (EstimationError, PilotObservation, bootstrap_theta, estimate_theta,
-                                        predicted_time_band, refine)
+from fedsketch.planner.estimate import EstimationError, PilotObservation, estimate_theta
+from fedsketch.planner.refine import bootstrap_theta, predicted_time_band, refine
 from fedsketch.planner.solve import solve
 
 TRUE = np.array([1.0, 0.5, 0.5, 100.0])  # theta1..theta4 (spec §5's synthetic truth)

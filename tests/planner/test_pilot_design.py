@@ -3,7 +3,7 @@
 The oracle is independent of the code under test: each plan's ``(X, Y) = (sum p^2/q_n, sum p^2 r/(k_n q_n))``
 is computed here from its q and k, each pilot's point as ``(P/q, P r/(q k))``, and hull membership is a
 feasibility LP (``scipy.optimize.linprog``: ``lambda >= 0, sum lambda = 1, sum lambda_i v_i = x``), not
-``estimate.in_hull`` / ``ConvexHull``.
+``pilot_design.in_hull`` / ``ConvexHull``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from scipy.optimize import linprog
 from fedsketch.config import PlannerConfig
 from fedsketch.network import ClientProfiles
 from fedsketch.planner.bound import PlanProblem, Theta
-from fedsketch.planner.estimate import PILOT_DESIGNS, PilotObservation, design_pilots, plan_region
+from fedsketch.planner.estimate import PilotObservation
+from fedsketch.planner.pilot_design import PILOT_DESIGNS, design_pilots, plan_region
 from fedsketch.planner.solve import solve
 
 PROBLEMS = 30

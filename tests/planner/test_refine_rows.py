@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from fedsketch.planner.bound import Theta
-from fedsketch.planner.estimate import PilotObservation, refine
+from fedsketch.planner.estimate import PilotObservation
+from fedsketch.planner.refine import refine
 
 TRUE = np.array([1.0, 0.4, 0.6, 50.0])
 R = 16

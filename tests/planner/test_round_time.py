@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedsketch.network import allocate_bandwidth, expected_round_time
+from fedsketch.network.bandwidth import equal_finish_time, round_times
 from fedsketch.network.round_time import (
     _emax_and_grad_sorted,
     expected_bandwidth_time,
     expected_max_compute,
-    round_times,
     theorem2_bound,
 )
 
@@ -32,6 +32,21 @@ def test_bandwidth_split_uses_W_and_equalises_finish(clients, W):
     assert np.allclose(finish, T, rtol=1e-9, atol=1e-9)
     # the vectorised root used by MC agrees
     assert round_times(np.ones((1, t_cp.size), bool), t_cp, t_cm, W)[0] == pytest.approx(T, rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_root_agrees_with_the_scalar_root(seed):
+    """Eq. 10 has two solvers in network/bandwidth.py: Brent per participant set and Newton over many masks."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 25))
+    t_cp = rng.uniform(0.0, 30.0, n) if seed % 3 else np.full(n, 4.0)  # equal compute: the closed form
+    t_cm, W = rng.uniform(0.1, 500.0, n), float(rng.uniform(0.5, 1000.0))
+    masks = rng.random((200, n)) < rng.uniform(0.05, 0.95)
+    masks[0] = False
+    batched = round_times(masks, t_cp, t_cm, W)
+    scalar = [equal_finish_time(t_cp[m], t_cm[m], W) if m.any() else 0.0 for m in masks]
+    assert batched[0] == 0.0
+    np.testing.assert_allclose(batched, scalar, rtol=1e-12, atol=0.0)
 
 
 def _instance(draw_seed: int, n: int):

@@ -19,7 +19,7 @@ from planner_helpers import synthetic_problem
 from fedsketch.network.round_time import _emax_and_grad_sorted, _suffix_survival
 from fedsketch.planner.kstep import k_step
 from fedsketch.planner.meanfield import best_response_start
-from fedsketch.planner.qstep import q_step_fast
+from fedsketch.planner.qstep_fast import q_step_fast
 from fedsketch.planner.solve import solve
 
 ORACLE = json.loads((Path(__file__).parent / "data" / "solver_oracle.json").read_text())

@@ -22,9 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from planner_oracle import stability_problem  # noqa: E402
 
 import fedsketch.planner.kstep as kstep_mod  # noqa: E402
-import fedsketch.planner.qstep as qstep_mod  # noqa: E402
 import fedsketch.planner.solve as solve_mod  # noqa: E402
-from fedsketch.planner.qstep import _FixedK  # noqa: E402
+from fedsketch.planner.qstep_problem import FixedK  # noqa: E402
 from fedsketch.planner.solve import _dual_price, solve, subsample_problem  # noqa: E402
 
 ORACLE = json.loads((Path(__file__).parent / "data" / "solver_oracle_stability.json").read_text())
@@ -98,7 +97,7 @@ def test_dual_price_satisfies_kkt_at_the_constrained_plan():
     plan = solve(prob)
     lam = _dual_price(prob, plan.q, plan.k)
     assert lam > 0
-    fx = _FixedK(prob, plan.k)
+    fx = FixedK(prob, plan.k)
     x = fx.to_sorted(plan.q)
     free = (x > fx.lb * (1 + 1e-9)) & (x < 1 - 1e-9)
     h = 1e-6  # central differences of log J and of X along each free coordinate (no analytic gradient)
@@ -121,7 +120,7 @@ def test_dual_price_satisfies_kkt_at_the_constrained_plan():
 def _count_full_size_work(n, stability, monkeypatch):
     """Objective/gradient evaluations, k-step precomputes and best-response runs on all n clients."""
     counts = {"log_obj": 0, "k_precompute": 0, "best_response": 0}
-    orig_obj, orig_pre, orig_br = qstep_mod._FixedK.log_obj, kstep_mod._precompute, solve_mod.best_response_start
+    orig_obj, orig_pre, orig_br = FixedK.log_obj, kstep_mod._precompute, solve_mod.best_response_start
 
     def log_obj(self, x, with_diag=False):
         counts["log_obj"] += x.size == n
@@ -135,7 +134,7 @@ def _count_full_size_work(n, stability, monkeypatch):
         counts["best_response"] += prob.N == n
         return orig_br(prob, **kw)
 
-    monkeypatch.setattr(qstep_mod._FixedK, "log_obj", log_obj)
+    monkeypatch.setattr(FixedK, "log_obj", log_obj)
     monkeypatch.setattr(kstep_mod, "_precompute", pre)
     monkeypatch.setattr(solve_mod, "best_response_start", br)
     prob = stability_problem(n, 3, stability, "linear")

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from fedsketch.network import ClientProfiles
 from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.kstep import k_step, move_gains
-from fedsketch.planner.qstep import SolverError, q_step_fast, q_step_reference
+from fedsketch.planner.qstep_fast import q_step_fast
+from fedsketch.planner.qstep_problem import SolverError
+from fedsketch.planner.qstep_reference import q_step_reference
 from fedsketch.planner.solve import make_plan, solve
 
 

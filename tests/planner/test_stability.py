@@ -11,13 +11,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from planner_helpers import synthetic_problem
 
 from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.kstep import k_step, move_gains
-from fedsketch.planner.qstep import _FixedK, q_step_fast
+from fedsketch.planner.qstep_fast import q_step_fast
+from fedsketch.planner.qstep_problem import FixedK
 from fedsketch.planner.solve import make_plan, solve
 
 MODES = ("none", "constrain", "scale_lr")
@@ -51,7 +52,7 @@ def test_one_rounds_model_and_the_fast_forms_agree_with_it(mode):
         assert J == pytest.approx(R * prob.round_time(q, k), rel=1e-12)
         # q-step's form (sorted, cached) and k-step's all-moves form against the one objective
         if mode != "constrain" or prob.violations(q, k) == []:
-            fx = _FixedK(prob, k)
+            fx = FixedK(prob, k)
             assert fx.J(fx.to_sorted(q)) == pytest.approx(J, rel=1e-11)
         for step in (-1, 1):
             J2, k2 = move_gains(prob, q, k, step)
@@ -69,7 +70,7 @@ def test_q_step_gradient_matches_finite_differences(mode):
     k = np.full(12, 8)
     if mode == "scale_lr":
         k[3] = 2  # kappa_max = 4: Phi > Phi_max, so s < 1
-    fx = _FixedK(prob, k)
+    fx = FixedK(prob, k)
     fx.lam = 0.7 if mode == "constrain" else 0.0  # the Lagrangian term of the constrained q-step
     x = np.random.default_rng(2).uniform(0.2, 0.9, 12)
     if mode == "scale_lr":
@@ -90,8 +91,7 @@ def test_every_constrained_plan_respects_phi_max(seed, n, feas, model, phi_max, 
     prob = replace(synthetic_problem(n, seed, r=r, feasibility=feas, compute_model=model, base_fraction=0.3,
                                      theta=Theta(2.0, 0.5, 0.5, 100.0)), stability="constrain",
                    max_step_factor=phi_max)
-    if prob.sum_p1mp + np.sum(prob.p**2) > phi_max:  # pragma: no cover - Omega(1) = 1 <= phi_max always
-        return
+    assume(prob.sum_p1mp + np.sum(prob.p**2) <= phi_max)  # Omega(1) = 1 <= phi_max up to round-off
     plan, bls = make_plan(prob, np.random.default_rng(seed), k_moves=moves)
     phi = _by_hand(prob, plan.q, plan.k, phi_max)[0]
     assert phi <= phi_max * (1 + 1e-9)

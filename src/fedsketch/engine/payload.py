@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import torch
 
-from fedsketch.config import LoraConfig, ModelConfig
+from fedsketch.config import AdapterConfig, ModelConfig
 from fedsketch.engine.lora import ADAPTER, lora_modules
 from fedsketch.engine.model import add_lora, base_config, truncate_layers
 
 
-def lora_num_values(model: ModelConfig, lora: LoraConfig) -> int:
+def lora_num_values(model: ModelConfig, lora: AdapterConfig) -> int:
     """Numbers in a full-rank upload of ``model`` with adapter ``lora``, sum over modules of ``r (d + m)``."""
     from transformers import AutoModelForCausalLM
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsketch.config import EvalConfig, LoraConfig, ModelConfig, TrainConfig
+from fedsketch.config import AdapterConfig, EvalConfig, ModelConfig, TrainConfig
 from fedsketch.engine import lora
 from fedsketch.engine.model import add_lora, load_base_model, scoped_seed
 from fedsketch.engine.scoring import grouped_response_loss, packed_scores, scored_response_loss, shared_prompt_scores
@@ -36,7 +36,7 @@ class EngineSettings:
     ----------
     model : ModelConfig
         The base model to load (unless one is passed to the engine).
-    lora : LoraConfig
+    lora : AdapterConfig
         Rank r, alpha, target modules, dropout, rsLoRA.
     train : TrainConfig
         Local SGD (lr, momentum, clipping), threads, device, ``logits``.
@@ -53,7 +53,7 @@ class EngineSettings:
     """
 
     model: ModelConfig
-    lora: LoraConfig
+    lora: AdapterConfig
     train: TrainConfig
     eval: EvalConfig
     max_seq_len: int
@@ -95,7 +95,9 @@ class TorchEngine:
         from fedsketch.data.prompts import format_choices, format_train
 
         self.settings, self.streams = settings, streams
-        self.lr_scale = 1.0  # s of planner.stability = "scale_lr" (PAPER.md §8.2), set from each round's plan by runner.engine.InProcessExecutor
+        # s of planner.stability = "scale_lr" (PAPER.md §8.2), set from each round's plan by
+        # runner.executor.InProcessExecutor
+        self.lr_scale = 1.0
         if settings.train.threads:
             torch.set_num_threads(settings.train.threads)
         self.device = torch.device("cuda" if settings.train.device == "cuda" or (
@@ -298,7 +300,7 @@ class TorchEngine:
         key/value cache every option reuses, ``eval.batch_size`` questions per pass
         (``scoring.shared_prompt_scores``); both run the LM head on option tokens only;
         ``'per_option'``: every option a full sequence with full logits (``eval.batch_size``
-        sequences per pass), the earlier path. ``trace`` collects the size of each logits tensor.
+        sequences per pass), the reference path. ``trace`` collects the size of each logits tensor.
         """
         self.load_state(state)
         lora.set_scaling(self.modules, self.scaling)

@@ -3,7 +3,7 @@
 A causal LM's logits are ``head(decoder(x))``; the training loss (mean cross-entropy over the
 response tokens, ``tokens.mean_response_loss``) and the evaluation score (sum of the response
 tokens' log-probabilities, ``tokens.response_logprobs``) only read the logits at the positions
-whose *next* token is a response token. Here the decoder runs as before but the head (and the
+whose *next* token is a response token. Here the decoder runs over the whole sequence but the head (and the
 log-softmax over the vocabulary) runs only at those positions, so the ``(b, L, V)`` logits
 tensor is never built.
 
@@ -141,7 +141,7 @@ def grouped_response_loss(model: Any, batch: dict[str, torch.Tensor], num_groups
     Group g is batch rows ``g*b/G .. (g+1)*b/G - 1`` (a client's mini-batch); its value is
     ``mean_response_loss`` of those rows alone. The scored path runs one packed row per group
     (:func:`pack`); ``full_logits`` runs the padded batch with the head at every position (the
-    earlier path), for comparison.
+    reference path), for comparison.
     """
     if full_logits:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]

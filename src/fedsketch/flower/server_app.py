@@ -1,7 +1,7 @@
 """The fedsketch ``ServerApp``: discovery, the round loop, and the run folder.
 
 The ServerApp drives the same :class:`~fedsketch.runner.run.Run` as the in-process backend, with
-the clients behind a :class:`~fedsketch.flower.strategy.FlowerExecutor` (Flower messages):
+the clients behind a :class:`~fedsketch.flower.executor.FlowerExecutor` (Flower messages):
 :func:`fedsketch.runner.build_run` (prepare, config.toml, run.json, resume or round-0
 evaluation) -> :func:`discover` -> :meth:`Run.run` (per round: sample, sketch, train on the
 nodes, validate, aggregate, time, evaluate, record and checkpoint; then adapter, plot).
@@ -41,7 +41,7 @@ from flwr.supercore import log
 
 from fedsketch.config import ExperimentConfig, load_config
 from fedsketch.flower import codec
-from fedsketch.flower.strategy import FlowerExecutor, discover
+from fedsketch.flower.executor import FlowerExecutor, discover
 from fedsketch.records import RoundRecord
 from fedsketch.runner import Run, RunResult, build_run
 

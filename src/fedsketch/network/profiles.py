@@ -11,14 +11,11 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedsketch.checks import check_k
-
-if TYPE_CHECKING:  # annotations only: the config imports the strategy registries, which import this module
-    from fedsketch.config import NetworkConfig
+from fedsketch.config import NetworkConfig
 
 COMPUTE_MODELS = ("linear", "affine")
 

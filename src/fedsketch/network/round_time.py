@@ -14,6 +14,8 @@ finish together (eq. 10):
 - ``"mc"``: Monte Carlo over participation masks with a standard error.
 - ``"enumerate"``: exact, over all ``2^N`` masks (``N <= ENUMERATE_MAX_CLIENTS``).
 
+The eq. 10 root itself (one participant set, or many masks at once) is in :mod:`fedsketch.network.bandwidth`.
+
 Pure numpy/scipy; imports no torch.
 """
 
@@ -22,10 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 
 from fedsketch.checks import check_q
-from fedsketch.network.bandwidth import _as_times
+from fedsketch.network.bandwidth import _as_times, equal_finish_time, round_times
 
 METHODS = ("auto", "mc", "enumerate", "approx", "bound")
 #: largest N for which exact enumeration of the 2^N participation masks is allowed / chosen by "auto"
@@ -36,9 +37,6 @@ DEFAULT_MC_SAMPLES = 4000
 DEFAULT_MC_SEED = 0
 #: masks processed at once by the vectorised root finder (bounds memory to chunk * N floats)
 _CHUNK_ELEMENTS = 4_000_000
-#: Newton iterations of the vectorised eq. 10 root (monotone, quadratically convergent; ~8 suffice)
-_NEWTON_MAX_ITER = 100
-_NEWTON_RTOL = 1e-14
 
 
 @dataclass(frozen=True)
@@ -157,8 +155,8 @@ def _forward_emax(qs: np.ndarray, ts: np.ndarray, L: np.ndarray | None = None) -
     is solved there as ``S = e^{c} (S_start + cumsum(b e^{-c}))``, ``c = cumsum(log a)``, re-based
     at most twice when ``c`` falls below ``-_LOG_SPAN``. The start value
     ``S_{m0} = sum_{n<m0} b_n prod_{n<j<m0} a_j`` uses ``prod_{n<j<m0} a_j = e^{L_n - L_{m0-1}}``
-    over the window where that is ``>= e^_LOG_FLOOR``. O(N) for any N and O(1) passes: issue 13
-    (the former run-by-run re-basing was O(N^2 / 12000) and made the q-step superlinear).
+    over the window where that is ``>= e^_LOG_FLOOR``. O(N) for any N and O(1) passes, so the q-step
+    stays linear in N.
     """
     n = qs.size
     S = np.zeros(n)
@@ -242,65 +240,7 @@ def expected_bandwidth_time(q, t_cp, t_cm, W) -> float:
     on = q > 0
     if not np.any(on):
         return 0.0
-    a, tc = q[on] * t_cm[on], t_cp[on]
-    lo = float(np.max(tc + a / W))
-    hi = float(tc.max() + a.sum() / W)
-
-    def g(T: float) -> float:
-        return float(np.sum(a / (T - tc)) - W)
-
-    if hi <= lo or g(lo) <= 0:
-        return lo
-    if g(hi) >= 0:  # root at the upper bracket up to round-off
-        return hi
-    return float(brentq(g, lo, hi, xtol=np.finfo(float).tiny, rtol=4 * np.finfo(float).eps))
-
-
-# --------------------------------------------------------------------------- eq. 10, vectorised
-
-def round_times(masks: np.ndarray, t_cp: np.ndarray, t_cm: np.ndarray, W: float) -> np.ndarray:
-    """Eq. 10 round time for many participation masks at once.
-
-    ``g(T) = sum_{n in K} t_n^cm / (T - t_n^cp) - W`` is convex and decreasing on
-    ``(max_K t^cp, inf)``, so Newton's method started at the left bracket end
-    ``max_K (t^cp + t^cm / W)`` (where ``g >= 0``) increases monotonically to the root.
-    Agrees with :func:`fedsketch.network.allocate_bandwidth` to ~1e-12 relative.
-
-    Parameters
-    ----------
-    masks : bool array (S, N)
-        Participation masks, one row per round.
-    t_cp, t_cm : arrays (N,)
-    W : float
-
-    Returns
-    -------
-    T : array (S,)
-        Round times; 0 for an empty round (spec §4 decision 10).
-    """
-    masks = np.asarray(masks, dtype=bool)
-    m = masks.astype(float)  # (S, N)
-    any_on = masks.any(axis=1)
-    T = np.where(masks, t_cp + t_cm / W, -np.inf).max(axis=1)  # (S,) left bracket
-    T = np.where(any_on, T, 0.0)
-    active = any_on.copy()
-    for _ in range(_NEWTON_MAX_ITER):
-        if not active.any():
-            break
-        idx = np.flatnonzero(active)
-        Ti = T[idx, None]
-        gap = Ti - t_cp[None, :]
-        gap = np.where(masks[idx], gap, 1.0)  # avoid /0 for non-participants; m = 0 there
-        inv = m[idx] * t_cm[None, :] / gap  # (s, N)
-        g = inv.sum(axis=1) - W
-        dg = -(inv / gap).sum(axis=1)
-        step = -g / dg
-        step = np.maximum(step, 0.0)  # monotone from the left; guards round-off
-        newT = T[idx] + step
-        T[idx] = newT
-        done = step <= _NEWTON_RTOL * np.maximum(newT, 1.0)
-        active[idx[done]] = False
-    return T
+    return equal_finish_time(t_cp[on], q[on] * t_cm[on], W)
 
 
 def _chunked_round_times(masks_fn, n_masks: int, t_cp, t_cm, W) -> np.ndarray:

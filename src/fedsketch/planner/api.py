@@ -9,10 +9,11 @@ which weights, which payload) is the builder's: :func:`fedsketch.runner.build.pr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from fedsketch.config import PlannerConfig
 from fedsketch.network.profiles import ClientProfiles
 from fedsketch.network.round_time import (
     DEFAULT_MC_SAMPLES,
@@ -22,11 +23,9 @@ from fedsketch.network.round_time import (
 )
 from fedsketch.planner.baselines import Baseline
 from fedsketch.planner.bound import PlanProblem, Theta
-from fedsketch.planner.estimate import EstimationError, PilotObservation, load_pilots, load_theta_file, plan_region
+from fedsketch.planner.estimate import EstimationError, PilotObservation, load_pilots, load_theta_file
+from fedsketch.planner.pilot_design import plan_region
 from fedsketch.planner.solve import Plan, make_plan
-
-if TYPE_CHECKING:  # the config imports the strategy registries, which import the planner
-    from fedsketch.config import PlannerConfig
 
 #: name of the random stream of the randomised rank baselines
 BASELINE_STREAM = "planner_baselines"
@@ -88,7 +87,7 @@ def pilot_region(pl: PlannerConfig, r: int, p: np.ndarray | None = None,
     """``(q_floor, k_min)`` of the plan: the config's, or raised so that plans stay in the pilots' region.
 
     PAPER.md §8.4: the fitted bound is not trusted outside the region the pilots measured. Unless
-    ``planner.extrapolate``, :func:`fedsketch.planner.estimate.plan_region` keeps the config's bounds
+    ``planner.extrapolate``, :func:`fedsketch.planner.pilot_design.plan_region` keeps the config's bounds
     when the pilots' (X, Y) hull holds every allowed plan (the ``cover`` design under ``constrain``),
     and otherwise raises them to the smallest pilot ``q`` and ``k``. ``pilots`` default to those of
     ``planner.theta_file``; inline ``planner.theta`` has no pilots: no change. Without ``p`` only

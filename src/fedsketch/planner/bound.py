@@ -46,8 +46,8 @@ from fedsketch.network.round_time import _emax_sorted, expected_bandwidth_time
 
 FEASIBILITY = ("per_client", "p_weighted", "exact")
 STABILITY = ("constrain", "scale_lr", "none")
-#: default Phi_max: results/long/README.md measured 0 of 19 runs diverged at kappa_max * Omega <= 1.3
-#: (2 of 7 at 3-4, 3 of 8 at 4-6, 4 of 5 above 6), at the suites' lr 0.05
+#: default Phi_max (PAPER.md §8.1): the largest step-factor bucket ``kappa_max * Omega`` with no diverged
+#: run in results/long/README.md, at the suites' lr 0.05
 DEFAULT_MAX_STEP_FACTOR = 1.3
 
 

@@ -1,15 +1,15 @@
 """Alternating minimisation of P2 (Algorithm 2 lines 5–22; PAPER.md §2.9, §3, §7.4).
 
 From the joint best-response start (:mod:`fedsketch.planner.meanfield`) and, up to
-``multistart_max_n`` clients, from each start ``k^0`` (multi-start, fractions of r), alternate a q-step (eq. 26, reference or
-fast solver) and a greedy k-step until ``k`` stops changing or ``J`` improves by less than
-``rtol`` relatively. Both steps never increase ``J``. Above ``multistart_max_n`` clients (issue 13: N = 10^6 in
-seconds) the discrete choices that couple all clients, the rank floor of ``constrain`` (§8.1)
-and the learning-rate scale ``s`` of ``scale_lr`` (§8.2), are made on a systematic subsample
-(:func:`subsample_problem`), and the plan on all N clients is one best-response or subsample
-start, one q-step and one k-step. :func:`make_plan` then scores the Fig. 2–3
-baselines with the same model and, should a feasible baseline beat the plan, re-runs the
-alternation from it, so the returned plan is never worse than any feasible baseline.
+``multistart_max_n`` clients, from each start ``k^0`` (multi-start, fractions of r), alternate a q-step
+(eq. 26, reference or fast solver) and a greedy k-step until ``k`` stops changing or ``J`` improves by
+less than ``rtol`` relatively. Both steps never increase ``J``. Above ``multistart_max_n`` clients the
+discrete choices that couple all clients, the rank floor of ``constrain`` (§8.1) and the learning-rate
+scale ``s`` of ``scale_lr`` (§8.2), are made on a systematic subsample (:func:`subsample_problem`), and
+the plan on all N clients is one best-response or subsample start, one q-step and one k-step.
+:func:`make_plan` then scores the Fig. 2–3 baselines with the same model and, should a feasible
+baseline beat the plan, re-runs the alternation from it, so the returned plan is never worse than any
+feasible baseline.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from fedsketch.planner.baselines import DEFAULT_FIXED_Q, Baseline, baseline_poin
 from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.kstep import k_step
 from fedsketch.planner.meanfield import best_response_start
-from fedsketch.planner.qstep import _FixedK, q_step
+from fedsketch.planner.qstep import q_step
+from fedsketch.planner.qstep_problem import FixedK
 
 #: default multi-start ranks k^0 as fractions of r (spec §7.4)
 DEFAULT_K_STARTS = (1.0, 0.5, 0.25)
@@ -298,8 +299,8 @@ def _dual_price(prob: PlanProblem, q: np.ndarray, k: np.ndarray) -> float:
     """Least-squares dual price of ``X(q) <= x_max`` (§8.1) at a solved plan: the ``lam`` with
     ``grad_y log J + lam grad_y X ~ 0`` over the clients strictly inside their box (``y = log q``).
     ``X`` and the per-client gradients scale alike with N, so the price carries over to the full
-    problem (the warm ``lam0`` of :func:`fedsketch.planner.qstep.q_step_fast`)."""
-    fx = _FixedK(prob, k)
+    problem (the warm ``lam0`` of :func:`fedsketch.planner.qstep_fast.q_step_fast`)."""
+    fx = FixedK(prob, k)
     return fx.price(fx.to_sorted(q))
 
 
@@ -326,7 +327,7 @@ def _solve_scale_lr_large(prob: PlanProblem, subsample_n: int, common: dict, t0:
     sur = solve(surrogate, **{**common, "multistart_max_n": 0}, subsample_n=subsample_n,
                 k_floor=max(floor, surrogate.k_stable))
     k = sur.k
-    fx = _FixedK(prob, k)
+    fx = FixedK(prob, k)
     q = fx.to_clients(fx.repair(np.maximum(fx.to_sorted(sur.q), fx.lb)))  # true box and D >= delta
     ks = k_step(prob, q, k, moves=common["k_moves"])
     if ks.objective < prob.objective(q, k):

@@ -30,7 +30,7 @@ from fedsketch.planner.estimate import PilotObservation
 from fedsketch.planner.solve import Plan
 from fedsketch.records import RoundRecord
 from fedsketch.rng import Streams
-from fedsketch.runner.engine import ClientExecutor, Engine, InProcessExecutor
+from fedsketch.runner.executor import ClientExecutor, Engine, InProcessExecutor
 from fedsketch.runner.run import Run, RunFolder, RunResult, Schedule, Uplink
 from fedsketch.strategies import Allocation, Federation, resolve_allocation
 from fedsketch.strategies.methods import Method, MethodContext, build_method

@@ -30,7 +30,7 @@ from fedsketch.engine.tokens import collate
 from fedsketch.io import atomic_write_json
 from fedsketch.rng import Streams
 from fedsketch.runner.build import prepare
-from fedsketch.runner.engine import InProcessExecutor
+from fedsketch.runner.executor import InProcessExecutor
 from fedsketch.runner.run import Run, Schedule
 from fedsketch.sketch import LoraState
 from fedsketch.strategies import Allocation

@@ -24,7 +24,7 @@ from fedsketch.errors import RunFailed
 from fedsketch.network import allocate_bandwidth
 from fedsketch.records import METRICS_FILE, Failure, RoundRecord, evaluations, run_finished, write_metrics
 from fedsketch.rng import Streams
-from fedsketch.runner.engine import ClientExecutor, Engine, RoundPlan
+from fedsketch.runner.executor import ClientExecutor, Engine, RoundPlan
 from fedsketch.sketch import ClientUpdate, LoraState
 from fedsketch.stopping import is_diverged
 from fedsketch.strategies import Allocation
@@ -165,15 +165,16 @@ class Run:
         failed: list[Failure] = []
         for n in plan.sampled.tolist():
             res = results.get(n, "no reply")
+            why: str | None
             if isinstance(res, str):
                 why = res
             elif res.client != n or res.round != plan.round:
                 why = f"stale or misattributed upload (client {res.client}, round {res.round})"
             else:
                 why = validate_update(res, self.state, plan.sketches[n])
-            if why is None:
-                updates.append(res)  # type: ignore[arg-type]
-            else:
+            if why is None and not isinstance(res, str):
+                updates.append(res)
+            elif why is not None:
                 failed.append({"client": n, "reason": why})
         return updates, failed
 

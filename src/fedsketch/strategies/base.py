@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedsketch.checks import check_k, check_q
+from fedsketch.config import FLConfig, PlannerConfig
 from fedsketch.network.profiles import ClientProfiles
 from fedsketch.rng import Streams
-
-if TYPE_CHECKING:  # the config imports the strategy registries for its choices
-    from fedsketch.config import FLConfig, PlannerConfig
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The clients of a run as Flower nodes: a :class:`~fedsketch.runner.engine.ClientExecutor`.
+"""The clients of a run as Flower nodes: a :class:`~fedsketch.runner.executor.ClientExecutor`.
 
 Nothing of the algorithm is re-implemented here: the :class:`~fedsketch.runner.run.Run` samples,
 sketches, validates, aggregates and times the round exactly as in process. Per round
@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedsketch.flower import codec
-from fedsketch.runner.engine import RoundPlan
+from fedsketch.runner.executor import RoundPlan
 from fedsketch.sketch import ClientUpdate, LoraState
 
 

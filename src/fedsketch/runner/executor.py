@@ -3,7 +3,7 @@
 The run (:class:`fedsketch.runner.run.Run`) sees the engine only through :class:`Engine`: the
 global LoRA state at round 0, evaluation and the adapter file. Who trains a round's sketches is
 a :class:`ClientExecutor`: :class:`InProcessExecutor` here (the engine in this process), or
-:class:`fedsketch.flower.strategy.FlowerExecutor` (one Flower node per client).
+:class:`fedsketch.flower.executor.FlowerExecutor` (one Flower node per client).
 """
 
 from __future__ import annotations
