@@ -55,9 +55,15 @@ def save(path: str | Path, rs: RunState) -> None:
     def write(tmp: Path) -> None:
         save_file(_flatten(rs.state), str(tmp / "state.safetensors"))
         digest = hashlib.sha256((tmp / "state.safetensors").read_bytes()).hexdigest()
-        manifest = {"schema": SCHEMA, "round": rs.round, "sim_seconds": rs.sim_seconds,
-                    "real_seconds": rs.real_seconds, "records": rs.records,
-                    "config_hash": rs.config_hash, "sha256": digest}
+        manifest = {
+            "schema": SCHEMA,
+            "round": rs.round,
+            "sim_seconds": rs.sim_seconds,
+            "real_seconds": rs.real_seconds,
+            "records": rs.records,
+            "config_hash": rs.config_hash,
+            "sha256": digest,
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
     atomic_write_dir(path, write)
@@ -85,8 +91,11 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         a, b = old.get(sec), new.get(sec)
         if isinstance(a, dict) or isinstance(b, dict):
             a, b = a if isinstance(a, dict) else {}, b if isinstance(b, dict) else {}
-            out += [f"{sec}.{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}"
-                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            out += [
+                f"{sec}.{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}"
+                for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k)
+            ]
         elif a != b:
             out.append(f"{sec}: {a!r} -> {b!r}")
     return out
@@ -107,16 +116,28 @@ def _mismatch(path: Path, manifest: dict[str, Any], config_hash: str, config: di
     """The message for a checkpoint written by another config: the keys that differ, and what to do."""
     written = _written_config(path) if config is not None else {}  # see runner.build.build_run
     diffs = config_differences(written, config) if written else []
-    what = ("; settings that differ (checkpoint -> now): " + "; ".join(diffs[:8])
-            + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")) if diffs else ""
+    what = (
+        (
+            "; settings that differ (checkpoint -> now): "
+            + "; ".join(diffs[:8])
+            + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+        )
+        if diffs
+        else ""
+    )
     return CheckpointError(
         f"{path}: this checkpoint was written by a different config (hash {manifest.get('config_hash')}, "
         f"now {config_hash}){what}. To keep it, run with the old settings; otherwise {FRESH_HINT}, or give "
-        "this config its own output.name (under `fedsketch compare`: a new output folder)")
+        "this config its own output.name (under `fedsketch compare`: a new output folder)"
+    )
 
 
-def load(path: str | Path, config_hash: str | None = None, config: dict[str, Any] | None = None,
-         same: Callable[[str, dict[str, Any]], bool] | None = None) -> RunState:
+def load(
+    path: str | Path,
+    config_hash: str | None = None,
+    config: dict[str, Any] | None = None,
+    same: Callable[[str, dict[str, Any]], bool] | None = None,
+) -> RunState:
     """Read a checkpoint, verifying its schema, checksum and (if given) config hash.
 
     ``config`` (the new run's ``ExperimentConfig.to_dict()``) lets a mismatch name the keys that
@@ -138,13 +159,22 @@ def load(path: str | Path, config_hash: str | None = None, config: dict[str, Any
         raise CheckpointError(f"{path}: schema {manifest.get('schema')!r}, expected {SCHEMA}; {FRESH_HINT}")
     if hashlib.sha256(blob).hexdigest() != manifest.get("sha256"):
         raise CheckpointError(f"{path}/state.safetensors: checksum mismatch (corrupt file); {FRESH_HINT}")
-    if config_hash is not None and manifest.get("config_hash") != config_hash \
-            and not (same is not None and same(manifest.get("config_hash"), _written_config(path))):
+    if (
+        config_hash is not None
+        and manifest.get("config_hash") != config_hash
+        and not (same is not None and same(manifest.get("config_hash"), _written_config(path)))
+    ):
         raise _mismatch(path, manifest, config_hash, config)
     try:
-        return RunState(round=manifest["round"], state=_unflatten(load_file(str(path / "state.safetensors"))),
-                        sim_seconds=manifest["sim_seconds"], real_seconds=manifest["real_seconds"],
-                        records=manifest["records"], config_hash=manifest["config_hash"])
+        return RunState(
+            round=manifest["round"],
+            state=_unflatten(load_file(str(path / "state.safetensors"))),
+            sim_seconds=manifest["sim_seconds"],
+            real_seconds=manifest["real_seconds"],
+            records=manifest["records"],
+            config_hash=manifest["config_hash"],
+        )
     except (KeyError, TypeError, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}/manifest.json: incomplete checkpoint ({type(e).__name__}: {e}); "
-                              f"{FRESH_HINT}") from None
+        raise CheckpointError(
+            f"{path}/manifest.json: incomplete checkpoint ({type(e).__name__}: {e}); {FRESH_HINT}"
+        ) from None

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def check_q(q: np.ndarray | Sequence[float], num_clients: int | None = None, *, allow_zero: bool = False,
-            where: str = "") -> np.ndarray:
+def check_q(
+    q: np.ndarray | Sequence[float], num_clients: int | None = None, *, allow_zero: bool = False, where: str = ""
+) -> np.ndarray:
     """Per-client participation probabilities ``q_n`` in (0, 1] (PAPER.md §2.2), as floats.
 
     Parameters
@@ -43,8 +44,9 @@ def check_q(q: np.ndarray | Sequence[float], num_clients: int | None = None, *, 
     return q
 
 
-def check_k(k: np.ndarray | Sequence[float], r: int, num_clients: int | None = None, *, integer: bool = True,
-            where: str = "") -> np.ndarray:
+def check_k(
+    k: np.ndarray | Sequence[float], r: int, num_clients: int | None = None, *, integer: bool = True, where: str = ""
+) -> np.ndarray:
     """Per-client sketch ranks ``k_n`` in [1, r] (eq. 3): int64, or floats with ``integer=False``.
 
     ``integer=False`` admits real ``k`` in [1, r], for which the time model of eqs. 18–19 is

@@ -43,8 +43,15 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from fedsketch.data.partition import PartitionError
     from fedsketch.network.profiles import ProfileError
 
-    types: list[type[BaseException]] = [InputError, ModelError, ConfigError, DataError, PartitionError,
-                                        ProfileError, CheckpointError]
+    types: list[type[BaseException]] = [
+        InputError,
+        ModelError,
+        ConfigError,
+        DataError,
+        PartitionError,
+        ProfileError,
+        CheckpointError,
+    ]
     try:
         from fedsketch.planner.estimate import EstimationError
 
@@ -69,5 +76,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return EXIT_FAILED, f"{msg}; any earlier version of that file is intact"
     if isinstance(exc, OSError) and getattr(exc, "filename", None):
         return EXIT_FAILED, f"error: {msg}"
-    return EXIT_FAILED, (f"error: {type(exc).__name__}: {msg}\n"
-                         "(an unexpected error; run the command again with --debug for the traceback)")
+    return EXIT_FAILED, (
+        f"error: {type(exc).__name__}: {msg}\n"
+        "(an unexpected error; run the command again with --debug for the traceback)"
+    )

@@ -56,6 +56,7 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; m
 
 # --------------------------------------------------------------------------- helpers
 
+
 def _plt() -> Any:
     import matplotlib
 
@@ -81,8 +82,10 @@ def _png(fig: Any) -> str:
 
 
 def _figure(fid: str, uri: str, caption: str) -> str:
-    return (f'<figure id="{fid}"><img alt="{html.escape(caption, quote=True)}" src="{uri}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure id="{fid}"><img alt="{html.escape(caption, quote=True)}" src="{uri}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -100,11 +103,14 @@ def _cell(v: Any) -> str:
 
 
 def _page(title: str, sections: list[str]) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n" + "\n".join(sections)
-            + "\n<p class=\"muted\">Written by fedsketch (fedsketch report). Times are simulated wall-clock "
-              "minutes of the wireless system model (PAPER.md eqs. 10, 18-19).</p>\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
+        + "\n".join(sections)
+        + '\n<p class="muted">Written by fedsketch (fedsketch report). Times are simulated wall-clock '
+        "minutes of the wireless system model (PAPER.md eqs. 10, 18-19).</p>\n</body></html>\n"
+    )
 
 
 def _percent(accuracy: float | None) -> float:
@@ -114,6 +120,7 @@ def _percent(accuracy: float | None) -> float:
 
 
 # --------------------------------------------------------------------------- run figures
+
 
 def _fig_accuracy_loss(records: Sequence[RoundRecord]) -> str:
     plt = _plt()
@@ -146,10 +153,18 @@ def _fig_participation(records: Sequence[RoundRecord], q: np.ndarray) -> str:
     plt = _plt()
     n = len(q)
     m = _participation(records, n)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, max(2.6, 0.22 * n + 1.2)), sharey=True,
-                                 gridspec_kw={"width_ratios": [4, 1]})
-    a1.imshow(m, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest",
-              extent=(0.5, m.shape[1] + 0.5, n - 0.5, -0.5))
+    fig, (a1, a2) = plt.subplots(
+        1, 2, figsize=(10, max(2.6, 0.22 * n + 1.2)), sharey=True, gridspec_kw={"width_ratios": [4, 1]}
+    )
+    a1.imshow(
+        m,
+        aspect="auto",
+        cmap="Greens",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        extent=(0.5, m.shape[1] + 0.5, n - 0.5, -0.5),
+    )
     a1.set_xlabel("round (dark: trained and uploaded, light: sampled but failed)")
     a1.set_ylabel("client")
     _integer_ticks(a1)
@@ -168,8 +183,9 @@ def _fig_allocation(q: np.ndarray, k: np.ndarray, tau_cp: np.ndarray, tau_cm: np
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(9, 6))
     for row, (vals, name) in enumerate(((q, "q_n"), (k, "k_n"))):
-        for col, (t, tname) in enumerate(((tau_cp, "full-rank compute time tau_cp (s)"),
-                                          (tau_cm, "full-rank upload tau_cm (Mbit = s at 1 Mbps)"))):
+        for col, (t, tname) in enumerate(
+            ((tau_cp, "full-rank compute time tau_cp (s)"), (tau_cm, "full-rank upload tau_cm (Mbit = s at 1 Mbps)"))
+        ):
             a = axes[row][col]
             a.scatter(t, vals, s=22)
             for i, (xx, yy) in enumerate(zip(t, vals, strict=True)):
@@ -206,8 +222,14 @@ def _fig_bandwidth(records: Sequence[RoundRecord], info: dict[str, Any], W: floa
             a.bar(r.round, b / W, bottom=bottom, color=cmap(c % 20), width=0.85, edgecolor="white", lw=0.3)
             bottom += b / W
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(c % 20)) for c in range(min(n, 20))]
-    a.legend(handles, [f"client {c}" for c in range(min(n, 20))], fontsize=6, ncol=min(n, 10),
-             loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    a.legend(
+        handles,
+        [f"client {c}" for c in range(min(n, 20))],
+        fontsize=6,
+        ncol=min(n, 10),
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.22),
+    )
     a.set_xlabel("round")
     _integer_ticks(a)
     a.set_ylabel("bandwidth share b_n / W")
@@ -268,31 +290,50 @@ def run_report_html(folder: str | Path) -> str:
     W = float(cfg.get("network", {}).get("bandwidth_mbps", 100.0))
     ev = evaluations(records)
     last = records[-1]
-    summary = _table(["", "value"], [
-        ["rounds", last.round], ["stopped by", last.stop if last.stop is not None else "(unfinished)"],
-        ["simulated time (min)", last.sim_seconds / 60], ["real time (min)", last.real_seconds / 60],
-        ["first accuracy", f"{_percent(ev[0].accuracy):.1f}% (round {ev[0].round})" if ev else None],
-        ["last accuracy", f"{_percent(ev[-1].accuracy):.1f}% (round {ev[-1].round})" if ev else None],
-        ["clients N", n], ["E|K| = sum q_n", float(q.sum()) if q.size else None],
-        ["uploaded MB in all", sum(r.uploaded_bytes for r in records) / 1e6],
-    ])
-    sections = [f"<p class=\"muted\">{html.escape(str(folder))}</p>", "<h2>Summary</h2>", summary,
-                "<h2>Accuracy and test loss</h2>",
-                _figure("accuracy-loss", _fig_accuracy_loss(records), "Test accuracy and test loss against simulated minutes.")]
+    summary = _table(
+        ["", "value"],
+        [
+            ["rounds", last.round],
+            ["stopped by", last.stop if last.stop is not None else "(unfinished)"],
+            ["simulated time (min)", last.sim_seconds / 60],
+            ["real time (min)", last.real_seconds / 60],
+            ["first accuracy", f"{_percent(ev[0].accuracy):.1f}% (round {ev[0].round})" if ev else None],
+            ["last accuracy", f"{_percent(ev[-1].accuracy):.1f}% (round {ev[-1].round})" if ev else None],
+            ["clients N", n],
+            ["E|K| = sum q_n", float(q.sum()) if q.size else None],
+            ["uploaded MB in all", sum(r.uploaded_bytes for r in records) / 1e6],
+        ],
+    )
+    sections = [
+        f'<p class="muted">{html.escape(str(folder))}</p>',
+        "<h2>Summary</h2>",
+        summary,
+        "<h2>Accuracy and test loss</h2>",
+        _figure("accuracy-loss", _fig_accuracy_loss(records), "Test accuracy and test loss against simulated minutes."),
+    ]
     if n and q.size == n and k.size == n:
         tau_cp = np.asarray(info.get("tau_cp", np.zeros(n)), dtype=float)
         tau_cm = np.asarray(info.get("tau_cm", np.zeros(n)), dtype=float)
         sections += [
             "<h2>Participation</h2>",
-            _figure("participation", _fig_participation(records, q),
-                    "Each client's participation over the rounds (heat map) beside its participation probability q_n "
-                    "(bars) and the share of rounds it was sampled in (ticks)."),
+            _figure(
+                "participation",
+                _fig_participation(records, q),
+                "Each client's participation over the rounds (heat map) beside its participation probability q_n "
+                "(bars) and the share of rounds it was sampled in (ticks).",
+            ),
             "<h2>Allocation against client speed</h2>",
-            _figure("allocation", _fig_allocation(q, k, tau_cp, tau_cm),
-                    "q_n and k_n of every client (labelled by id) against its full-rank compute time and upload time."),
+            _figure(
+                "allocation",
+                _fig_allocation(q, k, tau_cp, tau_cm),
+                "q_n and k_n of every client (labelled by id) against its full-rank compute time and upload time.",
+            ),
             "<h2>Bandwidth</h2>",
-            _figure("bandwidth", _fig_bandwidth(records, info, W, n),
-                    f"Bandwidth share b_n / W of each sampled client per round (W = {W:g} Mbps, equal-finish split, eq. 10)."),
+            _figure(
+                "bandwidth",
+                _fig_bandwidth(records, info, W, n),
+                f"Bandwidth share b_n / W of each sampled client per round (W = {W:g} Mbps, equal-finish split, eq. 10).",
+            ),
             "<h2>Uploads</h2>",
             _figure("uploads", _fig_uploads(records, k, n), "Uploaded bytes per round and per client."),
         ]
@@ -302,6 +343,7 @@ def run_report_html(folder: str | Path) -> str:
 
 
 # --------------------------------------------------------------------------- suite
+
 
 def _suite_runs(folder: Path) -> dict[str, list[tuple[int, list[RoundRecord]]]]:
     """The records of every run folder of a suite output folder, per strategy (by folder name)."""
@@ -359,9 +401,11 @@ def suite_report_html(folder: str | Path) -> str:
     runs = _suite_runs(folder)
     table = _csv_rows(folder / "table.csv")
     if not table and not runs:
-        raise InputError(f"{folder}: neither table.csv nor runs/<strategy>-seed<k>/metrics.jsonl; "
-                         "give a run folder or a suite output folder")
-    sections = [f"<p class=\"muted\">{html.escape(str(folder))}</p>"]
+        raise InputError(
+            f"{folder}: neither table.csv nor runs/<strategy>-seed<k>/metrics.jsonl; "
+            "give a run folder or a suite output folder"
+        )
+    sections = [f'<p class="muted">{html.escape(str(folder))}</p>']
     if table:
         cols = [c for c in table[0] if c not in ("minutes_mean_reached",)]
         sections += ["<h2>Time to target</h2>", _table(cols, [[_num(r[c]) for c in cols] for r in table])]
@@ -375,28 +419,44 @@ def suite_report_html(folder: str | Path) -> str:
             if r is None or not r["minutes_mean"]:
                 return f"— ({r['reached']}/{r['seeds']})" if r else "—"
             se = r.get("minutes_se")  # empty for one seed
-            return f"{float(r['minutes_mean']):.2f} ± {float(se):.2f} ({r['reached']}/{r['seeds']})" if se else \
-                f"{float(r['minutes_mean']):.2f} ({r['reached']}/{r['seeds']})"
+            return (
+                f"{float(r['minutes_mean']):.2f} ± {float(se):.2f} ({r['reached']}/{r['seeds']})"
+                if se
+                else f"{float(r['minutes_mean']):.2f} ({r['reached']}/{r['seeds']})"
+            )
 
-        sections += ["<h2>Sweep: simulated minutes to each accuracy</h2>",
-                     _table(["strategy", *[f"{100 * a:g}%" for a in levels]],
-                            [[n, *[fmt(cell.get((n, a))) for a in levels]] for n in names])]
-    for fid, fname, cap in (("suite-accuracy", "accuracy_vs_time.png", "Accuracy against simulated minutes, mean ± std over seeds."),
-                            ("suite-loss", "loss_vs_time.png", "Test loss against simulated minutes, mean ± std over seeds.")):
+        sections += [
+            "<h2>Sweep: simulated minutes to each accuracy</h2>",
+            _table(
+                ["strategy", *[f"{100 * a:g}%" for a in levels]],
+                [[n, *[fmt(cell.get((n, a))) for a in levels]] for n in names],
+            ),
+        ]
+    for fid, fname, cap in (
+        ("suite-accuracy", "accuracy_vs_time.png", "Accuracy against simulated minutes, mean ± std over seeds."),
+        ("suite-loss", "loss_vs_time.png", "Test loss against simulated minutes, mean ± std over seeds."),
+    ):
         if (folder / fname).is_file():
             sections += [_figure(fid, _embed_png(folder / fname), cap)]
     if runs:
-        order = [r["strategy"] for r in table if r["strategy"] in runs] + sorted(n for n in runs if n not in
-                                                                               {r["strategy"] for r in table})
+        order = [r["strategy"] for r in table if r["strategy"] in runs] + sorted(
+            n for n in runs if n not in {r["strategy"] for r in table}
+        )
         sections.append("<h2>Every strategy's curves</h2>")
         for name, seed_runs in ((n, runs[n]) for n in order):
-            sections.append(_figure(strategy_figure_id(name), _fig_strategy(name, seed_runs),
-                                    f"{name}: accuracy and test loss of each seed against simulated minutes."))
+            sections.append(
+                _figure(
+                    strategy_figure_id(name),
+                    _fig_strategy(name, seed_runs),
+                    f"{name}: accuracy and test loss of each seed against simulated minutes.",
+                )
+            )
     title = f"fedsketch suite {folder.name}"
     return _page(title, sections)
 
 
 # --------------------------------------------------------------------------- entry points
+
 
 def write_run_report(folder: str | Path, out: str | Path | None = None) -> Path:
     path = Path(out) if out is not None else Path(folder) / "report.html"

@@ -21,8 +21,20 @@ from typing import Any
 
 #: errno values that mean "this is not a place you can write to" (bad input, exit 2); anything
 #: else (no space, quota, I/O error) is a failed write (exit 1)
-BAD_LOCATION_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
-                                 errno.ENAMETOOLONG, errno.ENOENT, errno.EEXIST, errno.ELOOP, errno.EINVAL})
+BAD_LOCATION_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.ENOENT,
+        errno.EEXIST,
+        errno.ELOOP,
+        errno.EINVAL,
+    }
+)
 
 
 class WriteError(OSError):

@@ -24,13 +24,14 @@ from fedsketch.config import EMBEDDED_MODELS, RANDOM_MODELS, ExperimentConfig
 def needs_planner(cfg: ExperimentConfig) -> bool:
     """Whether a run of ``cfg`` asks the planner (Algorithm 2) for q or k, and so needs theta."""
     fl = cfg.fl
-    return "optimized" in (fl.sampling, fl.ranks) or (fl.match_planned_cohort and fl.sampling in ("uniform", "weighted"))
+    return "optimized" in (fl.sampling, fl.ranks) or (
+        fl.match_planned_cohort and fl.sampling in ("uniform", "weighted")
+    )
 
 
 def looks_like_path(name: str) -> bool:
     """A model name meant as a local folder rather than a hub id ``owner/name``."""
-    return (name.startswith(("/", "./", "../", "~", ".")) or "\\" in name or name.count("/") > 1
-            or name.endswith("/"))
+    return name.startswith(("/", "./", "../", "~", ".")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
 
 
 def check_model_name(name: str) -> str | None:
@@ -44,16 +45,22 @@ def check_model_name(name: str) -> str | None:
         if not path.is_dir():
             return f"model.name: {path} is a file; give a folder holding config.json, the weights and the tokenizer"
         if not (path / "config.json").is_file():
-            return (f"model.name: folder {path} has no config.json; give a folder written by save_pretrained "
-                    "(config.json, weights, tokenizer files)")
+            return (
+                f"model.name: folder {path} has no config.json; give a folder written by save_pretrained "
+                "(config.json, weights, tokenizer files)"
+            )
         return None
     if looks_like_path(name):
-        return (f"model.name: local folder {name} does not exist; give an existing folder, a hub id such as "
-                f"'HuggingFaceTB/SmolLM2-135M-Instruct', or {EMBEDDED_MODELS[0]!r}")
+        return (
+            f"model.name: local folder {name} does not exist; give an existing folder, a hub id such as "
+            f"'HuggingFaceTB/SmolLM2-135M-Instruct', or {EMBEDDED_MODELS[0]!r}"
+        )
     parts = name.split("/")
     if not all(p and all(c.isalnum() or c in "-_." for c in p) for p in parts) or len(parts) > 2:
-        return (f"model.name: {name!r} is neither an existing folder nor a hub id 'owner/name'; "
-                f"offline, use {EMBEDDED_MODELS[0]!r} or a local folder")
+        return (
+            f"model.name: {name!r} is neither an existing folder nor a hub id 'owner/name'; "
+            f"offline, use {EMBEDDED_MODELS[0]!r} or a local folder"
+        )
     return None
 
 
@@ -87,9 +94,11 @@ def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> str | None:
 
 
 def hub_unreachable_message(name: str, why: str) -> str:
-    return (f"model.name={name!r}: could not reach the Hugging Face hub to download it ({why}), and it is not in "
-            f"the local hub cache. Offline, set model.name to a local folder (config.json, weights, tokenizer) "
-            f"or to the embedded model {EMBEDDED_MODELS[0]!r}.")
+    return (
+        f"model.name={name!r}: could not reach the Hugging Face hub to download it ({why}), and it is not in "
+        f"the local hub cache. Offline, set model.name to a local folder (config.json, weights, tokenizer) "
+        f"or to the embedded model {EMBEDDED_MODELS[0]!r}."
+    )
 
 
 def in_hub_cache(name: str) -> bool:
@@ -119,7 +128,11 @@ def count_test_questions(cfg: ExperimentConfig) -> int | None:
     d = cfg.data
     if d.source == "embedded":
         manifest = json.loads((EMBEDDED_DIR / "MANIFEST.json").read_text())
-        return int(manifest[f"{TASK_DIRS[d.task]}/test.json"]["records"]) if embedded_file(d.task, "test").is_file() else None
+        return (
+            int(manifest[f"{TASK_DIRS[d.task]}/test.json"]["records"])
+            if embedded_file(d.task, "test").is_file()
+            else None
+        )
     if d.source == "local":
         path = task_file(d.task, "test", d.data_dir)
         opener = gzip.open if path.suffix == ".gz" else open
@@ -136,12 +149,16 @@ def _check_data(cfg: ExperimentConfig) -> list[str]:
     if d.source == "embedded":
         for split in ("train", "test"):
             if not embedded_file(d.task, split).is_file():
-                errs.append(f"data.source='embedded': {embedded_file(d.task, split)} is missing from this installation; "
-                            "reinstall fedsketch or use data.source='local' with data.data_dir")
+                errs.append(
+                    f"data.source='embedded': {embedded_file(d.task, split)} is missing from this installation; "
+                    "reinstall fedsketch or use data.source='local' with data.data_dir"
+                )
     elif d.source == "local":
         if not Path(d.data_dir).is_dir():
-            return [f"data.data_dir: folder {d.data_dir} not found (data.source='local'); set it to the folder "
-                    "holding <Task>/train.json and test.json, or use data.source='embedded' (the shipped copy)"]
+            return [
+                f"data.data_dir: folder {d.data_dir} not found (data.source='local'); set it to the folder "
+                "holding <Task>/train.json and test.json, or use data.source='embedded' (the shipped copy)"
+            ]
         for split in ("train", "test"):
             path = task_file(d.task, split, d.data_dir)
             if not path.is_file():
@@ -155,8 +172,10 @@ def _check_data(cfg: ExperimentConfig) -> list[str]:
         except (OSError, ValueError) as e:  # unreadable / invalid JSON: the loader names the record later
             return [f"data: cannot read the {d.task!r} test set: {e}"]
         if size is not None and n > size:
-            errs.append(f"eval.num_samples: {n} is larger than the {d.task!r} test set ({size} questions); "
-                        f"set it to at most {size}, or 0 for the whole test set")
+            errs.append(
+                f"eval.num_samples: {n} is larger than the {d.task!r} test set ({size} questions); "
+                f"set it to at most {size}, or 0 for the whole test set"
+            )
     return errs
 
 
@@ -185,8 +204,10 @@ def _check_theta(cfg: ExperimentConfig, planner: bool) -> list[str]:
             return [str(e)]
         return []
     if planner:
-        return ["planner: no theta; run `fedsketch estimate CONFIG --out theta.json` and set "
-                "planner.theta_file='theta.json', or set planner.theta=[theta1, theta2, theta3, theta4]"]
+        return [
+            "planner: no theta; run `fedsketch estimate CONFIG --out theta.json` and set "
+            "planner.theta_file='theta.json', or set planner.theta=[theta1, theta2, theta3, theta4]"
+        ]
     return []
 
 

@@ -79,21 +79,24 @@ class RoundRecord:
     def to_dict(self) -> dict[str, Any]:
         """The record as its JSON object: fields in declaration order, the optional ones only when set,
         then :attr:`extra`."""
-        out = {name: getattr(self, name) for name in _FIELDS
-               if name in _ALWAYS_WRITTEN or getattr(self, name) is not None}
+        out = {
+            name: getattr(self, name) for name in _FIELDS if name in _ALWAYS_WRITTEN or getattr(self, name) is not None
+        }
         out.update(self.extra)
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RoundRecord:
         """The inverse of :meth:`to_dict`: unknown keys go to :attr:`extra`."""
-        return cls(**{k: v for k, v in d.items() if k in _FIELDS},
-                   extra={k: v for k, v in d.items() if k not in _FIELDS})
+        return cls(
+            **{k: v for k, v in d.items() if k in _FIELDS}, extra={k: v for k, v in d.items() if k not in _FIELDS}
+        )
 
 
 _FIELDS = tuple(f.name for f in fields(RoundRecord) if f.name != "extra")
-_ALWAYS_WRITTEN = frozenset({"round", "sim_seconds", "real_seconds", "sampled", "failed", "uploaded_bytes",
-                             "train_loss"})
+_ALWAYS_WRITTEN = frozenset(
+    {"round", "sim_seconds", "real_seconds", "sampled", "failed", "uploaded_bytes", "train_loss"}
+)
 
 
 def evaluations(records: Iterable[RoundRecord]) -> list[RoundRecord]:

@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -22,9 +22,14 @@ from fedsketch.config import ConfigError, ExperimentConfig, collect, load_config
 from fedsketch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, classify
 from fedsketch.records import METRICS_FILE, RoundRecord
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Federated sketched-LoRA fine-tuning with independent client sampling (arXiv 2505.23555). "
-                       "Exit codes: 0 ok, 1 a run that failed, 2 bad input, 130 interrupted.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Federated sketched-LoRA fine-tuning with independent client sampling (arXiv 2505.23555). "
+    "Exit codes: 0 ok, 1 a run that failed, 2 bad input, 130 interrupted.",
+)
+
 
 def _env_debug() -> bool:
     return os.environ.get("FEDSKETCH_DEBUG", "").strip() not in ("", "0")
@@ -32,9 +37,13 @@ def _env_debug() -> bool:
 
 _STATE = {"debug": _env_debug()}
 
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override: section.key=value (repeatable)")]
-DataDirOpt = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="read a local folder of LLM-Adapters JSON files (data.source='local', data.data_dir)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: section.key=value (repeatable)")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="read a local folder of LLM-Adapters JSON files (data.source='local', data.data_dir)"
+    ),
+]
 
 
 @app.callback()
@@ -70,7 +79,7 @@ def user_errors(on_interrupt: Callable[[], str] | None = None) -> Iterator[None]
         raise typer.Exit(code) from None
 
 
-def _with_data_dir(overrides: Optional[list[str]], data_dir: Optional[Path]) -> list[str]:
+def _with_data_dir(overrides: list[str] | None, data_dir: Path | None) -> list[str]:
     sets = list(overrides or [])
     if data_dir is not None:
         sets += ["data.source='local'", f"data.data_dir={json.dumps(str(data_dir))}"]
@@ -83,8 +92,9 @@ def _print_problems(what: str, problems: list[str]) -> None:
         err(f"  - {p}")
 
 
-def load_or_exit(config: Optional[Path], overrides: Optional[list[str]], data_dir: Optional[Path] = None
-                 ) -> ExperimentConfig:
+def load_or_exit(
+    config: Path | None, overrides: list[str] | None, data_dir: Path | None = None
+) -> ExperimentConfig:
     try:
         return load_config(config, _with_data_dir(overrides, data_dir))
     except ConfigError as e:
@@ -116,11 +126,15 @@ def _interrupted_message(run_dir: Path, last_round: list[int]) -> Callable[[], s
         if saved is None and done == 0:
             return "interrupted after round 0; run the same command again to start it"
         if saved is None:
-            return (f"interrupted after round {done}; no checkpoint was written (output.checkpoint_every = 0), "
-                    "so running the same command again starts over")
+            return (
+                f"interrupted after round {done}; no checkpoint was written (output.checkpoint_every = 0), "
+                "so running the same command again starts over"
+            )
         if saved < done:
-            return (f"interrupted after round {done} (last checkpoint: round {saved}); "
-                    f"run the same command again to resume from round {saved}")
+            return (
+                f"interrupted after round {done} (last checkpoint: round {saved}); "
+                f"run the same command again to resume from round {saved}"
+            )
         return f"interrupted after round {saved}; run the same command again to resume"
 
     return message
@@ -138,17 +152,22 @@ def _progress_line(total: int) -> Callable[[Any, RoundRecord], None]:
                 last_acc.append(first)
         acc = f"  last accuracy {100 * last_acc[-1]:.1f}%" if last_acc else ""
         failed = f" ({len(rec.failed)} failed)" if rec.failed else ""
-        say(f"round {rec.round:>{len(str(total))}}/{total}  sim {rec.sim_seconds / 60:6.2f} min  "
-            f"sampled {len(rec.sampled)}{failed}{acc}")
+        say(
+            f"round {rec.round:>{len(str(total))}}/{total}  sim {rec.sim_seconds / 60:6.2f} min  "
+            f"sampled {len(rec.sampled)}{failed}{acc}"
+        )
 
     return line
 
 
 @app.command()
-def run(config: Annotated[Optional[Path], typer.Argument(help="TOML config (default: the embedded default)")] = None,
-        set_: SetOpt = None, data_dir: DataDirOpt = None,
-        fresh: Annotated[bool, typer.Option(help="ignore an existing checkpoint of this run")] = False,
-        backend: Annotated[str, typer.Option(help="inprocess or flower")] = "inprocess") -> None:
+def run(
+    config: Annotated[Path | None, typer.Argument(help="TOML config (default: the embedded default)")] = None,
+    set_: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    fresh: Annotated[bool, typer.Option(help="ignore an existing checkpoint of this run")] = False,
+    backend: Annotated[str, typer.Option(help="inprocess or flower")] = "inprocess",
+) -> None:
     """Run (or resume) one experiment and write its run folder (with report.html)."""
     from fedsketch.console import third_party_to_log
     from fedsketch.runner import run_dir_for
@@ -183,8 +202,10 @@ def run(config: Annotated[Optional[Path], typer.Argument(help="TOML config (defa
     trained = [r for r in result.records[1:] if r.sampled]
     if trained and all(r.all_failed for r in trained):
         reasons = sorted({f["reason"] for r in trained for f in r.failed})
-        err(f"run failed: every sampled client failed in every round ({'; '.join(reasons[:3])}); "
-            f"see {out / METRICS_FILE} and {out / 'run.log'}")
+        err(
+            f"run failed: every sampled client failed in every round ({'; '.join(reasons[:3])}); "
+            f"see {out / METRICS_FILE} and {out / 'run.log'}"
+        )
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -192,30 +213,39 @@ def _unused_on_backend(cfg: Any, backend: str) -> list[str]:
     """Notes for settings the chosen backend does not use (explicit ones only: 0 = auto is silent)."""
     if backend != "flower":
         return []
-    return [f"note: train.{key} = {val} is not used by --backend flower (each client trains in its own ClientApp, "
-            "one Ray actor per CPU, which is Flower's parallelism); it applies to --backend inprocess"
-            for key, val in (("workers", cfg.train.workers), ("client_batch", cfg.train.client_batch)) if val > 1]
+    return [
+        f"note: train.{key} = {val} is not used by --backend flower (each client trains in its own ClientApp, "
+        "one Ray actor per CPU, which is Flower's parallelism); it applies to --backend inprocess"
+        for key, val in (("workers", cfg.train.workers), ("client_batch", cfg.train.client_batch))
+        if val > 1
+    ]
 
 
 def _summary(result: Any) -> None:
     evals = result.evaluations
     first, last = evals[0], evals[-1]
     fin = result.records[-1]
-    say(f"accuracy {100 * first.accuracy:.1f}% (round {first.round}) -> {100 * last.accuracy:.1f}% "
+    say(
+        f"accuracy {100 * first.accuracy:.1f}% (round {first.round}) -> {100 * last.accuracy:.1f}% "
         f"(round {last.round}), test loss {first.test_loss:.4f} -> {last.test_loss:.4f}; "
-        f"most frequent prediction {100 * last.pred_max_share:.0f}% of answers")
-    say(f"simulated time {fin.sim_seconds / 60:.2f} min, real time {fin.real_seconds / 60:.2f} min"
-        + (f", stopped by {fin.stop}" if fin.stop else ""))
+        f"most frequent prediction {100 * last.pred_max_share:.0f}% of answers"
+    )
+    say(
+        f"simulated time {fin.sim_seconds / 60:.2f} min, real time {fin.real_seconds / 60:.2f} min"
+        + (f", stopped by {fin.stop}" if fin.stop else "")
+    )
     report = result.run_dir / "report.html"
     if report.is_file():
         say(f"report: {report}")
 
 
 @app.command()
-def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")], set_: SetOpt = None,
-             data_dir: DataDirOpt = None,
-             plan: Annotated[bool, typer.Option("--plan", help="also require what `fedsketch plan` needs (theta)")] = False
-             ) -> None:
+def validate(
+    config: Annotated[Path, typer.Argument(help="TOML config to check")],
+    set_: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    plan: Annotated[bool, typer.Option("--plan", help="also require what `fedsketch plan` needs (theta)")] = False,
+) -> None:
     """Check a config and every file it names, before loading any model; report every problem at once (exit 2).
 
     A suite file (one with ``[[strategy]]`` blocks, see ``fedsketch compare``) is checked as ``compare``
@@ -256,8 +286,10 @@ def _validate_suite(path: Path, overrides: list[str], plan: bool) -> None:
     for name in names:
         for msg in check_inputs(suite.config(name, suite.seeds[0]), planner=True if plan else None):
             where.setdefault(msg, []).append(name)
-    problems = [f"{'every strategy' if len(ns) == len(names) > 1 else 'strategy ' + ', '.join(map(repr, ns))}: {msg}"
-                for msg, ns in where.items()]
+    problems = [
+        f"{'every strategy' if len(ns) == len(names) > 1 else 'strategy ' + ', '.join(map(repr, ns))}: {msg}"
+        for msg, ns in where.items()
+    ]
     if problems:
         _print_problems(str(path), problems)
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -265,21 +297,33 @@ def _validate_suite(path: Path, overrides: list[str], plan: bool) -> None:
 
 
 @app.command()
-def defaults(config: Annotated[Optional[Path], typer.Argument(help="show this config resolved instead")] = None,
-             set_: SetOpt = None) -> None:
+def defaults(
+    config: Annotated[Path | None, typer.Argument(help="show this config resolved instead")] = None,
+    set_: SetOpt = None,
+) -> None:
     """Print the fully resolved config (all keys with their values) as TOML."""
     typer.echo(to_toml(load_or_exit(config, set_)))
 
 
 @app.command()
-def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)")], set_: SetOpt = None,
-            data_dir: DataDirOpt = None,
-            output: Annotated[Optional[Path], typer.Option(help="write results here instead of the suite's output")] = None,
-            seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds replacing the suite's list, e.g. 0,1")] = None,
-            run: Annotated[bool, typer.Option("--run/--report-only",
-                                              help="--report-only: train nothing, tabulate the finished runs")] = True,
-            only: Annotated[Optional[str], typer.Option(help="comma-separated strategies to train, e.g. k3,k4; the "
-                                                              "others' finished runs are still reported")] = None) -> None:
+def compare(
+    suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)")],
+    set_: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    output: Annotated[Path | None, typer.Option(help="write results here instead of the suite's output")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="comma-separated seeds replacing the suite's list, e.g. 0,1")
+    ] = None,
+    run: Annotated[
+        bool, typer.Option("--run/--report-only", help="--report-only: train nothing, tabulate the finished runs")
+    ] = True,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated strategies to train, e.g. k3,k4; the others' finished runs are still reported"
+        ),
+    ] = None,
+) -> None:
     """Run several strategies x seeds on one partition; write a time-to-target table, plots and report.html."""
     from fedsketch.checkpoint import CheckpointError
     from fedsketch.compare import compare as run_compare
@@ -292,8 +336,15 @@ def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     with user_errors():
         try:
-            rows = run_compare(suite, sets, output, log=say, seeds=seed_list, run=run,
-                               only=[x.strip() for x in only.split(",") if x.strip()] if only else None)
+            rows = run_compare(
+                suite,
+                sets,
+                output,
+                log=say,
+                seeds=seed_list,
+                run=run,
+                only=[x.strip() for x in only.split(",") if x.strip()] if only else None,
+            )
         except ConfigError as e:
             _print_problems(f"{suite}: invalid suite", e.errors)
             raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -305,9 +356,10 @@ def compare(suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)
 
 
 @app.command()
-def report(folder: Annotated[Path, typer.Argument(help="a run folder (metrics.jsonl) or a suite output folder (table.csv)")],
-           out: Annotated[Optional[Path], typer.Option("--out", help="where to write (default: FOLDER/report.html)")] = None
-           ) -> None:
+def report(
+    folder: Annotated[Path, typer.Argument(help="a run folder (metrics.jsonl) or a suite output folder (table.csv)")],
+    out: Annotated[Path | None, typer.Option("--out", help="where to write (default: FOLDER/report.html)")] = None,
+) -> None:
     """Write one self-contained report.html (figures embedded) for a run or a suite folder."""
     from fedsketch.html_report import write_report
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -30,19 +31,25 @@ from fedsketch.planner.estimate import EstimationError, estimate_theta, load_pil
 from fedsketch.planner.pilot_design import design_from_planner
 from fedsketch.planner.qstep_problem import SolverError
 from fedsketch.rng import Streams
-from fedsketch.runner.build import (WeightsFn, config_payload_mbit, default_weights, plan_config, plan_from_config,
-                                    problem_from_config)
+from fedsketch.runner.build import (
+    WeightsFn,
+    config_payload_mbit,
+    default_weights,
+    plan_config,
+    plan_from_config,
+    problem_from_config,
+)
 
 
 class _EstimateFailed(EstimationError):
     """An estimation that ran and failed (exit 1), as opposed to a bad theta input (exit 2)."""
 
 
-PilotFactory = Callable[[object], Callable[[float, int], Optional[float]]]
-PayloadFn = Callable[[object], Optional[float]]
+PilotFactory = Callable[[object], Callable[[float, int], float | None]]
+PayloadFn = Callable[[object], float | None]
 
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override: section.key=value (repeatable)")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="where to write the JSON (default: <output.dir>/...)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: section.key=value (repeatable)")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="where to write the JSON (default: <output.dir>/...)")]
 
 
 def _default_pilot_factory(cfg):
@@ -52,7 +59,7 @@ def _default_pilot_factory(cfg):
     return make_pilot_runner(cfg, cache=pilot_cache_path(cfg), progress=typer.echo)
 
 
-def _default_payload_fn(cfg) -> Optional[float]:
+def _default_payload_fn(cfg) -> float | None:
     return config_payload_mbit(cfg)  # torch is imported only inside, and only if the model must be read
 
 
@@ -65,8 +72,17 @@ def _write(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory: PilotFactory | None = None,
-                     payload_mbit: float | None = None, runner=None):
+def _estimate_extras(
+    cfg,
+    p,
+    obs,
+    est,
+    pilots_file,
+    refine_: bool,
+    pilot_factory: PilotFactory | None = None,
+    payload_mbit: float | None = None,
+    runner=None,
+):
     """Bootstrap band (theta and the plan's time) and the refinement loop of PAPER.md §8.4."""
     from fedsketch.planner.bound import Theta
     from fedsketch.planner.pilot_design import in_hull, observation_points
@@ -93,8 +109,9 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory
     band = None
     if homo and all(len(o.replicates) >= 2 for o in homo):  # a flagged estimate gets its band too: it shows why
         try:
-            band = bootstrap_theta(homo, p, r, Streams(cfg.seed).generator("theta_bootstrap"),
-                                   signs=cfg.planner.estimate_signs)
+            band = bootstrap_theta(
+                homo, p, r, Streams(cfg.seed).generator("theta_bootstrap"), signs=cfg.planner.estimate_signs
+            )
             extra["bootstrap"] = band.to_dict()
         except EstimationError as e:
             if est.ok:
@@ -102,27 +119,40 @@ def _estimate_extras(cfg, p, obs, est, pilots_file, refine_: bool, pilot_factory
             extra["bootstrap_error"] = str(e)
     if est.ok:
         try:  # the plan with this theta, inside the pilots run so far unless planner.extrapolate (§8.4)
-            prob = problem_from_config(cfg, p=p, theta=Theta.from_sequence(est.theta), pilots=list(obs),
-                                       payload_mbit=payload_mbit)
+            prob = problem_from_config(
+                cfg, p=p, theta=Theta.from_sequence(est.theta), pilots=list(obs), payload_mbit=payload_mbit
+            )
             plan = plan_config(prob, cfg)[0]
         except (ValueError, SolverError) as e:  # profiles or theta unusable for planning: report theta (band) only
             extra["plan_error"] = str(e)
             return extra, steps
         xy = np.array([[prob.X(plan.q), prob.Y(plan.q, plan.k)]])
-        extra["plan"] = {"q": plan.q.tolist(), "k": [int(x) for x in plan.k], "X": float(xy[0, 0]),
-                         "Y": float(xy[0, 1]), "rounds": plan.rounds, "total_time": plan.total_time,
-                         "q_floor": prob.q_floor, "k_min": int(prob.k_min),
-                         "extrapolate": bool(cfg.planner.extrapolate),
-                         "inside_pilot_hull": bool(in_hull(xy, observation_points(obs, p, r), rtol=1e-6)[0])}
+        extra["plan"] = {
+            "q": plan.q.tolist(),
+            "k": [int(x) for x in plan.k],
+            "X": float(xy[0, 0]),
+            "Y": float(xy[0, 1]),
+            "rounds": plan.rounds,
+            "total_time": plan.total_time,
+            "q_floor": prob.q_floor,
+            "k_min": int(prob.k_min),
+            "extrapolate": bool(cfg.planner.extrapolate),
+            "inside_pilot_hull": bool(in_hull(xy, observation_points(obs, p, r), rtol=1e-6)[0]),
+        }
         if band is not None:
             lo, hi, _ = predicted_time_band(band, prob, plan.q, plan.k)
             extra["plan_time_band"] = {"total_time": plan.total_time, "lo": lo, "hi": hi, "level": list(band.level)}
     return extra, steps
 
 
-def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
-             pilot_factory: PilotFactory | None = None, payload_fn: PayloadFn | None = None,
-             debug: Callable[[], bool] = lambda: False) -> None:
+def register(
+    app: typer.Typer,
+    *,
+    weights_fn: WeightsFn | None = None,
+    pilot_factory: PilotFactory | None = None,
+    payload_fn: PayloadFn | None = None,
+    debug: Callable[[], bool] = lambda: False,
+) -> None:
     """Add the ``plan`` and ``estimate`` commands to ``app``.
 
     Parameters
@@ -143,7 +173,7 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
     def say_err(msg: str) -> None:
         typer.echo(msg, err=True)
 
-    def load(config: Path, sets: Optional[list[str]], *, planner: bool):
+    def load(config: Path, sets: list[str] | None, *, planner: bool):
         from fedsketch.preflight import check_inputs
 
         try:
@@ -174,9 +204,12 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
         raise typer.Exit(code) from None
 
     @app.command("plan")
-    def plan_cmd(config: Annotated[Path, typer.Argument(help="TOML config")], set_: SetOpt = None,
-                 json_: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-                 out: OutOpt = None) -> None:
+    def plan_cmd(
+        config: Annotated[Path, typer.Argument(help="TOML config")],
+        set_: SetOpt = None,
+        json_: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+        out: OutOpt = None,
+    ) -> None:
         """Choose q and k (Algorithm 2) and compare with the baselines of Figs. 2-3."""
         cfg = load(config, set_, planner=True)
         try:
@@ -198,47 +231,75 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
             f"[bold]plan[/bold] N={prob.N} r={prob.r} W={prob.W:g} Mbps, feasibility={prob.feasibility}, "
             f"solver={cfg.planner.q_solver}, {plan.diagnostics['solve_seconds']:.2f} s"
         )
-        out_console.print(f"q: min {q.min():.3f}  median {np.median(q):.3f}  max {q.max():.3f}  "
-                          f"E|K| = {q.sum():.2f} clients/round")
-        out_console.print(f"k: min {k.min()}  median {np.median(k):g}  max {k.max()}  "
-                          f"histogram {dict(zip(*np.unique(k, return_counts=True)))}".replace("np.int64", ""))
+        out_console.print(
+            f"q: min {q.min():.3f}  median {np.median(q):.3f}  max {q.max():.3f}  E|K| = {q.sum():.2f} clients/round"
+        )
+        out_console.print(
+            f"k: min {k.min()}  median {np.median(k):g}  max {k.max()}  "
+            f"histogram {dict(zip(*np.unique(k, return_counts=True)))}".replace("np.int64", "")
+        )
         t = Table(title="predicted time to the estimation loss (model of eq. 21)")
         for col in ("allocation", "rounds", "round time [s]", "total [s]", "x plan", "feasible"):
             t.add_column(col, justify="right" if col != "allocation" else "left")
         t.add_row("plan", _fmt(plan.rounds), _fmt(plan.round_time), _fmt(plan.total_time), "1.00", "yes")
         for b in bls:
             ratio = b.total_time / plan.total_time if np.isfinite(b.total_time) else None
-            t.add_row(f"{b.family}: {b.name}", _fmt(b.rounds), _fmt(b.round_time), _fmt(b.total_time),
-                      _fmt(ratio, ".2f"), "yes" if b.feasible else "no")
+            t.add_row(
+                f"{b.family}: {b.name}",
+                _fmt(b.rounds),
+                _fmt(b.round_time),
+                _fmt(b.total_time),
+                _fmt(ratio, ".2f"),
+                "yes" if b.feasible else "no",
+            )
         out_console.print(t)
         st = plan.stability  # PAPER.md §8.3
-        out_console.print(f"stability={st['stability']}: step factor kappa_max*Omega = {st['step_factor']:.4g} "
-                          f"(max_step_factor {st['max_step_factor']:g}, {'binding' if st['binding'] else 'not binding'}), "
-                          f"lr scale s = {st['lr_scale']:.4g} (train.lr x s = {cfg.train.lr * st['lr_scale']:.4g}); "
-                          f"predicted {_fmt(plan.rounds)} rounds, {_fmt(plan.total_time)} s")
+        out_console.print(
+            f"stability={st['stability']}: step factor kappa_max*Omega = {st['step_factor']:.4g} "
+            f"(max_step_factor {st['max_step_factor']:g}, {'binding' if st['binding'] else 'not binding'}), "
+            f"lr scale s = {st['lr_scale']:.4g} (train.lr x s = {cfg.train.lr * st['lr_scale']:.4g}); "
+            f"predicted {_fmt(plan.rounds)} rounds, {_fmt(plan.total_time)} s"
+        )
         if sampled is None:
             et = f"not sampled at N = {prob.N} (more than {SAMPLED_ROUND_TIME_BUDGET // 100:,} clients)"
         elif sampled.method == "enumerate":
             et = f"{sampled.value:.4g} s (eq. 10, exact over all {sampled.samples} participation masks)"
         else:
             et = f"{sampled.value:.4g} ± {sampled.stderr:.2g} s (eq. 10 over {sampled.samples} sampled rounds)"
-        out_console.print(f"round time at the plan: E[T] = {et}; planned {plan.round_time:.4g} s (the Theorem 2 "
-                          f"bound, eq. 14); eq. 11 root {plan.round_time_approx:.4g} s (it exceeds the "
-                          f"compute time of every client with q_n > 0, so it is high when q is small)")
+        out_console.print(
+            f"round time at the plan: E[T] = {et}; planned {plan.round_time:.4g} s (the Theorem 2 "
+            f"bound, eq. 14); eq. 11 root {plan.round_time_approx:.4g} s (it exceeds the "
+            f"compute time of every client with q_n > 0, so it is high when q is small)"
+        )
         typer.echo(f"saved {path}")
 
     @app.command("estimate")
-    def estimate_cmd(config: Annotated[Path, typer.Argument(help="TOML config")], set_: SetOpt = None,
-                     out: OutOpt = None,
-                     pilots: Annotated[Optional[Path], typer.Option(
-                         "--pilots", help="refit from the pilot rounds recorded in an earlier estimate's JSON "
-                                          "instead of running the pilots again")] = None,
-                     refine_: Annotated[bool, typer.Option(
-                         "--refine", help="plan, run one verification pilot at the plan, refit, re-plan "
-                                          "(at most 3 times; PAPER.md §8.4)")] = False,
-                     fresh: Annotated[bool, typer.Option(
-                         help="run every pilot again instead of reusing the finished ones "
-                              "(<output.dir>/pilots-<hash>.json)")] = False) -> None:
+    def estimate_cmd(
+        config: Annotated[Path, typer.Argument(help="TOML config")],
+        set_: SetOpt = None,
+        out: OutOpt = None,
+        pilots: Annotated[
+            Path | None,
+            typer.Option(
+                "--pilots",
+                help="refit from the pilot rounds recorded in an earlier estimate's JSON "
+                "instead of running the pilots again",
+            ),
+        ] = None,
+        refine_: Annotated[
+            bool,
+            typer.Option(
+                "--refine",
+                help="plan, run one verification pilot at the plan, refit, re-plan (at most 3 times; PAPER.md §8.4)",
+            ),
+        ] = False,
+        fresh: Annotated[
+            bool,
+            typer.Option(
+                help="run every pilot again instead of reusing the finished ones (<output.dir>/pilots-<hash>.json)"
+            ),
+        ] = False,
+    ) -> None:
         """Estimate theta1..theta4 from pilot runs (eqs. 22-23) and write them as JSON.
 
         Each finished pilot replicate is kept in ``<output.dir>/pilots-<hash>.json``, so an interrupted
@@ -276,38 +337,53 @@ def register(app: typer.Typer, *, weights_fn: WeightsFn | None = None,
             t.add_row(f"{o.q:g}", str(o.k), f"{o.rounds:g}")
         out_console.print(t)
         th = est.theta
-        out_console.print(f"theta = ({th[0]:.6g}, {th[1]:.6g}, {th[2]:.6g}, {th[3]:.6g})  "
-                          f"sigma_3/sigma_1 = {est.rcond:.3g}  residual = {est.residual:.3g}")
+        out_console.print(
+            f"theta = ({th[0]:.6g}, {th[1]:.6g}, {th[2]:.6g}, {th[3]:.6g})  "
+            f"sigma_3/sigma_1 = {est.rcond:.3g}  residual = {est.residual:.3g}"
+        )
         if "bootstrap" in extra:
             b = extra["bootstrap"]
             bad = f", {b['invalid_draws']} sign-invalid draws left out" if b["invalid_draws"] else ""
-            out_console.print(f"bootstrap {b['level'][0]:g}-{b['level'][1]:g} % band ({b['draws']} draws{bad}): "
-                              + ", ".join(f"{n} in [{v[0]:.4g}, {v[1]:.4g}]" for n, v in b.items()
-                                          if n.startswith("theta")))
+            out_console.print(
+                f"bootstrap {b['level'][0]:g}-{b['level'][1]:g} % band ({b['draws']} draws{bad}): "
+                + ", ".join(f"{n} in [{v[0]:.4g}, {v[1]:.4g}]" for n, v in b.items() if n.startswith("theta"))
+            )
         elif "bootstrap_error" in extra:
             say_err(extra["bootstrap_error"])
         if "plan_time_band" in extra:
             pt = extra["plan_time_band"]
-            out_console.print(f"plan with this theta: predicted {pt['total_time']:.4g} s, band [{pt['lo']:.4g}, "
-                              f"{pt['hi']:.4g}] s")
+            out_console.print(
+                f"plan with this theta: predicted {pt['total_time']:.4g} s, band [{pt['lo']:.4g}, {pt['hi']:.4g}] s"
+            )
         if "plan" in extra:
             pn = extra["plan"]
             where = ("inside" if pn["inside_pilot_hull"] else "outside") + " the pilots' (X, Y) hull"
-            held = "planner.extrapolate = true" if pn["extrapolate"] else \
-                f"held to q >= {pn['q_floor']:.4g}, k >= {pn['k_min']}"
-            out_console.print(f"plan: {_fmt(pn['rounds'])} rounds, X = {pn['X']:.4g}, Y = {pn['Y']:.4g}, {where} "
-                              f"({held}); sum q = {sum(pn['q']):.3g}, min k = {min(pn['k'])}")
+            held = (
+                "planner.extrapolate = true"
+                if pn["extrapolate"]
+                else f"held to q >= {pn['q_floor']:.4g}, k >= {pn['k_min']}"
+            )
+            out_console.print(
+                f"plan: {_fmt(pn['rounds'])} rounds, X = {pn['X']:.4g}, Y = {pn['Y']:.4g}, {where} "
+                f"({held}); sum q = {sum(pn['q']):.3g}, min k = {min(pn['k'])}"
+            )
         elif "plan_error" in extra:
             say_err(f"no plan with this theta: {extra['plan_error']}")
         for i, st in enumerate(steps, 1):
-            out_console.print(f"refinement {i}: predicted {st.predicted_rounds:.4g} rounds at the plan, observed "
-                              f"{st.observed_rounds:.4g} ({100 * st.relative_error:.1f} % off)")
+            out_console.print(
+                f"refinement {i}: predicted {st.predicted_rounds:.4g} rounds at the plan, observed "
+                f"{st.observed_rounds:.4g} ({100 * st.relative_error:.1f} % off)"
+            )
         if est.pinned:
             u = est.unconstrained
-            out_console.print(f"sign-constrained fit: {', '.join(est.pinned)} pinned to 0; the unconstrained fit was "
-                              f"({u[0]:.4g}, {u[1]:.4g}, {u[2]:.4g}, {u[3]:.4g}) with residual {est.unconstrained_residual:.3g}")
+            out_console.print(
+                f"sign-constrained fit: {', '.join(est.pinned)} pinned to 0; the unconstrained fit was "
+                f"({u[0]:.4g}, {u[1]:.4g}, {u[2]:.4g}, {u[3]:.4g}) with residual {est.unconstrained_residual:.3g}"
+            )
         if getattr(runner, "reused", 0):
-            typer.echo(f"reused {runner.reused} finished pilot replicate(s) from {runner.cache} (--fresh runs them again)")
+            typer.echo(
+                f"reused {runner.reused} finished pilot replicate(s) from {runner.cache} (--fresh runs them again)"
+            )
         typer.echo(f"saved {path}")
         if not est.ok:
             for msg in est.problems:

@@ -41,9 +41,15 @@ from fedsketch.compare.write import plot_suite, write_paired, write_stability, w
 __all__ = ["SeedRun", "Suite", "SuiteRuns", "compare", "finished_records", "load_suite", "run_suite"]
 
 
-def compare(path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None,
-            log: Any = print, seeds: list[int] | None = None, run: bool = True,
-            only: list[str] | None = None) -> list[dict[str, Any]]:
+def compare(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    output: str | Path | None = None,
+    log: Any = print,
+    seeds: list[int] | None = None,
+    run: bool = True,
+    only: list[str] | None = None,
+) -> list[dict[str, Any]]:
     """Run a suite and write ``table.md``, ``table.csv``, ``accuracy_vs_time.png``,
     ``loss_vs_time.png`` and ``report.html`` to its output, ``paired.md``/``.csv`` (speed-ups paired by
     seed), ``stability.md``/``.csv`` (Theorem 1's step-size factor per run), and ``sweep.md``/``.csv``

@@ -10,8 +10,20 @@ from pathlib import Path
 from fedsketch.compare.layout import run_name, runs_dir
 from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, load_config
 
-SUITE_KEYS = ("name", "base", "seeds", "target", "reference", "output", "strategy", "set", "stop_at_target", "sweep",
-              "loss_target", "loss_sweep")
+SUITE_KEYS = (
+    "name",
+    "base",
+    "seeds",
+    "target",
+    "reference",
+    "output",
+    "strategy",
+    "set",
+    "stop_at_target",
+    "sweep",
+    "loss_target",
+    "loss_sweep",
+)
 """Top-level keys of a suite file."""
 STRATEGY_KEYS = ("name", "set")
 """Keys of a ``[[strategy]]`` table."""
@@ -36,12 +48,24 @@ class Suite:
     def config(self, strategy: str, seed: int) -> ExperimentConfig:
         """The config of ``strategy``'s run at ``seed``, writing to its folder under the output (:mod:`.layout`)."""
         sets = dict(self.strategies)[strategy]
-        return load_config(self.base, [*self.overrides, *sets, f"seed={seed}", f"output.dir='{runs_dir(self.output)}'",
-                                       f"output.name='{run_name(strategy, seed)}'"])
+        return load_config(
+            self.base,
+            [
+                *self.overrides,
+                *sets,
+                f"seed={seed}",
+                f"output.dir='{runs_dir(self.output)}'",
+                f"output.name='{run_name(strategy, seed)}'",
+            ],
+        )
 
 
-def load_suite(path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None,
-               seeds: list[int] | None = None) -> Suite:
+def load_suite(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    output: str | Path | None = None,
+    seeds: list[int] | None = None,
+) -> Suite:
     """Read and check a suite file; every problem is reported at once (ConfigError).
 
     ``seeds`` replaces the file's seed list (e.g. to run seed 0 of every strategy first).
@@ -54,12 +78,16 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
     errors: list[str] = []
-    errors += [f"{path}: unknown key {k!r}{did_you_mean(k, SUITE_KEYS)}; allowed: {', '.join(SUITE_KEYS)}"
-               for k in raw if k not in SUITE_KEYS]
+    errors += [
+        f"{path}: unknown key {k!r}{did_you_mean(k, SUITE_KEYS)}; allowed: {', '.join(SUITE_KEYS)}"
+        for k in raw
+        if k not in SUITE_KEYS
+    ]
     top_set = raw.get("set", [])
     if not isinstance(top_set, list) or not all(isinstance(x, str) for x in top_set):
-        errors.append(f"{path}: set must be a list of 'section.key=value' strings, e.g. set = [\"fl.rounds=20\"], "
-                      f"got {top_set!r}")
+        errors.append(
+            f"{path}: set must be a list of 'section.key=value' strings, e.g. set = [\"fl.rounds=20\"], got {top_set!r}"
+        )
         top_set = []
     seeds = raw.get("seeds", [0]) if seeds is None else list(seeds)
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)):
@@ -68,18 +96,23 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
     if not isinstance(target, (int, float)) or not 0 < target <= 1:
         errors.append(f"{path}: target must be an accuracy in (0, 1], got {target!r}")
     sweep = raw.get("sweep", [])
-    if not (isinstance(sweep, list) and all(isinstance(a, (int, float)) and not isinstance(a, bool)
-                                            and 0 < a <= 1 for a in sweep)):
+    if not (
+        isinstance(sweep, list)
+        and all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a <= 1 for a in sweep)
+    ):
         errors.append(f"{path}: sweep must be a list of accuracies in (0, 1], got {sweep!r}")
         sweep = []
     loss_target = raw.get("loss_target")
-    if loss_target is not None and (isinstance(loss_target, bool) or not isinstance(loss_target, (int, float))
-                                    or not loss_target > 0):
+    if loss_target is not None and (
+        isinstance(loss_target, bool) or not isinstance(loss_target, (int, float)) or not loss_target > 0
+    ):
         errors.append(f"{path}: loss_target must be a test loss > 0, got {loss_target!r}")
         loss_target = None
     loss_sweep = raw.get("loss_sweep", [])
-    if not (isinstance(loss_sweep, list) and all(isinstance(a, (int, float)) and not isinstance(a, bool)
-                                                 and a > 0 for a in loss_sweep)):
+    if not (
+        isinstance(loss_sweep, list)
+        and all(isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0 for a in loss_sweep)
+    ):
         errors.append(f"{path}: loss_sweep must be a list of test losses > 0, got {loss_sweep!r}")
         loss_sweep = []
     strategies = []
@@ -93,8 +126,11 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
             continue
         unknown = [k for k in s if k not in STRATEGY_KEYS]
         if unknown:
-            errors += [f"{path}: strategy {s['name']!r}: unknown key {k!r}{did_you_mean(k, STRATEGY_KEYS)}; "
-                       f"allowed: {', '.join(STRATEGY_KEYS)}" for k in unknown]
+            errors += [
+                f"{path}: strategy {s['name']!r}: unknown key {k!r}{did_you_mean(k, STRATEGY_KEYS)}; "
+                f"allowed: {', '.join(STRATEGY_KEYS)}"
+                for k in unknown
+            ]
         sets = s.get("set", [])
         if not isinstance(sets, list) or not all(isinstance(x, str) for x in sets):
             errors.append(f"{path}: strategy {s['name']!r}: set must be a list of 'section.key=value' strings")
@@ -113,14 +149,21 @@ def load_suite(path: str | Path, overrides: list[str] | None = None, output: str
         errors.append(f"{path}: stop_at_target must be true or false, got {stop!r}")
     stop_set = [f"fl.stop_accuracy={float(target)!r}"] if stop is True and isinstance(target, (int, float)) else []
     base = (path.parent / raw["base"]).resolve() if raw.get("base") else None
-    suite = Suite(name=raw.get("name", path.stem), base=base, seeds=seeds if isinstance(seeds, list) else [0],
-                  target=float(target or 0), reference=ref,
-                  output=Path(output).resolve() if output is not None else
-                  (path.parent / raw.get("output", f"../results/{path.stem}")).resolve(),
-                  strategies=strategies, overrides=list(top_set) + stop_set + list(overrides or []),
-                  sweep=tuple(sorted(float(a) for a in sweep)),
-                  loss_target=None if loss_target is None else float(loss_target),
-                  loss_sweep=tuple(sorted((float(a) for a in loss_sweep), reverse=True)))
+    suite = Suite(
+        name=raw.get("name", path.stem),
+        base=base,
+        seeds=seeds if isinstance(seeds, list) else [0],
+        target=float(target or 0),
+        reference=ref,
+        output=Path(output).resolve()
+        if output is not None
+        else (path.parent / raw.get("output", f"../results/{path.stem}")).resolve(),
+        strategies=strategies,
+        overrides=list(top_set) + stop_set + list(overrides or []),
+        sweep=tuple(sorted(float(a) for a in sweep)),
+        loss_target=None if loss_target is None else float(loss_target),
+        loss_sweep=tuple(sorted((float(a) for a in loss_sweep), reverse=True)),
+    )
     if not errors:  # every strategy x seed must give a valid config
         for n, _ in strategies:
             try:

@@ -37,7 +37,8 @@ def finished_records(cfg: ExperimentConfig) -> list[RoundRecord] | None:
     try:
         stored = json.loads((out / "run.json").read_text()).get("config_hash")
         same = stored == cfg.hash() or same_experiment(  # config.toml is read only when the hash differs
-            cfg, stored, tomllib.loads((out / "config.toml").read_text()).get("train", {}))
+            cfg, stored, tomllib.loads((out / "config.toml").read_text()).get("train", {})
+        )
         records = read_metrics(out / METRICS_FILE) if same else []
     except (OSError, json.JSONDecodeError, tomllib.TOMLDecodeError):
         return None
@@ -56,8 +57,12 @@ def check_only(suite: Suite, only: list[str] | None) -> None:
     names = [n for n, _ in suite.strategies]
     unknown = [n for n in only or [] if n not in names]
     if unknown:
-        raise ConfigError([f"--only: unknown strategy {n!r}{did_you_mean(n, names)}; the suite's strategies: "
-                           f"{', '.join(names)}" for n in unknown])
+        raise ConfigError(
+            [
+                f"--only: unknown strategy {n!r}{did_you_mean(n, names)}; the suite's strategies: {', '.join(names)}"
+                for n in unknown
+            ]
+        )
 
 
 def run_suite(suite: Suite, log: Any = print, run: bool = True, only: list[str] | None = None) -> SuiteRuns:

@@ -57,14 +57,28 @@ def summarise(suite: Suite, runs: dict[str, list[list[RoundRecord]]]) -> list[di
             lt = [time_to_loss(r, suite.loss_target) for r in seed_runs]
             lhit = [t / 60 for t in lt if t is not None]
             lmean, lse = mean_se(lhit) if lhit and len(lhit) == len(lt) else (None, None)
-            row_loss = {"loss_target": suite.loss_target, "loss_reached": len(lhit),
-                        "loss_minutes_mean": lmean, "loss_minutes_se": lse}
-        rows.append({"strategy": name, "target": suite.target, "reached": len(hit), "seeds": len(times),
-                     "minutes_mean": mean, "minutes_se": se,
-                     "minutes_mean_reached": float(np.mean(hit)) if hit else None,
-                     "final_accuracy_mean": float(np.mean(final)) if final else None,
-                     "total_sim_minutes_mean": float(np.mean([r[-1].sim_seconds / 60 for r in seed_runs]))
-                     if seed_runs else None, **row_loss})
+            row_loss = {
+                "loss_target": suite.loss_target,
+                "loss_reached": len(lhit),
+                "loss_minutes_mean": lmean,
+                "loss_minutes_se": lse,
+            }
+        rows.append(
+            {
+                "strategy": name,
+                "target": suite.target,
+                "reached": len(hit),
+                "seeds": len(times),
+                "minutes_mean": mean,
+                "minutes_se": se,
+                "minutes_mean_reached": float(np.mean(hit)) if hit else None,
+                "final_accuracy_mean": float(np.mean(final)) if final else None,
+                "total_sim_minutes_mean": float(np.mean([r[-1].sim_seconds / 60 for r in seed_runs]))
+                if seed_runs
+                else None,
+                **row_loss,
+            }
+        )
     ref = next(r for r in rows if r["strategy"] == suite.reference)
     for r in rows:
         ok = r["minutes_mean"] is not None and ref["minutes_mean"] is not None and r["minutes_mean"] > 0
@@ -80,8 +94,16 @@ def sweep_rows(suite: Suite, runs: dict[str, list[list[RoundRecord]]]) -> list[d
         for level in suite.sweep:
             hit = [t / 60 for t in (time_to_target(r, level) for r in seed_runs) if t is not None]
             mean, se = mean_se(hit)
-            rows.append({"strategy": name, "accuracy": level, "reached": len(hit), "seeds": len(seed_runs),
-                         "minutes_mean": mean, "minutes_se": se})
+            rows.append(
+                {
+                    "strategy": name,
+                    "accuracy": level,
+                    "reached": len(hit),
+                    "seeds": len(seed_runs),
+                    "minutes_mean": mean,
+                    "minutes_se": se,
+                }
+            )
     return rows
 
 
@@ -91,8 +113,9 @@ def paired_rows(suite: Suite, runs: SuiteRuns) -> list[dict[str, Any]]:
     over those seeds (and how many seeds were paired). Levels: the accuracy target and sweep, and
     the test-loss target and sweep."""
     by_seed = {name: {seed: recs for seed, recs in seed_runs} for name, seed_runs in runs.items()}
-    levels: list[tuple[str, float, TimeTo]] = [("accuracy", a, time_to_target)
-                                               for a in sorted({suite.target, *suite.sweep})]
+    levels: list[tuple[str, float, TimeTo]] = [
+        ("accuracy", a, time_to_target) for a in sorted({suite.target, *suite.sweep})
+    ]
     losses = {*([suite.loss_target] if suite.loss_target else []), *suite.loss_sweep}
     levels += [("test_loss", x, time_to_loss) for x in sorted(losses, reverse=True)]
     ref = by_seed[suite.reference]
@@ -108,10 +131,19 @@ def paired_rows(suite: Suite, runs: SuiteRuns) -> list[dict[str, Any]]:
                 if t_ref is not None and t is not None and t > 0:
                     ratios.append(t_ref / t)
             mean, se = mean_se(ratios)
-            rows.append({"strategy": name, "metric": metric, "level": level, "paired_seeds": len(ratios),
-                         "seeds_both_finished": n_both, "speedup_mean": mean, "speedup_se": se,
-                         "speedup_min": min(ratios) if ratios else None,
-                         "speedup_max": max(ratios) if ratios else None})
+            rows.append(
+                {
+                    "strategy": name,
+                    "metric": metric,
+                    "level": level,
+                    "paired_seeds": len(ratios),
+                    "seeds_both_finished": n_both,
+                    "speedup_mean": mean,
+                    "speedup_se": se,
+                    "speedup_min": min(ratios) if ratios else None,
+                    "speedup_max": max(ratios) if ratios else None,
+                }
+            )
     return rows
 
 
@@ -137,8 +169,16 @@ def stability_rows(suite: Suite, runs: SuiteRuns) -> list[dict[str, Any]]:
             factor, omega, kmax = step_size_factor(info["p"], q, kappa)
             onset = divergence_onset(recs, cfg.fl.stop_divergence or DIVERGENCE_FACTOR)  # the run's own rule
             worse = worse_than_start(recs)
-            rows.append({"strategy": name, "seed": seed, "step_factor": factor, "omega": omega, "kappa_max": kmax,
-                         "sum_q": float(np.sum(q)),
-                         "diverged_at_minutes": None if onset is None else onset / 60,
-                         "worse_than_start_at_minutes": None if worse is None else worse / 60})
+            rows.append(
+                {
+                    "strategy": name,
+                    "seed": seed,
+                    "step_factor": factor,
+                    "omega": omega,
+                    "kappa_max": kmax,
+                    "sum_q": float(np.sum(q)),
+                    "diverged_at_minutes": None if onset is None else onset / 60,
+                    "worse_than_start_at_minutes": None if worse is None else worse / 60,
+                }
+            )
     return sorted(rows, key=lambda x: (x["step_factor"], x["strategy"], x["seed"]))

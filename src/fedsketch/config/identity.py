@@ -40,8 +40,11 @@ def config_hash(values: dict[str, Any], defaults: dict[str, Any]) -> str:
     for (sec, key), old in HASH_DEFAULTS.items():  # compare against the default of its time
         base[sec][key] = old
     d.pop("output", None)
-    diff = {sec: ({k: v for k, v in val.items() if v != base[sec].get(k, object())} if isinstance(val, dict) else val)
-            for sec, val in d.items() if val != base.get(sec)}
+    diff = {
+        sec: ({k: v for k, v in val.items() if v != base[sec].get(k, object())} if isinstance(val, dict) else val)
+        for sec, val in d.items()
+        if val != base.get(sec)
+    }
     return hashlib.sha256(json.dumps(diff, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

@@ -118,8 +118,10 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
             if not isinstance(q, (int, float)) or isinstance(q, bool) or not (0 < q <= 1):
                 errs.append(f"fl.q_list[{i}] (client {i}): {q!r} is out of range; allowed (0, 1]")
     if cfg.fl.clients_per_round > n:
-        errs.append(f"fl.clients_per_round: {cfg.fl.clients_per_round} is more than data.num_clients={n}; "
-                    f"allowed 0 (= round(sum q)) to {n}")
+        errs.append(
+            f"fl.clients_per_round: {cfg.fl.clients_per_round} is more than data.num_clients={n}; "
+            f"allowed 0 (= round(sum q)) to {n}"
+        )
     if cfg.fl.ranks == "fixed" and not (1 <= cfg.fl.k <= r):
         errs.append(f"fl.k: ranks='fixed' needs 1 <= k <= lora.rank={r}, got {cfg.fl.k}")
     if cfg.fl.ranks == "explicit":
@@ -142,12 +144,16 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
         errs.append(f"lora.target_modules: expected a non-empty list of module names, got {cfg.lora.target_modules!r}")
     if cfg.train.workers > 1:  # 0 (auto) steps aside on its own: for client_batch, a GPU, no fork
         if cfg.train.client_batch != 1:
-            errs.append(f"train.workers: {cfg.train.workers} forked workers and "
-                        f"train.client_batch={cfg.train.client_batch} "
-                        "(fused clients) exclude each other; set one of them to 1 (or workers to 0, auto)")
+            errs.append(
+                f"train.workers: {cfg.train.workers} forked workers and "
+                f"train.client_batch={cfg.train.client_batch} "
+                "(fused clients) exclude each other; set one of them to 1 (or workers to 0, auto)"
+            )
         if cfg.train.device == "cuda":
-            errs.append("train.workers: forked workers need train.device='cpu' (a CUDA context does not survive fork); "
-                        "on a GPU use train.client_batch, or workers 0 (auto) or 1")
+            errs.append(
+                "train.workers: forked workers need train.device='cpu' (a CUDA context does not survive fork); "
+                "on a GPU use train.client_batch, or workers 0 (auto) or 1"
+            )
         if "fork" not in multiprocessing.get_all_start_methods():
             errs.append("train.workers: this platform has no 'fork' start method; allowed here: 0 (auto) or 1")
     if cfg.data.source == "local" and not cfg.data.data_dir:
@@ -182,11 +188,14 @@ def _planner_checks(pl: PlannerConfig) -> list[str]:
             if not t4 > 0:
                 errs.append(f"planner.theta: theta4 = {t4!r} must be > 0 (it is 4(F(X0)-F*)/(eta H))")
     if len(pl.pilot_q) != len(pl.pilot_k_frac):
-        errs.append(f"planner.pilot_q has {len(pl.pilot_q)} entries but planner.pilot_k_frac has "
-                    f"{len(pl.pilot_k_frac)}; they pair up, one per pilot run")
+        errs.append(
+            f"planner.pilot_q has {len(pl.pilot_q)} entries but planner.pilot_k_frac has "
+            f"{len(pl.pilot_k_frac)}; they pair up, one per pilot run"
+        )
     elif len(pl.pilot_q) < 4:
-        errs.append("planner.pilot_q: eq. 22 has 4 unknowns, so at least 4 pilot runs are needed, "
-                    f"got {len(pl.pilot_q)}")
+        errs.append(
+            f"planner.pilot_q: eq. 22 has 4 unknowns, so at least 4 pilot runs are needed, got {len(pl.pilot_q)}"
+        )
     for key in ("pilot_q", "pilot_k_frac", "k_starts"):
         for i, v in enumerate(getattr(pl, key)):
             if not (_is_number(v) and 0 < v <= 1):
@@ -239,8 +248,9 @@ def collect(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> tuple[
         seed = 0
     for key, value in raw.items():
         if key not in SECTIONS:
-            errors.append(f"{key}: unknown section{did_you_mean(key, ['seed', *SECTIONS])}; "
-                          f"allowed: seed, {', '.join(SECTIONS)}")
+            errors.append(
+                f"{key}: unknown section{did_you_mean(key, ['seed', *SECTIONS])}; allowed: seed, {', '.join(SECTIONS)}"
+            )
             continue
         sections[key] = _build_section(key, SECTIONS[key], value, errors)
     cfg = ExperimentConfig(seed=seed, **sections)

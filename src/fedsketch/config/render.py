@@ -11,6 +11,7 @@ from fedsketch.config.schema import INF, SECTIONS, ExperimentConfig
 
 def to_toml(cfg: ExperimentConfig) -> str:
     """Render a resolved config as TOML (for the run folder)."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"

@@ -118,6 +118,7 @@ class MCQExample:
 
 # --------------------------------------------------------------------------- LLM-Adapters text
 
+
 def build_instruction(question: str, options: Sequence[str]) -> str:
     """Render the LLM-Adapters instruction for a question and its options.
 
@@ -169,7 +170,7 @@ def parse_instruction(instruction: str) -> tuple[str, tuple[str, ...]]:
     """
     if not instruction.startswith(INSTRUCTION_PREFIX):
         raise ValueError(f"does not start with {INSTRUCTION_PREFIX!r}")
-    body, sep, fmt = instruction[len(INSTRUCTION_PREFIX):].rpartition(FORMAT_MARKER)
+    body, sep, fmt = instruction[len(INSTRUCTION_PREFIX) :].rpartition(FORMAT_MARKER)
     if not sep:
         raise ValueError(f"has no {FORMAT_MARKER.strip()!r} line")
     fmt = fmt.strip()
@@ -186,7 +187,7 @@ def parse_instruction(instruction: str) -> tuple[str, tuple[str, ...]]:
     if start < 0:
         raise ValueError(f"has no {first.strip()!r} block after the question")
     question = body[:start]
-    block = body[start + len(first):]
+    block = body[start + len(first) :]
     options: list[str] = []
     pos = 0
     for i in range(2, n + 1):
@@ -245,11 +246,11 @@ def parse_record(record: Any, where: str) -> MCQExample:
     out = fields["output"]
     if not out.strip().endswith(f"answer{label + 1}"):
         raise DataError(f"{where}: field 'output' {out!r} disagrees with field 'answer' {fields['answer']!r}")
-    return MCQExample(question=question, options=options, label=label,
-                      instruction=fields["instruction"], output=out)
+    return MCQExample(question=question, options=options, label=label, instruction=fields["instruction"], output=out)
 
 
 # --------------------------------------------------------------------------- local
+
 
 def _check_task_split(task: str, split: str) -> None:
     if task not in TASK_DIRS:
@@ -286,9 +287,11 @@ def load_embedded(task: str, split: str) -> list[MCQExample]:
     """Load a task's split from the data shipped in the package; see :func:`load_task`."""
     path = embedded_file(task, split)
     if not path.is_file():
-        raise DataError(f"{path}: the embedded data file is missing from this installation (task {task!r}, "
-                        f"split {split!r}); reinstall fedsketch, or set data.source = \"local\" and "
-                        "data.data_dir to a folder with the LLM-Adapters JSON files")
+        raise DataError(
+            f"{path}: the embedded data file is missing from this installation (task {task!r}, "
+            f'split {split!r}); reinstall fedsketch, or set data.source = "local" and '
+            "data.data_dir to a folder with the LLM-Adapters JSON files"
+        )
     try:
         text = gzip.decompress(path.read_bytes()).decode("utf-8")
     except (OSError, EOFError, UnicodeDecodeError) as e:
@@ -300,8 +303,10 @@ def load_local(task: str, split: str, data_dir: str | Path) -> list[MCQExample]:
     """Load ``<data_dir>/<TASK_DIRS[task]>/<split>.json``; see :func:`load_task`."""
     path = task_file(task, split, data_dir)
     if not Path(data_dir).is_dir():
-        raise DataError(f"{data_dir}: data folder not found (task {task!r} expects {path}); "
-                        "set data.data_dir to the folder holding the LLM-Adapters JSON files")
+        raise DataError(
+            f"{data_dir}: data folder not found (task {task!r} expects {path}); "
+            "set data.data_dir to the folder holding the LLM-Adapters JSON files"
+        )
     if not path.is_file():
         raise DataError(f"{path}: file not found (task {task!r}, split {split!r})")
     try:
@@ -313,6 +318,7 @@ def load_local(task: str, split: str, data_dir: str | Path) -> list[MCQExample]:
 
 # --------------------------------------------------------------------------- hub
 
+
 def _from_choices(row: Mapping[str, Any], question: str, where: str) -> MCQExample:
     """ARC / OpenBookQA rows: ``choices = {"text": [...], "label": [...]}`` and ``answerKey``."""
     choices = row.get("choices")
@@ -323,8 +329,13 @@ def _from_choices(row: Mapping[str, Any], question: str, where: str) -> MCQExamp
     if key not in keys:
         raise DataError(f"{where}: field 'answerKey' {key!r} is not one of the choice labels {keys}")
     label = keys.index(key)
-    return MCQExample(question=question, options=tuple(texts), label=label,
-                      instruction=build_instruction(question, texts), output=build_output(label))
+    return MCQExample(
+        question=question,
+        options=tuple(texts),
+        label=label,
+        instruction=build_instruction(question, texts),
+        output=build_output(label),
+    )
 
 
 def hub_row_to_example(row: Mapping[str, Any], where: str) -> MCQExample:
@@ -348,14 +359,20 @@ def hub_row_to_example(row: Mapping[str, Any], where: str) -> MCQExample:
             if raw not in {str(i + 1) for i in range(len(texts))}:
                 raise DataError(f"{where}: field 'label' {raw!r} is not one of 1..{len(texts)}")
             label = int(raw) - 1
-            return MCQExample(question=question, options=tuple(texts), label=label,
-                              instruction=build_instruction(question, texts), output=build_output(label))
+            return MCQExample(
+                question=question,
+                options=tuple(texts),
+                label=label,
+                instruction=build_instruction(question, texts),
+                output=build_output(label),
+            )
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, DataError):
             raise
         raise DataError(f"{where}: malformed row: {type(e).__name__}: {e}") from None
-    raise DataError(f"{where}: unrecognised columns {sorted(row)}; expected an ARC, OpenBookQA, "
-                    "Social IQa or LLM-Adapters layout")
+    raise DataError(
+        f"{where}: unrecognised columns {sorted(row)}; expected an ARC, OpenBookQA, Social IQa or LLM-Adapters layout"
+    )
 
 
 def _hub_id(task: str, hub_dataset: str) -> tuple[str, str | None]:
@@ -371,19 +388,25 @@ def load_hub(task: str, split: str, hub_dataset: str = "") -> list[MCQExample]:
     repo, config = _hub_id(task, hub_dataset)
     hub_split = HUB_SPLITS[task][split]
     name = repo + (f" (config {config!r})" if config else "")
-    fallback = ('without internet, use the data shipped with fedsketch (data.source = "embedded"), or set '
-                'data.source = "local" and data.data_dir to a folder with the LLM-Adapters JSON files')
+    fallback = (
+        'without internet, use the data shipped with fedsketch (data.source = "embedded"), or set '
+        'data.source = "local" and data.data_dir to a folder with the LLM-Adapters JSON files'
+    )
     try:
         import datasets as hf_datasets  # lazy: optional dependency, needs internet
     except ImportError as e:
-        raise DataError(f"task {task!r}: source='hub' loads {name} with the Hugging Face 'datasets' "
-                        f"package, which is not installed ({e}); `pip install datasets`, or {fallback}") from None
+        raise DataError(
+            f"task {task!r}: source='hub' loads {name} with the Hugging Face 'datasets' "
+            f"package, which is not installed ({e}); `pip install datasets`, or {fallback}"
+        ) from None
     try:
         ds = hf_datasets.load_dataset(repo, config, split=hub_split)
     except Exception as e:  # noqa: BLE001 - network, auth and format errors all surface here
-        raise DataError(f"task {task!r}: could not load hub dataset {name}, split {hub_split!r}: "
-                        f"{type(e).__name__}: {e}; {fallback} (or point data.hub_dataset to "
-                        "another 'repo[:config]')") from e
+        raise DataError(
+            f"task {task!r}: could not load hub dataset {name}, split {hub_split!r}: "
+            f"{type(e).__name__}: {e}; {fallback} (or point data.hub_dataset to "
+            "another 'repo[:config]')"
+        ) from e
     where = f"hub dataset {name}, split {hub_split!r}"
     out = [hub_row_to_example(row, f"{where}: row {i}") for i, row in enumerate(ds)]
     if not out:
@@ -393,8 +416,10 @@ def load_hub(task: str, split: str, hub_dataset: str = "") -> list[MCQExample]:
 
 # --------------------------------------------------------------------------- entry point
 
-def load_task(task: str, split: str, *, source: str = "embedded", data_dir: str | Path = DEFAULT_DATA_DIR,
-              hub_dataset: str = "") -> list[MCQExample]:
+
+def load_task(
+    task: str, split: str, *, source: str = "embedded", data_dir: str | Path = DEFAULT_DATA_DIR, hub_dataset: str = ""
+) -> list[MCQExample]:
     """Load one split of one task.
 
     Parameters

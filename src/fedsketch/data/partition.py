@@ -36,8 +36,9 @@ class PartitionError(ValueError):
     """The requested split cannot be made; the message states the numbers and how to fix it."""
 
 
-def _check_args(labels: np.ndarray, num_clients: int, scheme: str, alpha: float, min_size: int,
-                max_tries: int) -> np.ndarray:
+def _check_args(
+    labels: np.ndarray, num_clients: int, scheme: str, alpha: float, min_size: int, max_tries: int
+) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise PartitionError(f"labels must be a 1-D array, got shape {labels.shape}")
@@ -56,12 +57,14 @@ def _check_args(labels: np.ndarray, num_clients: int, scheme: str, alpha: float,
         raise PartitionError(
             f"cannot give each of N={num_clients} clients at least min_size={min_size} examples: "
             f"that needs {num_clients * min_size} but the dataset has {size}; lower data.num_clients "
-            f"or data.min_client_size, or raise data.max_train_examples (0 = all)")
+            f"or data.min_client_size, or raise data.max_train_examples (0 = all)"
+        )
     return labels
 
 
-def _dirichlet_once(labels: np.ndarray, num_clients: int, alpha: float,
-                    rng: np.random.Generator) -> list[list[np.ndarray]]:
+def _dirichlet_once(
+    labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator
+) -> list[list[np.ndarray]]:
     chunks: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
     for lab in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == lab))
@@ -72,8 +75,7 @@ def _dirichlet_once(labels: np.ndarray, num_clients: int, alpha: float,
     return chunks
 
 
-def _inner_dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
-                     rng: np.random.Generator) -> list[np.ndarray]:
+def _inner_dirichlet(labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
     classes, inverse = np.unique(labels, return_inverse=True)
     pools = [list(rng.permutation(np.flatnonzero(inverse == c))) for c in range(len(classes))]
     remaining = np.array([len(pl) for pl in pools], dtype=np.int64)
@@ -98,8 +100,16 @@ def _inner_dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
     return parts
 
 
-def partition(labels: np.ndarray, num_clients: int, scheme: str, *, alpha: float, min_size: int,
-              rng: np.random.Generator, max_tries: int) -> list[np.ndarray]:
+def partition(
+    labels: np.ndarray,
+    num_clients: int,
+    scheme: str,
+    *,
+    alpha: float,
+    min_size: int,
+    rng: np.random.Generator,
+    max_tries: int,
+) -> list[np.ndarray]:
     """Split example indices ``0..len(labels)-1`` over ``num_clients`` clients.
 
     Parameters
@@ -151,9 +161,10 @@ def partition(labels: np.ndarray, num_clients: int, scheme: str, *, alpha: float
     raise PartitionError(
         f"Dirichlet(alpha={alpha:g}) split of {size} examples over N={num_clients} clients left a client "
         f"with fewer than min_size={min_size} examples in all {max_tries} tries (smallest in the last "
-        f"try: {smallest}); use data.partition = \"inner_dirichlet\" (same label skew, equal sizes), "
+        f'try: {smallest}); use data.partition = "inner_dirichlet" (same label skew, equal sizes), '
         f"raise data.dirichlet_alpha, lower data.num_clients or data.min_client_size, "
-        f"use more data (data.max_train_examples), or raise data.max_partition_tries")
+        f"use more data (data.max_train_examples), or raise data.max_partition_tries"
+    )
 
 
 def data_weights(parts: list[np.ndarray]) -> np.ndarray:
@@ -247,9 +258,15 @@ def build_federated_data(cfg: ExperimentConfig, *, load_test: bool = True) -> Fe
     train = [train[i] for i in keep]
     test = load_task(d.task, "test", **kw) if load_test else []
     labels = np.array([ex.label for ex in train], dtype=np.int64)
-    parts = partition(labels, d.num_clients, d.partition, alpha=d.dirichlet_alpha,
-                      min_size=d.min_client_size, rng=streams.generator(PARTITION_STREAM),
-                      max_tries=d.max_partition_tries)
+    parts = partition(
+        labels,
+        d.num_clients,
+        d.partition,
+        alpha=d.dirichlet_alpha,
+        min_size=d.min_client_size,
+        rng=streams.generator(PARTITION_STREAM),
+        max_tries=d.max_partition_tries,
+    )
     return FederatedData(task=d.task, train=train, test=test, parts=parts, weights=data_weights(parts))
 
 

@@ -28,8 +28,10 @@ def lora_modules(model: Any) -> dict[str, Any]:
 def get_state(modules: dict[str, Any]) -> LoraState:
     with torch.no_grad():
         return {
-            n: (m.lora_B[ADAPTER].weight.detach().cpu().numpy().astype(np.float32, copy=True),  # (d, r)
-                m.lora_A[ADAPTER].weight.detach().cpu().numpy().astype(np.float32, copy=True))  # (r, m)
+            n: (
+                m.lora_B[ADAPTER].weight.detach().cpu().numpy().astype(np.float32, copy=True),  # (d, r)
+                m.lora_A[ADAPTER].weight.detach().cpu().numpy().astype(np.float32, copy=True),
+            )  # (r, m)
             for n, m in modules.items()
         }
 

@@ -134,8 +134,10 @@ def _load_pretrained(cfg: ModelConfig) -> tuple[Any, Any]:
     try:
         return load()
     except (OSError, ValueError) as e:
-        raise ModelError(f"model.name={name!r}: could not load it from the Hugging Face hub ({_first_line(e)}). "
-                         f"Offline, use a local folder or {EMBEDDED_NAMES[0]!r}.") from None
+        raise ModelError(
+            f"model.name={name!r}: could not load it from the Hugging Face hub ({_first_line(e)}). "
+            f"Offline, use a local folder or {EMBEDDED_NAMES[0]!r}."
+        ) from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -179,9 +181,18 @@ def _tiny_config(tok: Any) -> Any:
     """The architecture of ``random:tiny-llama`` (a 2-layer Llama, hidden 64) for tokenizer ``tok``."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                       tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
 
 
 def base_config(cfg: ModelConfig) -> Any:
@@ -221,9 +232,17 @@ def add_lora(model: Any, cfg: AdapterConfig) -> Any:
     if missing:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         raise ModelError(f"lora.target_modules: {missing} not found in the model; its linear modules are {linear}")
-    pcfg = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                          target_modules=list(cfg.target_modules), use_rslora=cfg.use_rslora,
-                          bias="none", task_type="CAUSAL_LM")
+    pcfg = PeftLoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        use_rslora=cfg.use_rslora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     with warnings.catch_warnings():  # PEFT reads a property transformers 5 deprecates; nothing the user can change
-        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
+        )
         return get_peft_model(model, pcfg)

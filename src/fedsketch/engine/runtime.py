@@ -70,8 +70,12 @@ class EvalResult:
     num_questions: int
 
     def as_dict(self) -> dict[str, float]:
-        return {"accuracy": self.accuracy, "test_loss": self.test_loss,
-                "pred_max_share": self.pred_max_share, "num_eval": self.num_questions}
+        return {
+            "accuracy": self.accuracy,
+            "test_loss": self.test_loss,
+            "pred_max_share": self.pred_max_share,
+            "num_eval": self.num_questions,
+        }
 
 
 class TorchEngine:
@@ -90,8 +94,16 @@ class TorchEngine:
         Reuse an already loaded base model (it is wrapped with LoRA here).
     """
 
-    def __init__(self, settings: EngineSettings, train_examples: list, test_examples: list,
-                 parts: list[np.ndarray], streams: Streams, model: Any = None, tokenizer: Any = None) -> None:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        train_examples: list,
+        test_examples: list,
+        parts: list[np.ndarray],
+        streams: Streams,
+        model: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
         from fedsketch.data.prompts import format_choices, format_train
 
         self.settings, self.streams = settings, streams
@@ -100,8 +112,11 @@ class TorchEngine:
         self.lr_scale = 1.0
         if settings.train.threads:
             torch.set_num_threads(settings.train.threads)
-        self.device = torch.device("cuda" if settings.train.device == "cuda" or (
-            settings.train.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = torch.device(
+            "cuda"
+            if settings.train.device == "cuda" or (settings.train.device == "auto" and torch.cuda.is_available())
+            else "cpu"
+        )
         if model is None:
             model, tokenizer = load_base_model(settings.model)
         self.tok = tokenizer
@@ -113,7 +128,8 @@ class TorchEngine:
         self.rank = settings.lora.rank
         L, fmt = settings.max_seq_len, settings.prompt_format
         self.client_data: list[list[Encoded]] = [
-            [encode(self.tok, *format_train(train_examples[i], fmt), L) for i in idx] for idx in parts]
+            [encode(self.tok, *format_train(train_examples[i], fmt), L) for i in idx] for idx in parts
+        ]
         n_test = len(test_examples)
         m = n_test if settings.eval.num_samples in (0, None) else min(settings.eval.num_samples, n_test)
         # the same questions for every run seed unless eval.sample_seed = -1
@@ -137,8 +153,9 @@ class TorchEngine:
     def load_state(self, state: LoraState) -> None:
         """Put ``state`` into the model: LoRA factors, and any merged base delta (FLoRA)."""
         lora.set_state(self.modules, state)
-        lora.set_merged(self.modules, self._base0,
-                        {m[len(MERGED):]: dW for m, (dW, _) in state.items() if is_merged(m)})
+        lora.set_merged(
+            self.modules, self._base0, {m[len(MERGED) :]: dW for m, (dW, _) in state.items() if is_merged(m)}
+        )
 
     def num_values_full_rank(self) -> int:
         """Numbers in a full-rank upload, sum over modules of r (d + m)."""
@@ -152,8 +169,9 @@ class TorchEngine:
         fn = scored_response_loss if self.settings.train.logits == "scored" else mean_response_loss
         return fn(self.model, batch)
 
-    def train_client(self, state: LoraState, client: int, rnd: int, indices: dict[str, np.ndarray],
-                     scale: float | None = None) -> ClientUpdate:
+    def train_client(
+        self, state: LoraState, client: int, rnd: int, indices: dict[str, np.ndarray], scale: float | None = None
+    ) -> ClientUpdate:
         """H local SGD steps of client ``client`` on its sketch (eqs. 7–8).
 
         The client starts from ``X_t`` restricted to the kept components (others zeroed) at LoRA
@@ -176,7 +194,10 @@ class TorchEngine:
             with scoped_seed(self.streams.integer_seed("dropout", rnd, client)):
                 for _ in range(st.local_steps):
                     pick = rng.choice(len(data), size=st.batch_size, replace=len(data) < st.batch_size)
-                    batch = {key: v.to(self.device) for key, v in collate([data[i] for i in pick], self.tok.pad_token_id).items()}
+                    batch = {
+                        key: v.to(self.device)
+                        for key, v in collate([data[i] for i in pick], self.tok.pad_token_id).items()
+                    }
                     loss = self.loss(batch)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -190,12 +211,19 @@ class TorchEngine:
         after = lora.get_state(self.modules)
         start, end = extract(state, indices), extract(after, indices)
         delta = {m: (end[m][0] - start[m][0], end[m][1] - start[m][1]) for m in indices}
-        return ClientUpdate(client=client, round=rnd, indices=indices, delta=delta,
-                            num_examples=st.local_steps * st.batch_size, train_loss=float(np.mean(losses)),
-                            compute_seconds=time.perf_counter() - t0)
+        return ClientUpdate(
+            client=client,
+            round=rnd,
+            indices=indices,
+            delta=delta,
+            num_examples=st.local_steps * st.batch_size,
+            train_loss=float(np.mean(losses)),
+            compute_seconds=time.perf_counter() - t0,
+        )
 
-    def train_clients(self, state: LoraState, rnd: int, jobs: list[tuple[int, dict[str, np.ndarray], float | None]]
-                      ) -> list[ClientUpdate]:
+    def train_clients(
+        self, state: LoraState, rnd: int, jobs: list[tuple[int, dict[str, np.ndarray], float | None]]
+    ) -> list[ClientUpdate]:
         """:meth:`train_client` for several clients at once: one fused forward/backward per local step.
 
         ``jobs`` holds ``(client, indices, scale)`` per client. Each client keeps its own stacked
@@ -217,15 +245,23 @@ class TorchEngine:
             rngs.append(self.streams.generator("batches", rnd, n))
         C, bs = len(jobs), st.batch_size
         full = tr.logits == "full"  # the scored path packs each client's mini-batch into one row
-        stack = StackedLoRA(self.modules, [{m: st[m] for m in self.modules} for st in starts], scales,
-                            bs if full else 1, dropout=self.settings.lora.dropout)
+        stack = StackedLoRA(
+            self.modules,
+            [{m: st[m] for m in self.modules} for st in starts],
+            scales,
+            bs if full else 1,
+            dropout=self.settings.lora.dropout,
+        )
         params = stack.parameters()
         opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum)
         losses = []
         self.model.train()
         try:
-            with self.model.disable_adapter(), stack, \
-                    scoped_seed(self.streams.integer_seed("dropout", rnd, jobs[0][0])):
+            with (
+                self.model.disable_adapter(),
+                stack,
+                scoped_seed(self.streams.integer_seed("dropout", rnd, jobs[0][0])),
+            ):
                 for _ in range(st.local_steps):
                     seqs = []
                     for (n, _, _), rng in zip(jobs, rngs, strict=True):
@@ -247,13 +283,22 @@ class TorchEngine:
         for c, ((n, idx, _), after) in enumerate(zip(jobs, stack.states(), strict=True)):
             start, end = extract(state, idx), extract(after, idx)
             delta = {m: (end[m][0] - start[m][0], end[m][1] - start[m][1]) for m in idx}
-            out.append(ClientUpdate(client=n, round=rnd, indices=idx, delta=delta,
-                                    num_examples=st.local_steps * bs,
-                                    train_loss=float(np.mean([l[c] for l in losses])), compute_seconds=seconds))
+            out.append(
+                ClientUpdate(
+                    client=n,
+                    round=rnd,
+                    indices=idx,
+                    delta=delta,
+                    num_examples=st.local_steps * bs,
+                    train_loss=float(np.mean([l[c] for l in losses])),
+                    compute_seconds=seconds,
+                )
+            )
         return out
 
-    def train_parallel(self, state: LoraState, rnd: int, jobs: list[tuple[int, dict[str, np.ndarray], float | None]],
-                       workers: int) -> dict[int, ClientUpdate | str]:
+    def train_parallel(
+        self, state: LoraState, rnd: int, jobs: list[tuple[int, dict[str, np.ndarray], float | None]], workers: int
+    ) -> dict[int, ClientUpdate | str]:
         """:meth:`train_client` for every job, whole clients side by side in forked worker processes.
 
         ``workers`` is ``train.workers``; W = min(workers, jobs) processes of one torch thread
@@ -265,8 +310,10 @@ class TorchEngine:
 
         can_fork = fork_usable(self.device.type)
         if workers > 1 and not can_fork:
-            raise RuntimeError(f"train.workers={workers} needs the CPU engine and the 'fork' start method (a "
-                               f"{self.device.type} context does not survive fork); use 0 (auto), 1 or train.client_batch")
+            raise RuntimeError(
+                f"train.workers={workers} needs the CPU engine and the 'fork' start method (a "
+                f"{self.device.type} context does not survive fork); use 0 (auto), 1 or train.client_batch"
+            )
         W = resolve_workers(workers, len(jobs), torch.get_num_threads() if can_fork else 1)
         if W > 1:
             try:
@@ -290,8 +337,9 @@ class TorchEngine:
         return self._result(*self.option_scores(state))
 
     @torch.no_grad()
-    def option_scores(self, state: LoraState, trace: list[int] | None = None
-                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def option_scores(
+        self, state: LoraState, trace: list[int] | None = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per question, each option's log-likelihood sum and its token count.
 
         ``eval.scoring = 'packed'``: each question's prompt and options in one segment under a
@@ -307,15 +355,21 @@ class TorchEngine:
         self.model.eval()
         if self.settings.eval.scoring in ("shared_prompt", "packed"):
             fn = shared_prompt_scores if self.settings.eval.scoring == "shared_prompt" else packed_scores
-            return fn(self.model, [c for c, _ in self.eval_items], self.tok.pad_token_id,
-                                        self.settings.eval.batch_size, self.device, trace)
+            return fn(
+                self.model,
+                [c for c, _ in self.eval_items],
+                self.tok.pad_token_id,
+                self.settings.eval.batch_size,
+                self.device,
+                trace,
+            )
         flat = [(qi, ci, s) for qi, (cands, _) in enumerate(self.eval_items) for ci, s in enumerate(cands)]
         flat.sort(key=lambda x: len(x[2].ids))  # similar lengths per batch: less padding
         scores = [np.full(len(c), -np.inf) for c, _ in self.eval_items]
         counts = [np.zeros(len(c)) for c, _ in self.eval_items]
         bs = self.settings.eval.batch_size
         for j in range(0, len(flat), bs):
-            chunk = flat[j:j + bs]
+            chunk = flat[j : j + bs]
             batch = {k: v.to(self.device) for k, v in collate([s for _, _, s in chunk], self.tok.pad_token_id).items()}
             logp, n = response_logprobs(self.model, batch, trace)
             for (qi, ci, _), lp, nn in zip(chunk, logp.tolist(), n.tolist(), strict=True):
@@ -327,9 +381,12 @@ class TorchEngine:
         labels = np.array([lab for _, lab in self.eval_items])
         nll = np.array([-scores[i][labels[i]] / counts[i][labels[i]] for i in range(len(labels))])
         share = np.bincount(preds).max() / len(preds) if len(preds) else float("nan")
-        return EvalResult(accuracy=float(np.mean(preds == labels)) if len(preds) else float("nan"),
-                          test_loss=float(nll.mean()) if len(nll) else float("nan"),
-                          pred_max_share=float(share), num_questions=len(preds))
+        return EvalResult(
+            accuracy=float(np.mean(preds == labels)) if len(preds) else float("nan"),
+            test_loss=float(nll.mean()) if len(nll) else float("nan"),
+            pred_max_share=float(share),
+            num_questions=len(preds),
+        )
 
     # ------------------------------------------------------------------ output
 
@@ -343,7 +400,7 @@ class TorchEngine:
         from safetensors.numpy import save_file
 
         self.load_state(state)
-        merged = {m[len(MERGED):]: np.ascontiguousarray(dW) for m, (dW, _) in state.items() if is_merged(m)}
+        merged = {m[len(MERGED) :]: np.ascontiguousarray(dW) for m, (dW, _) in state.items() if is_merged(m)}
 
         def write(tmp):
             self.model.save_pretrained(tmp, safe_serialization=True)

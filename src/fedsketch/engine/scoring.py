@@ -47,8 +47,10 @@ def decoder_and_head(model: Any) -> tuple[Any, Any]:
     conf = getattr(base, "config", None)
     for key in _LOGIT_TRANSFORMS:
         if getattr(conf, key, None) not in (None, 0, 1, 1.0):
-            raise ValueError(f"model config sets {key}={getattr(conf, key)!r}: its logits are not lm_head(hidden); "
-                             "use train.logits='full' and eval.scoring='per_option'")
+            raise ValueError(
+                f"model config sets {key}={getattr(conf, key)!r}: its logits are not lm_head(hidden); "
+                "use train.logits='full' and eval.scoring='per_option'"
+            )
     return base.get_decoder(), base.get_output_embeddings()
 
 
@@ -72,8 +74,13 @@ class _TallHead(torch.autograd.Function):
 def head_logits(head: Any, h: torch.Tensor) -> torch.Tensor:
     """``head(h)`` in fp32, shape (n, V); up to :data:`TALL_HEAD_MAX_ROWS` rows on the CPU of a frozen,
     bias-free head as ``(W @ h.T).T`` (same numbers up to rounding, about half the time)."""
-    tall = (isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad
-            and h.device.type == "cpu" and h.shape[0] <= TALL_HEAD_MAX_ROWS)
+    tall = (
+        isinstance(head, torch.nn.Linear)
+        and head.bias is None
+        and not head.weight.requires_grad
+        and h.device.type == "cpu"
+        and h.shape[0] <= TALL_HEAD_MAX_ROWS
+    )
     return (_TallHead.apply(h, head.weight) if tall else head(h)).float()
 
 
@@ -95,20 +102,25 @@ def pack(batch: dict[str, torch.Tensor], num_groups: int = 1) -> tuple[torch.Ten
     rows = []
     for g in range(num_groups):
         seqs = range(g * per, (g + 1) * per)
-        rows.append((torch.cat([ids[i, :n[i] - 1] for i in seqs]),
-                     torch.cat([torch.arange(n[i] - 1, device=ids.device) for i in seqs]),
-                     torch.cat([labels[i, 1:n[i]] for i in seqs])))
+        rows.append(
+            (
+                torch.cat([ids[i, : n[i] - 1] for i in seqs]),
+                torch.cat([torch.arange(n[i] - 1, device=ids.device) for i in seqs]),
+                torch.cat([labels[i, 1 : n[i]] for i in seqs]),
+            )
+        )
     T = max(len(r[0]) for r in rows)
     out_ids = torch.zeros((num_groups, T), dtype=ids.dtype, device=ids.device)
     out_pos = torch.zeros((num_groups, T), dtype=torch.long, device=ids.device)  # padding: length-1 segments
     out_tgt = torch.full((num_groups, T), IGNORE, dtype=labels.dtype, device=ids.device)
     for g, (i_, p_, t_) in enumerate(rows):
-        out_ids[g, :len(i_)], out_pos[g, :len(p_)], out_tgt[g, :len(t_)] = i_, p_, t_
+        out_ids[g, : len(i_)], out_pos[g, : len(p_)], out_tgt[g, : len(t_)] = i_, p_, t_
     return out_ids, out_pos, out_tgt
 
 
-def scored_hidden(model: Any, batch: dict[str, torch.Tensor], num_groups: int = 1
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+def scored_hidden(
+    model: Any, batch: dict[str, torch.Tensor], num_groups: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
     """Decoder output at the scored positions of the packed batch (:func:`pack`).
 
     Returns ``h`` of shape (n, D) (the hidden state of every position whose next token is a
@@ -134,8 +146,9 @@ def scored_response_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Te
     return torch.nn.functional.cross_entropy(head_logits(head, h), target)  # (n, V)
 
 
-def grouped_response_loss(model: Any, batch: dict[str, torch.Tensor], num_groups: int,
-                          full_logits: bool = False) -> torch.Tensor:
+def grouped_response_loss(
+    model: Any, batch: dict[str, torch.Tensor], num_groups: int, full_logits: bool = False
+) -> torch.Tensor:
     """Per-group token-mean cross-entropy over the response tokens, shape (num_groups,).
 
     Group g is batch rows ``g*b/G .. (g+1)*b/G - 1`` (a client's mini-batch); its value is
@@ -166,8 +179,14 @@ def _cache_kw(dec: Any) -> str:
 
 
 @torch.no_grad()
-def shared_prompt_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id: int, batch_size: int,
-                         device: torch.device, trace: list[int] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def shared_prompt_scores(
+    model: Any,
+    items: Sequence[Sequence[Encoded]],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    trace: list[int] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Sum of log p(option tokens | prompt) for every option of every question, one prompt pass each.
 
     Options of a question whose (possibly left-truncated) prompt ids are identical share one
@@ -194,21 +213,25 @@ def shared_prompt_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id:
     for qi, cands in enumerate(items):
         by: dict[tuple[int, ...], list[tuple[int, tuple[int, ...]]]] = {}
         for ci, s in enumerate(cands):
-            by.setdefault(s.ids[:s.n_prompt], []).append((ci, s.ids[s.n_prompt:]))
+            by.setdefault(s.ids[: s.n_prompt], []).append((ci, s.ids[s.n_prompt :]))
         groups += [(qi, p, opts) for p, opts in by.items()]
     groups.sort(key=lambda g: len(g[1]))  # similar prompt lengths per pass: less padding
     for j in range(0, len(groups), batch_size):
-        chunk = groups[j:j + batch_size]
+        chunk = groups[j : j + batch_size]
         g = len(chunk)
         plen = torch.tensor([len(p) for _, p, _ in chunk])
         P = int(plen.max())
         ids = torch.full((g, P), pad_id, dtype=torch.long)
         pmask = torch.zeros((g, P), dtype=torch.long)
         for i, (_, p, _) in enumerate(chunk):
-            ids[i, :len(p)] = torch.tensor(p)
-            pmask[i, :len(p)] = 1
-        out = dec(input_ids=ids.to(device), attention_mask=pmask.to(device),
-                  position_ids=torch.arange(P).unsqueeze(0).expand(g, P).to(device), use_cache=True)
+            ids[i, : len(p)] = torch.tensor(p)
+            pmask[i, : len(p)] = 1
+        out = dec(
+            input_ids=ids.to(device),
+            attention_mask=pmask.to(device),
+            position_ids=torch.arange(P).unsqueeze(0).expand(g, P).to(device),
+            use_cache=True,
+        )
         h_last = out.last_hidden_state[torch.arange(g), plen - 1]  # (g, D): predicts each first option token
         cache = getattr(out, kw)
         rows = [(i, ci, resp) for i, (_, _, opts) in enumerate(chunk) for ci, resp in opts]
@@ -218,15 +241,20 @@ def shared_prompt_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id:
         oids = torch.full((R, Lo), pad_id, dtype=torch.long)
         omask = torch.zeros((R, Lo), dtype=torch.long)
         for r, (_, _, resp) in enumerate(rows):
-            oids[r, :len(resp)] = torch.tensor(resp)
-            omask[r, :len(resp)] = 1
+            oids[r, : len(resp)] = torch.tensor(resp)
+            omask[r, : len(resp)] = 1
         pos = plen[src].unsqueeze(1) + torch.arange(Lo).unsqueeze(0)  # (R, Lo)
-        h_opt = dec(input_ids=oids.to(device), attention_mask=torch.cat([pmask[src], omask], 1).to(device),
-                    position_ids=pos.to(device), use_cache=True, **{kw: cache}).last_hidden_state  # (R, Lo, D)
+        h_opt = dec(
+            input_ids=oids.to(device),
+            attention_mask=torch.cat([pmask[src], omask], 1).to(device),
+            position_ids=pos.to(device),
+            use_cache=True,
+            **{kw: cache},
+        ).last_hidden_state  # (R, Lo, D)
         # hidden state predicting option token t: the prompt's last for t = 0, the option's t-1 after
         hs, tg, owner = [], [], []
         for r, (i, _, resp) in enumerate(rows):
-            hs.append(torch.cat([h_last[i:i + 1], h_opt[r, :len(resp) - 1]], 0))
+            hs.append(torch.cat([h_last[i : i + 1], h_opt[r, : len(resp) - 1]], 0))
             tg.extend(resp)
             owner.extend([r] * len(resp))
         h = torch.cat(hs, 0)  # (n, D), n = option tokens in the chunk
@@ -235,26 +263,31 @@ def shared_prompt_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id:
             trace.append(int(logits.numel()))
         tgt = torch.tensor(tg, device=logits.device)
         lp = torch.log_softmax(logits, dim=-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-        per_row = torch.zeros(R, dtype=lp.dtype, device=lp.device).index_add(0, torch.tensor(owner, device=lp.device), lp)
+        per_row = torch.zeros(R, dtype=lp.dtype, device=lp.device).index_add(
+            0, torch.tensor(owner, device=lp.device), lp
+        )
         for r, (i, ci, resp) in enumerate(rows):
             qi = chunk[i][0]
             scores[qi][ci], counts[qi][ci] = float(per_row[r]), len(resp)
     return scores, counts
 
 
-def _segments(items: Sequence[Sequence[Encoded]]) -> list[tuple[int, tuple[int, ...], list[tuple[int, tuple[int, ...]]]]]:
+def _segments(
+    items: Sequence[Sequence[Encoded]],
+) -> list[tuple[int, tuple[int, ...], list[tuple[int, tuple[int, ...]]]]]:
     """``(question, prompt ids, [(option index, option ids), ...])``, one per distinct prompt of a question."""
     out = []
     for qi, cands in enumerate(items):
         by: dict[tuple[int, ...], list[tuple[int, tuple[int, ...]]]] = {}
         for ci, s in enumerate(cands):
-            by.setdefault(s.ids[:s.n_prompt], []).append((ci, s.ids[s.n_prompt:]))
+            by.setdefault(s.ids[: s.n_prompt], []).append((ci, s.ids[s.n_prompt :]))
         out += [(qi, p, opts) for p, opts in by.items()]
     return out
 
 
-def packed_block_mask(seg: torch.Tensor, dtype: torch.dtype = torch.float32,
-                      group: torch.Tensor | None = None) -> torch.Tensor:
+def packed_block_mask(
+    seg: torch.Tensor, dtype: torch.dtype = torch.float32, group: torch.Tensor | None = None
+) -> torch.Tensor:
     """Additive attention mask (b, 1, T, T) of packed prompt + options rows.
 
     ``seg`` (b, T) labels each position: 0 a prompt, i >= 1 the i-th option of its question, -1
@@ -292,8 +325,14 @@ def _first_fit(lengths: Sequence[int]) -> list[list[int]]:
 
 
 @torch.no_grad()
-def packed_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id: int, batch_size: int,
-                  device: torch.device, trace: list[int] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def packed_scores(
+    model: Any,
+    items: Sequence[Sequence[Encoded]],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    trace: list[int] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Sum of log p(option tokens | prompt) for every option, each question's prompt and options in one segment.
 
     A question (its options whose prompts are identical, as in :func:`shared_prompt_scores`) is
@@ -318,7 +357,7 @@ def packed_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id: int, b
     rows = _first_fit(lengths)
     rows.sort(key=lambda r: sum(lengths[g] for g in r))  # similar fills per pass
     for j in range(0, len(rows), batch_size):
-        chunk = rows[j:j + batch_size]
+        chunk = rows[j : j + batch_size]
         b, T = len(chunk), max(sum(lengths[g] for g in r) for r in chunk)
         ids = torch.full((b, T), pad_id, dtype=torch.long)
         pos = torch.zeros((b, T), dtype=torch.long)
@@ -330,11 +369,15 @@ def packed_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id: int, b
             for g in row:
                 qi, p, opts = groups[g]
                 P, start = len(p), o
-                ids[i, o:o + P], pos[i, o:o + P], seg[i, o:o + P] = torch.tensor(p), torch.arange(P), 0
+                ids[i, o : o + P], pos[i, o : o + P], seg[i, o : o + P] = torch.tensor(p), torch.arange(P), 0
                 o += P
                 for s_, (ci, resp) in enumerate(opts, start=1):
                     n = len(resp) - 1
-                    ids[i, o:o + n], pos[i, o:o + n], seg[i, o:o + n] = torch.tensor(resp[:-1]), torch.arange(P, P + n), s_
+                    ids[i, o : o + n], pos[i, o : o + n], seg[i, o : o + n] = (
+                        torch.tensor(resp[:-1]),
+                        torch.arange(P, P + n),
+                        s_,
+                    )
                     # token t of the option is predicted by the prompt's last position (t = 0) or option token t-1
                     src += [i * T + start + P - 1] + [i * T + o + t for t in range(n)]
                     tgt += resp
@@ -342,15 +385,20 @@ def packed_scores(model: Any, items: Sequence[Sequence[Encoded]], pad_id: int, b
                     meta.append((qi, ci, len(resp)))
                     o += n
                 grp[i, start:o] = g
-        h = dec(input_ids=ids.to(device), position_ids=pos.to(device),
-                attention_mask=packed_block_mask(seg.to(device), group=grp.to(device))).last_hidden_state  # (b, T, D)
+        h = dec(
+            input_ids=ids.to(device),
+            position_ids=pos.to(device),
+            attention_mask=packed_block_mask(seg.to(device), group=grp.to(device)),
+        ).last_hidden_state  # (b, T, D)
         h = h.reshape(b * T, -1)[torch.tensor(src, device=device)]  # (n, D), n = option tokens in the chunk
         logits = head(h).float()  # (n, V)
         if trace is not None:
             trace.append(int(logits.numel()))
         target = torch.tensor(tgt, device=device)
         lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (n,)
-        per = torch.zeros(len(meta), dtype=lp.dtype, device=device).index_add_(0, torch.tensor(owner, device=device), lp)
+        per = torch.zeros(len(meta), dtype=lp.dtype, device=device).index_add_(
+            0, torch.tensor(owner, device=device), lp
+        )
         for (qi, ci, n), v in zip(meta, per.tolist(), strict=True):
             scores[qi][ci], counts[qi][ci] = v, n
     return scores, counts

@@ -38,8 +38,14 @@ class StackedLoRA:
     dropout : LoRA dropout probability applied to the module input in training
     """
 
-    def __init__(self, modules: dict[str, Any], states: Sequence[LoraState], scales: Sequence[float],
-                 rows_per_client: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        modules: dict[str, Any],
+        states: Sequence[LoraState],
+        scales: Sequence[float],
+        rows_per_client: int,
+        dropout: float = 0.0,
+    ) -> None:
         if len(states) != len(scales) or not states:
             raise ValueError(f"{len(states)} client states but {len(scales)} scales")
         self.modules, self.C, self.b, self.dropout = modules, len(states), rows_per_client, dropout
@@ -70,6 +76,7 @@ class StackedLoRA:
             A, B = self.A[name], self.B[name]
             delta = torch.bmm(torch.bmm(x3, A.transpose(1, 2)), B.transpose(1, 2)) * self.scale  # (C, b*L, d)
             return output + delta.view_as(output)
+
         return hook
 
     def __enter__(self) -> StackedLoRA:

@@ -24,7 +24,7 @@ def encode(tok: Any, prompt: str, response: str, max_len: int) -> Encoded:
     r = tok(response, add_special_tokens=False)["input_ids"][: max_len - 1]
     if not r or not p:
         raise ValueError(f"empty prompt or response after tokenisation: {prompt[:60]!r} -> {response[:60]!r}")
-    p = p[len(p) - max(1, max_len - len(r)):]  # keep >= 1 prompt token: the first response token is predicted
+    p = p[len(p) - max(1, max_len - len(r)) :]  # keep >= 1 prompt token: the first response token is predicted
     return Encoded(ids=tuple(p) + tuple(r), n_prompt=len(p))
 
 
@@ -38,12 +38,13 @@ def collate(seqs: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         n = len(s.ids)
         ids[i, :n] = torch.tensor(s.ids)
         mask[i, :n] = 1
-        labels[i, s.n_prompt:n] = ids[i, s.n_prompt:n]
+        labels[i, s.n_prompt : n] = ids[i, s.n_prompt : n]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def response_logprobs(model: Any, batch: dict[str, torch.Tensor],
-                      trace: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def response_logprobs(
+    model: Any, batch: dict[str, torch.Tensor], trace: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log p(response tokens | prefix) per sequence, and the response token counts.
 
     Shapes: logits (b, L, V); targets are shifted by one position. ``trace``, if given, gets
@@ -64,4 +65,5 @@ def mean_response_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tens
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     V = logits.shape[-1]
     return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, V).float(), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE)
+        logits[:, :-1].reshape(-1, V).float(), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE
+    )

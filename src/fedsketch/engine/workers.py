@@ -83,8 +83,9 @@ def _train(job: Job) -> ClientUpdate | str:
     return train_or_reason(*_ROUND, job)
 
 
-def train_forked(engine: Any, state: LoraState, rnd: int, jobs: Sequence[Job], workers: int
-                 ) -> dict[int, ClientUpdate | str]:
+def train_forked(
+    engine: Any, state: LoraState, rnd: int, jobs: Sequence[Job], workers: int
+) -> dict[int, ClientUpdate | str]:
     """Train ``jobs`` in ``workers`` forked processes of one torch thread each.
 
     Returns client -> upload, or the failure of that client as ``"Type: message"``. A worker
@@ -93,8 +94,12 @@ def train_forked(engine: Any, state: LoraState, rnd: int, jobs: Sequence[Job], w
     """
     global _ROUND
     _ROUND = (engine, state, rnd)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_init_worker, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_init_worker,
+        initargs=(os.getpid(),),
+    )
     out: dict[int, ClientUpdate | str] = {}
     try:
         futures = {n: pool.submit(_train, (n, idx, scale)) for n, idx, scale in jobs}

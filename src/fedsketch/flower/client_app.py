@@ -47,8 +47,10 @@ def partition_of(context: Context) -> int:
     """The client (partition) id of this node, from ``node_config["partition-id"]``."""
     nc = context.node_config
     if "partition-id" not in nc:
-        raise KeyError("node_config has no 'partition-id'; start the SuperNode with "
-                       "--node-config \"partition-id=N num-partitions=M\"")
+        raise KeyError(
+            "node_config has no 'partition-id'; start the SuperNode with "
+            '--node-config "partition-id=N num-partitions=M"'
+        )
     return int(nc["partition-id"])
 
 

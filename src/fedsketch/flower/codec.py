@@ -54,19 +54,33 @@ def indices_to_config(indices: dict[str, np.ndarray]) -> dict[str, list[int]]:
 
 
 def config_to_indices(rec: ConfigRecord) -> dict[str, np.ndarray]:
-    return {k[len(IDX):]: np.asarray(v, dtype=np.int64) for k, v in rec.items() if k.startswith(IDX)}
+    return {k[len(IDX) :]: np.asarray(v, dtype=np.int64) for k, v in rec.items() if k.startswith(IDX)}
 
 
-def train_instruction(cfg_text: str, rnd: int, client: int, q: float, indices: dict[str, np.ndarray],
-                      fault: str = "", scale: float | None = None, lr_scale: float = 1.0) -> ConfigRecord:
+def train_instruction(
+    cfg_text: str,
+    rnd: int,
+    client: int,
+    q: float,
+    indices: dict[str, np.ndarray],
+    fault: str = "",
+    scale: float | None = None,
+    lr_scale: float = 1.0,
+) -> ConfigRecord:
     """The ConfigRecord sent to the node of ``client`` in round ``rnd``.
 
     ``scale`` is the plan's LoRA-scale multiplier for this client when the round plan carries
     one (default on the client: ``r / k_n``, eq. 3).
     """
     k = len(next(iter(indices.values()))) if indices else 0
-    body: dict[str, Any] = {"round": int(rnd), "client": int(client), "q": float(q), "k": int(k),
-                            "config": cfg_text, **indices_to_config(indices)}
+    body: dict[str, Any] = {
+        "round": int(rnd),
+        "client": int(client),
+        "q": float(q),
+        "k": int(k),
+        "config": cfg_text,
+        **indices_to_config(indices),
+    }
     if fault:
         body["fault"] = fault
     if scale is not None:
@@ -83,8 +97,13 @@ def update_to_records(u: ClientUpdate) -> tuple[ArrayRecord, ConfigRecord, Metri
         blocks[f"{m}{SEP}dB"] = Array(np.ascontiguousarray(dB))
         blocks[f"{m}{SEP}dA"] = Array(np.ascontiguousarray(dA))
     idx = ConfigRecord({"client": int(u.client), "round": int(u.round), **indices_to_config(u.indices)})
-    metrics = MetricRecord({"train_loss": float(u.train_loss), "compute_seconds": float(u.compute_seconds),
-                            "num-examples": int(u.num_examples)})
+    metrics = MetricRecord(
+        {
+            "train_loss": float(u.train_loss),
+            "compute_seconds": float(u.compute_seconds),
+            "num-examples": int(u.num_examples),
+        }
+    )
     return blocks, idx, metrics
 
 
@@ -95,10 +114,15 @@ def records_to_update(blocks: ArrayRecord, idx: ConfigRecord, metrics: MetricRec
         m, which = key.rsplit(SEP, 1)
         parts.setdefault(m, {})[which] = arr.numpy()
     delta = {m: (p["dB"], p["dA"]) for m, p in parts.items()}
-    return ClientUpdate(client=int(idx["client"]), round=int(idx["round"]), indices=config_to_indices(idx),
-                        delta=delta, num_examples=int(metrics.get("num-examples", 0)),
-                        train_loss=float(metrics.get("train_loss", float("nan"))),
-                        compute_seconds=float(metrics.get("compute_seconds", 0.0)))
+    return ClientUpdate(
+        client=int(idx["client"]),
+        round=int(idx["round"]),
+        indices=config_to_indices(idx),
+        delta=delta,
+        num_examples=int(metrics.get("num-examples", 0)),
+        train_loss=float(metrics.get("train_loss", float("nan"))),
+        compute_seconds=float(metrics.get("compute_seconds", 0.0)),
+    )
 
 
 def config_text(cfg: ExperimentConfig) -> str:

@@ -44,8 +44,9 @@ def exchange(grid: Grid, messages: Iterable[Message], timeout: float, poll: floa
     return replies
 
 
-def discover(grid: Grid, num_clients: int, *, wait: float = 120.0, timeout: float = 120.0,
-             known: dict[int, int] | None = None) -> dict[int, int]:
+def discover(
+    grid: Grid, num_clients: int, *, wait: float = 120.0, timeout: float = 120.0, known: dict[int, int] | None = None
+) -> dict[int, int]:
     """Map client (partition) ids to node ids by QUERY messages.
 
     Waits up to ``wait`` seconds for ``num_clients`` nodes to connect, queries every node not
@@ -53,8 +54,9 @@ def discover(grid: Grid, num_clients: int, *, wait: float = 120.0, timeout: floa
     with an error, an out-of-range or a duplicate partition id are left out (a warning is
     logged); clients without a node fail when they are sampled.
     """
-    from flwr.supercore import log
     from logging import WARNING
+
+    from flwr.supercore import log
 
     known = dict(known or {})
     deadline = time.monotonic() + wait
@@ -63,8 +65,14 @@ def discover(grid: Grid, num_clients: int, *, wait: float = 120.0, timeout: floa
         time.sleep(0.5)
         nodes = set(grid.get_node_ids())
     todo = sorted(nodes - set(known))
-    msgs = [Message(RecordDict({codec.NODE: ConfigRecord({"ask": "partition-id"})}), dst_node_id=nid,
-                    message_type=MessageType.QUERY) for nid in todo]
+    msgs = [
+        Message(
+            RecordDict({codec.NODE: ConfigRecord({"ask": "partition-id"})}),
+            dst_node_id=nid,
+            message_type=MessageType.QUERY,
+        )
+        for nid in todo
+    ]
     for rep in exchange(grid, msgs, timeout):
         nid = rep.metadata.src_node_id
         if rep.has_error():
@@ -100,8 +108,16 @@ class FlowerExecutor:
         ``{client id: "raise" | "sleep:<seconds>"}`` fault injection (tests and drills).
     """
 
-    def __init__(self, grid: Grid, cfg_text: str, node_of: dict[int, int], num_clients: int,
-                 timeout: float = 3600.0, poll: float = 0.05, faults: dict[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        grid: Grid,
+        cfg_text: str,
+        node_of: dict[int, int],
+        num_clients: int,
+        timeout: float = 3600.0,
+        poll: float = 0.05,
+        faults: dict[int, str] | None = None,
+    ) -> None:
         self.grid, self.cfg_text, self.node_of, self.num_clients = grid, cfg_text, dict(node_of), num_clients
         self.timeout, self.poll, self.faults = timeout, poll, dict(faults or {})
 
@@ -121,14 +137,21 @@ class FlowerExecutor:
             if nid is None:
                 unreachable[n] = "no node serves this client"
                 continue
-            ins = codec.train_instruction(self.cfg_text, plan.round, n, plan.q[n], idx, self.faults.get(n, ""),
-                                          plan.scales.get(n), plan.lr_scale)
-            msgs.append(Message(RecordDict({codec.GLOBAL: arrays, codec.TRAIN: ins}), dst_node_id=nid,
-                                message_type=MessageType.TRAIN))
+            ins = codec.train_instruction(
+                self.cfg_text, plan.round, n, plan.q[n], idx, self.faults.get(n, ""), plan.scales.get(n), plan.lr_scale
+            )
+            msgs.append(
+                Message(
+                    RecordDict({codec.GLOBAL: arrays, codec.TRAIN: ins}),
+                    dst_node_id=nid,
+                    message_type=MessageType.TRAIN,
+                )
+            )
         return msgs, unreachable
 
-    def results(self, plan: RoundPlan, replies: Iterable[Message],
-                unreachable: dict[int, str]) -> dict[int, ClientUpdate | str]:
+    def results(
+        self, plan: RoundPlan, replies: Iterable[Message], unreachable: dict[int, str]
+    ) -> dict[int, ClientUpdate | str]:
         """Every sampled client -> its upload, or why it failed."""
         client_of = {nid: n for n, nid in self.node_of.items()}
         results: dict[int, ClientUpdate | str] = dict(unreachable)

@@ -21,10 +21,18 @@ from fedsketch.runner import RunResult
 _RUN_LOCK = threading.Lock()  # one simulation at a time per process (the handoff is global)
 
 
-def run_flower(cfg: ExperimentConfig, fresh: bool = False, *, num_cpus: float = 1.0, num_gpus: float | None = None,
-               round_timeout: float = 3600.0, faults: dict[int, str] | None = None,
-               ray_init_args: dict[str, Any] | None = None, verbose: bool = False,
-               stats: dict[str, Any] | None = None) -> RunResult:
+def run_flower(
+    cfg: ExperimentConfig,
+    fresh: bool = False,
+    *,
+    num_cpus: float = 1.0,
+    num_gpus: float | None = None,
+    round_timeout: float = 3600.0,
+    faults: dict[int, str] | None = None,
+    ray_init_args: dict[str, Any] | None = None,
+    verbose: bool = False,
+    stats: dict[str, Any] | None = None,
+) -> RunResult:
     """Run (or resume) ``cfg`` on Flower's simulation engine; same run folder as the in-process backend.
 
     Parameters
@@ -56,15 +64,22 @@ def run_flower(cfg: ExperimentConfig, fresh: bool = False, *, num_cpus: float = 
 
             use_cuda = torch.cuda.is_available()
         num_gpus = 1.0 if use_cuda else 0.0
-    backend_config: dict[str, Any] = {"client_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus},
-                                      "init_args": {"logging_level": logging.WARNING, **(ray_init_args or {})}}
+    backend_config: dict[str, Any] = {
+        "client_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus},
+        "init_args": {"logging_level": logging.WARNING, **(ray_init_args or {})},
+    }
     opts = server_app.ServerOptions(cfg=cfg, fresh=fresh, round_timeout=round_timeout, faults=dict(faults or {}))
     with _RUN_LOCK:
         server_app.HANDOFF = opts
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         try:
-            run_simulation(server_app=server_app.app, client_app=client_app.app, num_supernodes=cfg.data.num_clients,
-                           backend_config=backend_config, verbose_logging=verbose)
+            run_simulation(
+                server_app=server_app.app,
+                client_app=client_app.app,
+                num_supernodes=cfg.data.num_clients,
+                backend_config=backend_config,
+                verbose_logging=verbose,
+            )
         finally:
             server_app.HANDOFF = None
     if opts.result is None:

@@ -72,14 +72,19 @@ def options_from_context(context: Context) -> ServerOptions:
         return HANDOFF
     rc = context.run_config
     if "config" not in rc or not str(rc["config"]):
-        raise ValueError("run config key 'config' (path of a fedsketch TOML config) is required, e.g. "
-                         "flwr run . <connection> --run-config \"config='/abs/path/exp.toml'\"")
+        raise ValueError(
+            "run config key 'config' (path of a fedsketch TOML config) is required, e.g. "
+            "flwr run . <connection> --run-config \"config='/abs/path/exp.toml'\""
+        )
     overrides = [s.strip() for s in str(rc.get("overrides", "")).split(";") if s.strip()]
     cfg = load_config(Path(str(rc["config"])), overrides)
-    return ServerOptions(cfg=cfg, fresh=bool(rc.get("fresh", False)),
-                         round_timeout=float(rc.get("round-timeout", 3600.0)),
-                         discovery_wait=float(rc.get("discovery-wait", 120.0)),
-                         poll_interval=float(rc.get("poll-interval", 0.25)))
+    return ServerOptions(
+        cfg=cfg,
+        fresh=bool(rc.get("fresh", False)),
+        round_timeout=float(rc.get("round-timeout", 3600.0)),
+        discovery_wait=float(rc.get("discovery-wait", 120.0)),
+        poll_interval=float(rc.get("poll-interval", 0.25)),
+    )
 
 
 def client_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -92,23 +97,49 @@ def client_config(cfg: ExperimentConfig) -> ExperimentConfig:
 def serve(grid: Grid, opts: ServerOptions) -> RunResult:
     """Run (or resume) the experiment of ``opts.cfg`` over ``grid``; write the run folder."""
     cfg = opts.cfg
-    nodes = FlowerExecutor(grid, codec.config_text(client_config(cfg)), {}, cfg.data.num_clients,
-                           opts.round_timeout, opts.poll_interval, opts.faults)
+    nodes = FlowerExecutor(
+        grid,
+        codec.config_text(client_config(cfg)),
+        {},
+        cfg.data.num_clients,
+        opts.round_timeout,
+        opts.poll_interval,
+        opts.faults,
+    )
     run = build_run(cfg, executor=nodes, fresh=opts.fresh)
     t0 = time.perf_counter()
     nodes.node_of = discover(grid, cfg.data.num_clients, wait=opts.discovery_wait, timeout=opts.round_timeout)
     opts.discovery_seconds = time.perf_counter() - t0
     q, k = run.alloc.q, run.alloc.k
-    log(INFO, "fedsketch: %d of %d clients have a node (discovery %.1f s); q in [%.3f, %.3f] (expected %.1f "
-        "sampled per round), k in [%d, %d] of r=%d", len(nodes.node_of), cfg.data.num_clients, opts.discovery_seconds,
-        q.min(), q.max(), q.sum(), k.min(), k.max(), run.r)
+    log(
+        INFO,
+        "fedsketch: %d of %d clients have a node (discovery %.1f s); q in [%.3f, %.3f] (expected %.1f "
+        "sampled per round), k in [%d, %d] of r=%d",
+        len(nodes.node_of),
+        cfg.data.num_clients,
+        opts.discovery_seconds,
+        q.min(),
+        q.max(),
+        q.sum(),
+        k.min(),
+        k.max(),
+        run.r,
+    )
     w0 = [time.perf_counter()]
 
     def on_round(run: Run, rec: RoundRecord) -> None:
         opts.round_wall_seconds.append(time.perf_counter() - w0[0])
         acc = f", accuracy {100 * rec.accuracy:.1f}%" if rec.accuracy is not None else ""
-        log(INFO, "fedsketch round %d/%d: %d sampled, %d failed, sim %.1f s%s", rec.round, run.schedule.rounds,
-            len(rec.sampled), len(rec.failed), rec.sim_seconds, acc)
+        log(
+            INFO,
+            "fedsketch round %d/%d: %d sampled, %d failed, sim %.1f s%s",
+            rec.round,
+            run.schedule.rounds,
+            len(rec.sampled),
+            len(rec.failed),
+            rec.sim_seconds,
+            acc,
+        )
         for f in rec.failed:
             log(INFO, "  client %s failed: %s", f["client"], f["reason"])
         w0[0] = time.perf_counter()

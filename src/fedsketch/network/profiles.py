@@ -131,8 +131,10 @@ def load_profiles_csv(path: str | Path, num_clients: int) -> ClientProfiles:
         raise ProfileError(f"network.profile_csv: cannot read {path}: {e}") from None
     need = {"client", "tau_cp", "tau_cm"}
     if not rows or not need <= set(rows[0]):
-        raise ProfileError(f"{path}: header must contain columns {', '.join(sorted(need))} (optional tau_0), "
-                           "and at least one row must follow it")
+        raise ProfileError(
+            f"{path}: header must contain columns {', '.join(sorted(need))} (optional tau_0), "
+            "and at least one row must follow it"
+        )
     by_client: dict[int, tuple[int, float, float, float]] = {}
     for line, row in enumerate(rows, start=2):
         try:
@@ -150,27 +152,35 @@ def load_profiles_csv(path: str | Path, num_clients: int) -> ClientProfiles:
             except (TypeError, ValueError):
                 raise ProfileError(f"{path}, line {line} (client {cid}): {col} must be a number, got {raw!r}") from None
             if not np.isfinite(v):
-                raise ProfileError(f"{path}, line {line} (client {cid}): {col} = {raw!r} is not finite; "
-                                   "times must be finite numbers")
+                raise ProfileError(
+                    f"{path}, line {line} (client {cid}): {col} = {raw!r} is not finite; times must be finite numbers"
+                )
             vals.append(v)
         tau_cp, tau_cm, tau_0 = vals
         for col, v in (("tau_cp", tau_cp), ("tau_cm", tau_cm)):
             if not v > 0:
                 raise ProfileError(f"{path}, line {line} (client {cid}): {col} = {v!r} must be > 0")
         if not 0 <= tau_0 <= tau_cp:
-            raise ProfileError(f"{path}, line {line} (client {cid}): tau_0 = {tau_0!r} must lie in [0, tau_cp={tau_cp!r}]")
+            raise ProfileError(
+                f"{path}, line {line} (client {cid}): tau_0 = {tau_0!r} must lie in [0, tau_cp={tau_cp!r}]"
+            )
         if not 0 <= cid < num_clients:
-            raise ProfileError(f"{path}, line {line}: client {cid} is not one of the data.num_clients={num_clients} "
-                               f"clients 0..{num_clients - 1}")
+            raise ProfileError(
+                f"{path}, line {line}: client {cid} is not one of the data.num_clients={num_clients} "
+                f"clients 0..{num_clients - 1}"
+            )
         if cid in by_client:
-            raise ProfileError(f"{path}, line {line}: client {cid} appears twice (first on line {by_client[cid][0]}); "
-                               "give each client exactly one row")
+            raise ProfileError(
+                f"{path}, line {line}: client {cid} appears twice (first on line {by_client[cid][0]}); "
+                "give each client exactly one row"
+            )
         by_client[cid] = (line, tau_cp, tau_cm, tau_0)
     missing = sorted(set(range(num_clients)) - set(by_client))
     if missing:
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise ProfileError(f"{path}: no row for client(s) {missing[:10]}{more} (need one row for each of clients "
-                           f"0..{num_clients - 1})")
+        raise ProfileError(
+            f"{path}: no row for client(s) {missing[:10]}{more} (need one row for each of clients 0..{num_clients - 1})"
+        )
     order = [by_client[c] for c in range(num_clients)]
     return ClientProfiles(
         tau_cp=np.array([r[1] for r in order]),
@@ -204,8 +214,9 @@ def full_rank_payload_mbit(net: NetworkConfig, num_values: int | None) -> float 
     return float(num_values) * net.upload_bits / _BITS_PER_MBIT
 
 
-def profiles_from_network(net: NetworkConfig, num_clients: int, rng: np.random.Generator, local_steps: int,
-                          payload_mbit: float | None = None) -> ClientProfiles:
+def profiles_from_network(
+    net: NetworkConfig, num_clients: int, rng: np.random.Generator, local_steps: int, payload_mbit: float | None = None
+) -> ClientProfiles:
     """Client profiles described by the ``[network]`` settings ``net`` (explicit lists, CSV, or a seeded
     lognormal draw).
 
@@ -233,16 +244,19 @@ def profiles_from_network(net: NetworkConfig, num_clients: int, rng: np.random.G
     n = int(num_clients)
     if net.profile == "explicit":
         tau_cp = np.asarray(net.tau_cp, dtype=float)
-        return ClientProfiles(tau_cp=tau_cp, tau_cm=np.asarray(net.tau_cm, dtype=float),
-                              tau_0=net.base_fraction * tau_cp)
+        return ClientProfiles(
+            tau_cp=tau_cp, tau_cm=np.asarray(net.tau_cm, dtype=float), tau_0=net.base_fraction * tau_cp
+        )
     if net.profile == "csv":
         return load_profiles_csv(net.profile_csv, n)
     if payload_mbit is None:
         payload_mbit = full_rank_payload_mbit(net, None)
     if payload_mbit is None:
-        raise ValueError("network.payload_mbit = 0 means 'the full-rank LoRA upload size of model.name', which was "
-                         "not given here: pass payload_mbit (fedsketch.runner.build.config_payload_mbit(cfg)) "
-                         "or set network.payload_mbit > 0")
+        raise ValueError(
+            "network.payload_mbit = 0 means 'the full-rank LoRA upload size of model.name', which was "
+            "not given here: pass payload_mbit (fedsketch.runner.build.config_payload_mbit(cfg)) "
+            "or set network.payload_mbit > 0"
+        )
     if not payload_mbit > 0:
         raise ValueError(f"payload_mbit must be > 0, got {payload_mbit!r}")
     return draw_profiles(

@@ -71,11 +71,14 @@ def _check_inputs(q, t_cp, t_cm, W) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     if q.ndim == 0:
         q = np.full(t_cp.shape, float(q))
     if not (q.shape == t_cp.shape == t_cm.shape):
-        raise ValueError(f"q, t_cp and t_cm must have one entry per client; got shapes {q.shape}, {t_cp.shape}, {t_cm.shape}")
+        raise ValueError(
+            f"q, t_cp and t_cm must have one entry per client; got shapes {q.shape}, {t_cp.shape}, {t_cm.shape}"
+        )
     return check_q(q, allow_zero=True, where="sampling probability: "), t_cp, t_cm, float(W)
 
 
 # --------------------------------------------------------------------------- eq. 15 and its gradient
+
 
 def expected_max_compute(q: np.ndarray, t_cp: np.ndarray) -> float:
     """``E[t_max^cp]``, the expected largest compute time among participants (eq. 15).
@@ -180,10 +183,10 @@ def _forward_emax(qs: np.ndarray, ts: np.ndarray, L: np.ndarray | None = None) -
         prev, i = float(ts[i]), i + 1
         S[i] = prev
     while i < n - 1:  # q < 1 on [i, n-1): at most -_LOG_FLOOR / _LOG_SPAN + 1 passes
-        cl = np.cumsum(np.log1p(-qs[i:n - 1]))
+        cl = np.cumsum(np.log1p(-qs[i : n - 1]))
         e = i + max(1, int(np.searchsorted(-cl, _LOG_SPAN, side="right")))
         c = cl[: e - i]
-        S[i + 1:e + 1] = np.exp(c) * (prev + np.cumsum(qs[i:e] * ts[i:e] * np.exp(-c)))
+        S[i + 1 : e + 1] = np.exp(c) * (prev + np.cumsum(qs[i:e] * ts[i:e] * np.exp(-c)))
         prev = float(S[e])
         i = e
     return S
@@ -197,12 +200,12 @@ def _prefix_emax(qs: np.ndarray, ts: np.ndarray) -> float:
     w = min(n, 4096)
     while True:
         with np.errstate(divide="ignore"):
-            la = np.log1p(-qs[n - w + 1:][::-1])  # log a_j for j = n-1 down to n-w+1
+            la = np.log1p(-qs[n - w + 1 :][::-1])  # log a_j for j = n-1 down to n-w+1
         lw = np.zeros(w)
         lw[1:] = np.cumsum(la)  # log prod_{n-1-i < j} a_j for i = 0..w-1 (from the top)
         if w == n or lw[-1] < _LOG_FLOOR:
             keep = lw >= _LOG_FLOOR
-            qq, tt = qs[n - w:][::-1], ts[n - w:][::-1]
+            qq, tt = qs[n - w :][::-1], ts[n - w :][::-1]
             return float(np.sum(qq[keep] * tt[keep] * np.exp(lw[keep])))
         w = min(n, 4 * w)
 
@@ -228,6 +231,7 @@ def theorem2_bound(q, t_cp, t_cm, W) -> float:
 
 
 # --------------------------------------------------------------------------- eq. 11
+
 
 def expected_bandwidth_time(q, t_cp, t_cm, W) -> float:
     """Root of the expected-bandwidth equation (eq. 11).

@@ -50,9 +50,16 @@ def resolve_theta(pl: PlannerConfig) -> Theta:
     )
 
 
-def build_problem(pl: PlannerConfig, profiles: ClientProfiles, p: np.ndarray, r: int, bandwidth_mbps: float,
-                  compute_model: str, theta: Theta | None = None,
-                  pilots: Sequence[PilotObservation] | None = None) -> PlanProblem:
+def build_problem(
+    pl: PlannerConfig,
+    profiles: ClientProfiles,
+    p: np.ndarray,
+    r: int,
+    bandwidth_mbps: float,
+    compute_model: str,
+    theta: Theta | None = None,
+    pilots: Sequence[PilotObservation] | None = None,
+) -> PlanProblem:
     """The P2 instance (eq. 21) of these clients under the ``[planner]`` settings ``pl``.
 
     Parameters
@@ -75,15 +82,25 @@ def build_problem(pl: PlannerConfig, profiles: ClientProfiles, p: np.ndarray, r:
         recorded in ``planner.theta_file``.
     """
     q_floor, k_min = pilot_region(pl, r, p, pilots)
-    return PlanProblem(profiles, np.asarray(p, dtype=float), int(r), float(bandwidth_mbps),
-                       theta if theta is not None else resolve_theta(pl), compute_model=compute_model,
-                       feasibility=pl.feasibility, margin=pl.margin, q_floor=q_floor,
-                       k_min=k_min, stability=pl.stability,
-                       max_step_factor=float(pl.max_step_factor))
+    return PlanProblem(
+        profiles,
+        np.asarray(p, dtype=float),
+        int(r),
+        float(bandwidth_mbps),
+        theta if theta is not None else resolve_theta(pl),
+        compute_model=compute_model,
+        feasibility=pl.feasibility,
+        margin=pl.margin,
+        q_floor=q_floor,
+        k_min=k_min,
+        stability=pl.stability,
+        max_step_factor=float(pl.max_step_factor),
+    )
 
 
-def pilot_region(pl: PlannerConfig, r: int, p: np.ndarray | None = None,
-                 pilots: Sequence[PilotObservation] | None = None) -> tuple[float, int]:
+def pilot_region(
+    pl: PlannerConfig, r: int, p: np.ndarray | None = None, pilots: Sequence[PilotObservation] | None = None
+) -> tuple[float, int]:
     """``(q_floor, k_min)`` of the plan: the config's, or raised so that plans stay in the pilots' region.
 
     PAPER.md §8.4: the fitted bound is not trusted outside the region the pilots measured. Unless
@@ -107,8 +124,15 @@ def pilot_region(pl: PlannerConfig, r: int, p: np.ndarray | None = None,
     if not pilots:
         return q_floor, k_min
     if p is not None:
-        qf, km, _ = plan_region(pilots, p, r, stability=pl.stability, max_step_factor=float(pl.max_step_factor),
-                                q_floor=q_floor, k_min=k_min)
+        qf, km, _ = plan_region(
+            pilots,
+            p,
+            r,
+            stability=pl.stability,
+            max_step_factor=float(pl.max_step_factor),
+            q_floor=q_floor,
+            k_min=k_min,
+        )
         return qf, km
     homo = [o for o in pilots if o.X is None]  # homogeneous pilots define the box
     if not homo:
@@ -119,13 +143,22 @@ def pilot_region(pl: PlannerConfig, r: int, p: np.ndarray | None = None,
 def plan_problem(prob: PlanProblem, pl: PlannerConfig, rng: np.random.Generator) -> tuple[Plan, list[Baseline]]:
     """Solve ``prob`` with the ``[planner]`` settings ``pl`` (Algorithm 2 lines 5–22); the randomised
     rank baselines draw from ``rng`` (the run's :data:`BASELINE_STREAM`)."""
-    return make_plan(prob, rng, fixed_q=pl.baseline_q, k_starts=tuple(float(f) for f in pl.k_starts),
-                     k_moves=pl.k_moves, q_solver=pl.q_solver, max_outer=pl.max_outer, rtol=pl.rtol,
-                     multistart_max_n=int(pl.multistart_max_n))
+    return make_plan(
+        prob,
+        rng,
+        fixed_q=pl.baseline_q,
+        k_starts=tuple(float(f) for f in pl.k_starts),
+        k_moves=pl.k_moves,
+        q_solver=pl.q_solver,
+        max_outer=pl.max_outer,
+        rtol=pl.rtol,
+        multistart_max_n=int(pl.multistart_max_n),
+    )
 
 
-def sampled_round_time(prob: PlanProblem, q: np.ndarray, k: np.ndarray,
-                       rng: np.random.Generator) -> RoundTimeEstimate | None:
+def sampled_round_time(
+    prob: PlanProblem, q: np.ndarray, k: np.ndarray, rng: np.random.Generator
+) -> RoundTimeEstimate | None:
     """``E[T]`` at ``(q, k)`` from eq. 10 itself: exact over all masks for N <= 12, else the mean over
     sampled participation masks (at most 4,000, within :data:`SAMPLED_ROUND_TIME_BUDGET`), with its
     standard error; ``None`` when even 100 masks exceed the budget (N > 100,000).
@@ -138,8 +171,7 @@ def sampled_round_time(prob: PlanProblem, q: np.ndarray, k: np.ndarray,
     samples = min(DEFAULT_MC_SAMPLES, SAMPLED_ROUND_TIME_BUDGET // max(prob.N, 1))
     if prob.N > ENUMERATE_MAX_CLIENTS and samples < 100:
         return None
-    return expected_round_time(np.asarray(q, dtype=float), t_cp, t_cm, prob.W, method="auto", rng=rng,
-                               samples=samples)
+    return expected_round_time(np.asarray(q, dtype=float), t_cp, t_cm, prob.W, method="auto", rng=rng, samples=samples)
 
 
 def plan_json(plan: Plan, bls: list[Baseline], prob: PlanProblem, include_vectors: bool = True) -> dict:

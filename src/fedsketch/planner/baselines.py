@@ -105,12 +105,22 @@ def score(prob: PlanProblem, name: str, family: str, q: np.ndarray, k: np.ndarra
     k = np.asarray(k, dtype=np.int64)
     rounds = prob.rounds(q, k)
     rt = prob.round_time(q, k)
-    return Baseline(name, family, q, k, rounds, rt, rounds * rt if np.isfinite(rounds) else np.inf,
-                    not prob.violations(q, k), prob.violations(q, k))
+    return Baseline(
+        name,
+        family,
+        q,
+        k,
+        rounds,
+        rt,
+        rounds * rt if np.isfinite(rounds) else np.inf,
+        not prob.violations(q, k),
+        prob.violations(q, k),
+    )
 
 
-def baseline_points(prob: PlanProblem, plan_q: np.ndarray, rng: np.random.Generator,
-                    fixed_q: float = DEFAULT_FIXED_Q) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+def baseline_points(
+    prob: PlanProblem, plan_q: np.ndarray, rng: np.random.Generator, fixed_q: float = DEFAULT_FIXED_Q
+) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """``(name, family, q, k)`` of every baseline; ``plan_q`` fixes the expected participation."""
     n, r = prob.N, prob.r
     full_k = np.full(n, r, dtype=np.int64)
@@ -127,7 +137,8 @@ def baseline_points(prob: PlanProblem, plan_q: np.ndarray, rng: np.random.Genera
     ]
 
 
-def baselines(prob: PlanProblem, plan_q: np.ndarray, rng: np.random.Generator,
-              fixed_q: float = DEFAULT_FIXED_Q) -> list[Baseline]:
+def baselines(
+    prob: PlanProblem, plan_q: np.ndarray, rng: np.random.Generator, fixed_q: float = DEFAULT_FIXED_Q
+) -> list[Baseline]:
     """Score every baseline (see module docstring) with the plan's model."""
     return [score(prob, name, fam, q, k) for name, fam, q, k in baseline_points(prob, plan_q, rng, fixed_q)]

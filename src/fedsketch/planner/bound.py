@@ -35,8 +35,8 @@ Every check that fails raises ``ValueError`` naming the client and the constrain
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -51,7 +51,7 @@ STABILITY = ("constrain", "scale_lr", "none")
 DEFAULT_MAX_STEP_FACTOR = 1.3
 
 
-def rounds_model(theta: "Theta", V: float | np.ndarray, s: float | np.ndarray = 1.0) -> float | np.ndarray:
+def rounds_model(theta: Theta, V: float | np.ndarray, s: float | np.ndarray = 1.0) -> float | np.ndarray:
     """Predicted rounds ``R = (theta4 / s) / (theta1 - s V)`` with ``V = theta2 X + theta3 Y = sum_n c_n / q_n``.
 
     ``s = 1`` is eq. 21's ``theta4 / D``; ``s < 1`` is §8.2 (a learning rate ``eta0 * s``: theta4
@@ -62,7 +62,6 @@ def rounds_model(theta: "Theta", V: float | np.ndarray, s: float | np.ndarray = 
     with np.errstate(divide="ignore", invalid="ignore"):
         R = np.where(denom > 0, theta.theta4 / (s * np.where(denom > 0, denom, 1.0)), np.inf)
     return float(R) if R.ndim == 0 else R
-
 
 
 def step_size_factor(p: Sequence[float], q: Sequence[float], kappa: Sequence[float]) -> tuple[float, float, float]:
@@ -80,6 +79,7 @@ def step_size_factor(p: Sequence[float], q: Sequence[float], kappa: Sequence[flo
     check_q(q)
     omega = float(np.sum(p * (1 - p) + p**2 / q))
     return omega * float(kappa.max()), omega, float(kappa.max())
+
 
 @dataclass(frozen=True)
 class Theta:
@@ -194,8 +194,10 @@ class PlanProblem:
         if self.stability not in STABILITY:
             raise ValueError(f"planner.stability must be one of {STABILITY}, got {self.stability!r}")
         if not (np.isfinite(self.max_step_factor) and self.max_step_factor >= 1.0):
-            raise ValueError(f"planner.max_step_factor must be a number >= 1 (kappa_max * Omega >= 1 for every plan, "
-                             f"PAPER.md §8.1), got {self.max_step_factor!r}")
+            raise ValueError(
+                f"planner.max_step_factor must be a number >= 1 (kappa_max * Omega >= 1 for every plan, "
+                f"PAPER.md §8.1), got {self.max_step_factor!r}"
+            )
         if not (0 <= self.q_floor <= 1):
             raise ValueError(f"q_floor must lie in [0, 1], got {self.q_floor!r}")
         # the best reachable D is at q = 1, k = r; if even that is <= 0 the target is never reachable
@@ -296,8 +298,15 @@ class PlanProblem:
             binding = bool(s < 1.0)
         else:
             binding = False
-        return {"stability": self.stability, "step_factor": phi, "max_step_factor": self.max_step_factor,
-                "lr_scale": s, "binding": binding, "omega": self.omega(q), "kappa_max": self.kappa_max(k)}
+        return {
+            "stability": self.stability,
+            "step_factor": phi,
+            "max_step_factor": self.max_step_factor,
+            "lr_scale": s,
+            "binding": binding,
+            "omega": self.omega(q),
+            "kappa_max": self.kappa_max(k),
+        }
 
     def round_time(self, q: np.ndarray, k: np.ndarray) -> float:
         """Theorem 2 bound ``T_hat(q,k) = E[t_max^cp] + sum_n q_n t_n^cm / W`` (eqs. 20, 24)."""
@@ -363,7 +372,9 @@ class PlanProblem:
         except ValueError as e:
             return [str(e)]
         for n in np.flatnonzero(k < self.k_min)[:10]:
-            out.append(f"client {int(n)}: k_n={int(k[n])} < planner.k_min={self.k_min} (the rank floor: the pilots' region)")
+            out.append(
+                f"client {int(n)}: k_n={int(k[n])} < planner.k_min={self.k_min} (the rank floor: the pilots' region)"
+            )
         lb = self.q_lower(k)
         bad = np.flatnonzero(q < lb * (1 - rtol))
         for n in bad[:10]:
@@ -375,8 +386,10 @@ class PlanProblem:
         if self.stability == "constrain":
             phi = self.step_factor(q, k)
             if phi > self.max_step_factor * (1 + rtol):
-                out.append(f"step factor kappa_max * Omega = {phi:.6g} > planner.max_step_factor = {self.max_step_factor:g} "
-                           "(stability = 'constrain', PAPER.md §8.1)")
+                out.append(
+                    f"step factor kappa_max * Omega = {phi:.6g} > planner.max_step_factor = {self.max_step_factor:g} "
+                    "(stability = 'constrain', PAPER.md §8.1)"
+                )
         if self.stability != "none" and not np.isfinite(self.rounds(q, k)):
             out.append("the target is not reached at this (q, k): theta1 - s (theta2 X + theta3 Y) <= 0")
         return out

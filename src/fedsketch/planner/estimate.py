@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -117,17 +117,31 @@ class ThetaEstimate:
             "singular_values": [float(x) for x in self.singular_values],
             "rcond": float(self.rcond),
             "residual": float(self.residual),
-            "pilots": [{"q": o.q, "k": o.k, "rounds": o.rounds,
-                        **({"replicates": list(o.replicates)} if o.replicates else {}),
-                        **({"X": o.X, "Y": o.Y} if o.X is not None else {})} for o in self.observations],
-            **({"pinned_to_zero": list(self.pinned),
-                "unconstrained_theta": [float(x) for x in self.unconstrained],
-                "unconstrained_residual": float(self.unconstrained_residual)} if self.pinned else {}),
+            "pilots": [
+                {
+                    "q": o.q,
+                    "k": o.k,
+                    "rounds": o.rounds,
+                    **({"replicates": list(o.replicates)} if o.replicates else {}),
+                    **({"X": o.X, "Y": o.Y} if o.X is not None else {}),
+                }
+                for o in self.observations
+            ],
+            **(
+                {
+                    "pinned_to_zero": list(self.pinned),
+                    "unconstrained_theta": [float(x) for x in self.unconstrained],
+                    "unconstrained_residual": float(self.unconstrained_residual),
+                }
+                if self.pinned
+                else {}
+            ),
         }
 
 
-def run_pilots(run_pilot: Callable[[float, int], float | None],
-               configs: Sequence[tuple[float, int]]) -> list[PilotObservation]:
+def run_pilots(
+    run_pilot: Callable[[float, int], float | None], configs: Sequence[tuple[float, int]]
+) -> list[PilotObservation]:
     """Call the injected engine once per configuration (Algorithm 2 line 1).
 
     ``run_pilot(q, k)`` returns the rounds needed to reach the estimation loss, or ``None`` /
@@ -193,9 +207,14 @@ def _constrained_fit(A: np.ndarray, tiny: float) -> tuple[np.ndarray, list[str]]
     return None if best is None else (best[1], best[2])
 
 
-def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
-                   rcond: float = DEFAULT_RCOND, sign_tol: float = DEFAULT_SIGN_TOL,
-                   signs: str = "check") -> ThetaEstimate:
+def estimate_theta(
+    obs: Sequence[PilotObservation],
+    p: np.ndarray,
+    r: int,
+    rcond: float = DEFAULT_RCOND,
+    sign_tol: float = DEFAULT_SIGN_TOL,
+    signs: str = "check",
+) -> ThetaEstimate:
     """SVD estimate of theta from pilot observations (eqs. 22–23), with identifiability and sign checks.
 
     Parameters
@@ -244,22 +263,38 @@ def estimate_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
     if signs == "constrain" and theta[0] > 0 and (theta[1] < 0 or theta[2] < 0):
         fit = _constrained_fit(A, tiny)
         if fit is None:
-            problems.append("no sign-valid fit with theta2 or theta3 pinned to 0: the pilots show no effect of "
-                            "q or k on the rounds needed; spread the pilot configurations or add seeds")
+            problems.append(
+                "no sign-valid fit with theta2 or theta3 pinned to 0: the pilots show no effect of "
+                "q or k on the rounds needed; spread the pilot configurations or add seeds"
+            )
         else:
             theta, pinned = fit
     names = ("theta1", "theta2", "theta3")
     if theta[0] <= 0:
-        problems.append(f"sign violation: theta1 = {theta[0]:.4g} <= 0 (target unreachable under the fitted model); "
-                        "rerun the pilots with more widely spread configurations or a looser pilot_loss")
+        problems.append(
+            f"sign violation: theta1 = {theta[0]:.4g} <= 0 (target unreachable under the fitted model); "
+            "rerun the pilots with more widely spread configurations or a looser pilot_loss"
+        )
     for i in (1, 2):
         if theta[i] < 0:
-            problems.append(f"sign violation: {names[i]} = {theta[i]:.4g} < 0; rerun the pilots with more widely "
-                            "spread configurations (spec §2.8)")
+            problems.append(
+                f"sign violation: {names[i]} = {theta[i]:.4g} < 0; rerun the pilots with more widely "
+                "spread configurations (spec §2.8)"
+            )
     if pinned:  # misfit of the constrained fit on the same column-scaled system
         residual = _scaled_misfit(A, theta) / float(s[0])
-    return ThetaEstimate(theta, s, ratio, residual, not problems, problems, list(obs),
-                         pinned, free if pinned else None, free_res if pinned else None)
+    return ThetaEstimate(
+        theta,
+        s,
+        ratio,
+        residual,
+        not problems,
+        problems,
+        list(obs),
+        pinned,
+        free if pinned else None,
+        free_res if pinned else None,
+    )
 
 
 def load_pilots(path: str | Path) -> list[PilotObservation]:
@@ -303,8 +338,10 @@ def load_theta_file(path: str | Path) -> Theta:
     """
     path = Path(path)
     if not path.is_file():
-        raise EstimationError(f"planner.theta_file: file not found: {path} (`fedsketch estimate CONFIG --out {path}` "
-                              f"writes it from pilot runs)")
+        raise EstimationError(
+            f"planner.theta_file: file not found: {path} (`fedsketch estimate CONFIG --out {path}` "
+            f"writes it from pilot runs)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -312,8 +349,10 @@ def load_theta_file(path: str | Path) -> Theta:
     except json.JSONDecodeError as e:
         raise EstimationError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
-        raise EstimationError(f"{path}: expected a JSON object with a 'theta' list (as `fedsketch estimate` "
-                              f"writes), got {type(data).__name__} {data!r:.60}")
+        raise EstimationError(
+            f"{path}: expected a JSON object with a 'theta' list (as `fedsketch estimate` "
+            f"writes), got {type(data).__name__} {data!r:.60}"
+        )
     if "theta" not in data:
         raise EstimationError(f"{path}: no 'theta' key")
     if not data.get("ok", True):
@@ -321,8 +360,11 @@ def load_theta_file(path: str | Path) -> Theta:
         why = "; ".join(map(str, problems)) if isinstance(problems, list) else str(problems)
         raise EstimationError(f"{path}: the estimate was flagged: {why}")
     vals = data["theta"]
-    if not (isinstance(vals, list) and len(vals) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals)):
+    if not (
+        isinstance(vals, list)
+        and len(vals) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals)
+    ):
         raise EstimationError(f"{path}: 'theta' must be a list of 4 finite numbers, got {vals!r}")
     try:
         return Theta.from_sequence(vals)

@@ -84,8 +84,9 @@ class _Survival:
         i = np.searchsorted(self.B, xs, side="right") - 1  # B_i <= x
         return self.IV[i] + self.V[i] * (xs - self.B[i])
 
-    def integrals(self, x: np.ndarray, key_order: np.ndarray | None = None,
-                  with_h: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def integrals(
+        self, x: np.ndarray, key_order: np.ndarray | None = None, with_h: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """``int_0^x G`` and ``int_0^x H`` for arbitrary ``x`` (one sorted search), (len(x),) each.
 
         ``key_order`` (optional) is an argsort of ``x`` known in advance (saves the sort).
@@ -97,8 +98,9 @@ class _Survival:
         return self.IV[i] + self.V[i] * dx, (self.IH[i] + self.H[i] * dx) if with_h else None
 
 
-def move_gains(prob: PlanProblem, q: np.ndarray, k: np.ndarray, step: int,
-               _pre: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def move_gains(
+    prob: PlanProblem, q: np.ndarray, k: np.ndarray, step: int, _pre: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``J`` after moving each client alone from ``k_n`` to ``k_n + step``.
 
     Parameters
@@ -165,9 +167,24 @@ def _precompute(prob: PlanProblem, q: np.ndarray, k: np.ndarray) -> dict:
     omega = prob.omega(q)
     k_req = int(np.ceil(prob.r * omega / prob.max_step_factor - 1e-9)) if prob.stability == "constrain" else 1
     ks = np.unique(k)
-    return {"t_cp": t_cp, "t_cm": t_cm, "c": c, "D": D, "surv": surv, "iG": iG, "iH": iH, "one": q >= 1.0,
-            "E": e, "comm": comm, "J": J, "omega": omega, "k_req": k_req, "kmin": int(ks[0]),
-            "kmin2": int(ks[1]) if ks.size > 1 else prob.r + 1, "kmin_count": int(np.sum(k == ks[0]))}
+    return {
+        "t_cp": t_cp,
+        "t_cm": t_cm,
+        "c": c,
+        "D": D,
+        "surv": surv,
+        "iG": iG,
+        "iH": iH,
+        "one": q >= 1.0,
+        "E": e,
+        "comm": comm,
+        "J": J,
+        "omega": omega,
+        "k_req": k_req,
+        "kmin": int(ks[0]),
+        "kmin2": int(ks[1]) if ks.size > 1 else prob.r + 1,
+        "kmin_count": int(np.sum(k == ks[0])),
+    }
 
 
 def k_step(
@@ -225,8 +242,11 @@ def k_step(
             trial = k.copy()
             trial[cand[:size]] = best_k[cand[:size]]
             pre_t = _precompute(prob, q, trial)  # exact J of the block, reused by the next sweep
-            feasible = (np.all(q >= prob.q_lower(trial) * (1 - 1e-12)) and pre_t["D"] >= prob.delta
-                        and int(trial.min()) >= pre_t["k_req"])
+            feasible = (
+                np.all(q >= prob.q_lower(trial) * (1 - 1e-12))
+                and pre_t["D"] >= prob.delta
+                and int(trial.min()) >= pre_t["k_req"]
+            )
             if feasible and pre_t["J"] < J * (1 - rtol):
                 k, J, pre, accepted = trial, pre_t["J"], pre_t, True
                 n_moves += size

@@ -16,9 +16,21 @@ def dot_1d(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum("i,i->", a, b))
 
 
-def projected_lbfgs(fun, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, memory: int = 10, maxiter: int = 1000,
-                    ftol: float = 1e-14, gtol: float = 1e-10, armijo: float = 1e-4, backtrack: float = 0.5,
-                    max_backtracks: int = 60, precond=None) -> tuple[np.ndarray, float, int, int, str]:
+def projected_lbfgs(
+    fun,
+    x0: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    *,
+    memory: int = 10,
+    maxiter: int = 1000,
+    ftol: float = 1e-14,
+    gtol: float = 1e-10,
+    armijo: float = 1e-4,
+    backtrack: float = 0.5,
+    max_backtracks: int = 60,
+    precond=None,
+) -> tuple[np.ndarray, float, int, int, str]:
     """Projected L-BFGS for ``min f(x)`` s.t. ``lo <= x <= hi`` (all arrays of shape (N,)).
 
     Each iteration fixes the variables at a bound whose gradient pushes outwards, builds the
@@ -53,7 +65,8 @@ def projected_lbfgs(fun, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, memo
             sf, yf = s * free, y * free
             sy = dot_1d(sf, yf)
             if sy <= 0:
-                alphas.append((0.0, 0.0, sf, yf)); continue
+                alphas.append((0.0, 0.0, sf, yf))
+                continue
             a = dot_1d(sf, d) / sy
             d -= a * yf
             alphas.append((a, sy, sf, yf))
@@ -71,7 +84,8 @@ def projected_lbfgs(fun, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, memo
                 b = dot_1d(yf, d) / sy
                 d += (a - b) * sf
         if dot_1d(g, d) >= 0:  # not a descent direction: reset the memory
-            S.clear(); Y.clear()
+            S.clear()
+            Y.clear()
             d = -g * free
             if precond is not None:
                 d /= precond(x)
@@ -80,7 +94,8 @@ def projected_lbfgs(fun, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, memo
         t = 1.0
         for _ in range(max_backtracks):
             xn = np.clip(x + t * d, lo, hi)
-            fn, gn = fun(xn); nfev += 1
+            fn, gn = fun(xn)
+            nfev += 1
             if np.isfinite(fn) and fn <= f + armijo * dot_1d(g, xn - x):
                 break
             t *= backtrack
@@ -90,9 +105,11 @@ def projected_lbfgs(fun, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, memo
         s, y = xn - x, gn - g
         sy = dot_1d(s, y)
         if sy > 1e-12 * math.sqrt(dot_1d(s, s) * dot_1d(y, y)):
-            S.append(s); Y.append(y)
+            S.append(s)
+            Y.append(y)
             if len(S) > memory:
-                S.pop(0); Y.pop(0)
+                S.pop(0)
+                Y.pop(0)
         done = (f - fn) <= ftol * max(abs(f), abs(fn), 1.0)
         x, f, g = xn, fn, gn
         if done:

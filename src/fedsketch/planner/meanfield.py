@@ -29,9 +29,16 @@ from fedsketch.planner.bound import PlanProblem
 from fedsketch.planner.kstep import _Survival
 
 
-def best_response_start(prob: PlanProblem, *, iterations: int = 30, rtol: float = 1e-4,
-                        q0: np.ndarray | None = None, k0: np.ndarray | None = None, window: int = 2,
-                        k_floor: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def best_response_start(
+    prob: PlanProblem,
+    *,
+    iterations: int = 30,
+    rtol: float = 1e-4,
+    q0: np.ndarray | None = None,
+    k0: np.ndarray | None = None,
+    window: int = 2,
+    k_floor: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Damped best-response iteration on the prices ``(1/T, 1/D)`` (module docstring).
 
     Parameters
@@ -98,8 +105,7 @@ def best_response_start(prob: PlanProblem, *, iterations: int = 30, rtol: float 
         k_s = k[o]
         new_k, new_q = k_s.copy(), q[o]
         # all ranks while the prices move a lot; later only a window around each client's rank
-        levels = levels_all if full else np.arange(max(k_lo, int(k.min()) - window),
-                                                   min(r, int(k.max()) + window) + 1)
+        levels = levels_all if full else np.arange(max(k_lo, int(k.min()) - window), min(r, int(k.max()) + window) + 1)
         constrain = prob.stability == "constrain"
         stored = []  # per-rank (lev, A, c, lb, mask) for the dual search of the constrain form
 

@@ -11,7 +11,7 @@ keeps plans inside the region the pilots measured.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -42,8 +42,9 @@ def pilot_configs(pilot_q: Sequence[float], pilot_k_frac: Sequence[float], r: in
 COVER_MAX_Q_LO = 0.5
 
 
-def plan_extent(p: np.ndarray, r: int, *, stability: str, max_step_factor: float, q_floor: float,
-                k_min: int) -> tuple[float, float]:
+def plan_extent(
+    p: np.ndarray, r: int, *, stability: str, max_step_factor: float, q_floor: float, k_min: int
+) -> tuple[float, float]:
     """``(x_hi, kappa)`` of the wedge ``P <= X <= x_hi, X <= Y <= kappa X`` holding every allowed plan.
 
     ``q_n >= q_floor`` gives ``X <= P / q_floor``; ``k_n >= k_min`` gives ``Y <= (r / k_min) X``. Under
@@ -66,8 +67,9 @@ def _design_list(p, r, *, pilot_q, pilot_k_frac, **_) -> list[tuple[float, int]]
     return pilot_configs(pilot_q, pilot_k_frac, r)
 
 
-def _design_cover(p, r, *, stability, max_step_factor, q_floor, k_min, pilot_q,
-                  pilot_k_frac) -> list[tuple[float, int]]:
+def _design_cover(
+    p, r, *, stability, max_step_factor, q_floor, k_min, pilot_q, pilot_k_frac
+) -> list[tuple[float, int]]:
     """Four pilots at the corners of the region where plans land (see the module docstring).
 
     Under ``stability = "constrain"`` the region is :func:`plan_extent`'s wedge: every plan the solver
@@ -80,8 +82,9 @@ def _design_cover(p, r, *, stability, max_step_factor, q_floor, k_min, pilot_q,
     pw = normalise_weights(p)
     P = float(np.sum(pw**2))
     if stability == "constrain":
-        x_hi, kappa = plan_extent(pw, r, stability=stability, max_step_factor=max_step_factor,
-                                  q_floor=q_floor, k_min=k_min)
+        x_hi, kappa = plan_extent(
+            pw, r, stability=stability, max_step_factor=max_step_factor, q_floor=q_floor, k_min=k_min
+        )
         q_lo, k_lo = P / x_hi, int(round(r / kappa))
     else:
         lst = pilot_configs(pilot_q, pilot_k_frac, r)
@@ -95,21 +98,46 @@ def _design_cover(p, r, *, stability, max_step_factor, q_floor, k_min, pilot_q,
 PILOT_DESIGNS: dict[str, Callable[..., list[tuple[float, int]]]] = {"cover": _design_cover, "list": _design_list}
 
 
-def design_pilots(name: str, p: np.ndarray, r: int, *, stability: str = "constrain", max_step_factor: float = 1.3,
-                  q_floor: float = 0.01, k_min: int = 1, pilot_q: Sequence[float] = (1.0, 0.5, 1.0, 0.25),
-                  pilot_k_frac: Sequence[float] = (1.0, 1.0, 0.25, 0.5)) -> list[tuple[float, int]]:
+def design_pilots(
+    name: str,
+    p: np.ndarray,
+    r: int,
+    *,
+    stability: str = "constrain",
+    max_step_factor: float = 1.3,
+    q_floor: float = 0.01,
+    k_min: int = 1,
+    pilot_q: Sequence[float] = (1.0, 0.5, 1.0, 0.25),
+    pilot_k_frac: Sequence[float] = (1.0, 1.0, 0.25, 0.5),
+) -> list[tuple[float, int]]:
     """Pilot configurations ``(q^i, k^i)`` of the design ``name`` (``planner.pilot_design``, :data:`PILOT_DESIGNS`)."""
     if name not in PILOT_DESIGNS:
         raise EstimationError(f"planner.pilot_design = {name!r}: allowed values are {', '.join(PILOT_DESIGNS)}")
-    return PILOT_DESIGNS[name](p, r, stability=stability, max_step_factor=max_step_factor, q_floor=q_floor,
-                               k_min=k_min, pilot_q=list(pilot_q), pilot_k_frac=list(pilot_k_frac))
+    return PILOT_DESIGNS[name](
+        p,
+        r,
+        stability=stability,
+        max_step_factor=max_step_factor,
+        q_floor=q_floor,
+        k_min=k_min,
+        pilot_q=list(pilot_q),
+        pilot_k_frac=list(pilot_k_frac),
+    )
 
 
 def design_from_planner(pl, p: np.ndarray, r: int) -> list[tuple[float, int]]:
     """:func:`design_pilots` with the ``[planner]`` settings ``pl`` (``planner.pilot_design``) at rank ``r``."""
-    return design_pilots(pl.pilot_design, p, int(r), stability=pl.stability,
-                         max_step_factor=float(pl.max_step_factor), q_floor=float(pl.q_min_floor),
-                         k_min=int(pl.k_min), pilot_q=pl.pilot_q, pilot_k_frac=pl.pilot_k_frac)
+    return design_pilots(
+        pl.pilot_design,
+        p,
+        int(r),
+        stability=pl.stability,
+        max_step_factor=float(pl.max_step_factor),
+        q_floor=float(pl.q_min_floor),
+        k_min=int(pl.k_min),
+        pilot_q=pl.pilot_q,
+        pilot_k_frac=pl.pilot_k_frac,
+    )
 
 
 def observation_points(obs: Sequence[PilotObservation], p: np.ndarray, r: int) -> np.ndarray:
@@ -131,8 +159,16 @@ def in_hull(points: np.ndarray, hull_of: np.ndarray, rtol: float = 1e-9) -> np.n
     return np.all(np.asarray(points, float) / scale @ eq[:, :2].T + eq[:, 2] <= rtol, axis=1)
 
 
-def plan_region(obs: Sequence[PilotObservation], p: np.ndarray, r: int, *, stability: str, max_step_factor: float,
-                q_floor: float, k_min: int) -> tuple[float, int, bool]:
+def plan_region(
+    obs: Sequence[PilotObservation],
+    p: np.ndarray,
+    r: int,
+    *,
+    stability: str,
+    max_step_factor: float,
+    q_floor: float,
+    k_min: int,
+) -> tuple[float, int, bool]:
     """``(q_floor, k_min, covered)`` that keep plans inside the region the pilots ``obs`` measured (§8.4).
 
     ``covered``: the convex hull of the pilots' ``(X, Y)`` already contains :func:`plan_extent`'s wedge,
@@ -145,8 +181,7 @@ def plan_region(obs: Sequence[PilotObservation], p: np.ndarray, r: int, *, stabi
         return float(q_floor), k_min, False
     pw = normalise_weights(p)
     P = float(np.sum(pw**2))
-    x_hi, kappa = plan_extent(pw, r, stability=stability, max_step_factor=max_step_factor, q_floor=q_floor,
-                              k_min=k_min)
+    x_hi, kappa = plan_extent(pw, r, stability=stability, max_step_factor=max_step_factor, q_floor=q_floor, k_min=k_min)
     corners = np.array([[P, P], [x_hi, x_hi], [x_hi, kappa * x_hi], [P, kappa * P]])
     if np.all(in_hull(corners, observation_points(obs, pw, r))):
         return float(q_floor), k_min, True

@@ -22,8 +22,9 @@ from fedsketch.planner.qstep_problem import QStepResult
 from fedsketch.planner.qstep_reference import q_step_reference
 
 
-def q_step(prob: PlanProblem, k: np.ndarray, q0: np.ndarray | None = None, solver: str = "fast",
-           **kwargs) -> QStepResult:
+def q_step(
+    prob: PlanProblem, k: np.ndarray, q0: np.ndarray | None = None, solver: str = "fast", **kwargs
+) -> QStepResult:
     """Dispatch to :func:`q_step_fast` (``solver="fast"``) or :func:`q_step_reference` (``"reference"``)."""
     if solver == "fast":
         return q_step_fast(prob, k, q0, **kwargs)

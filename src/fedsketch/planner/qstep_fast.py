@@ -51,8 +51,9 @@ class LogQSolver:
         Use :meth:`precond` (projected backend only).
     """
 
-    def __init__(self, fx: FixedK, *, backend: str, maxiter: int, ftol: float, gtol: float, maxcor: int,
-                 precondition: bool) -> None:
+    def __init__(
+        self, fx: FixedK, *, backend: str, maxiter: int, ftol: float, gtol: float, maxcor: int, precondition: bool
+    ) -> None:
         self.fx = fx
         self.lo, self.hi = np.log(fx.lb), np.zeros_like(fx.lb)
         if backend not in BACKENDS:
@@ -81,14 +82,27 @@ class LogQSolver:
 
     def __call__(self, x0: np.ndarray) -> np.ndarray:
         if self.backend == "scipy":
-            res = minimize(self.objective, np.log(x0), jac=True, method="L-BFGS-B", bounds=Bounds(self.lo, self.hi),
-                           options={"maxiter": self.maxiter, "ftol": self.ftol, "gtol": self.gtol,
-                                    "maxcor": self.maxcor})
+            res = minimize(
+                self.objective,
+                np.log(x0),
+                jac=True,
+                method="L-BFGS-B",
+                bounds=Bounds(self.lo, self.hi),
+                options={"maxiter": self.maxiter, "ftol": self.ftol, "gtol": self.gtol, "maxcor": self.maxcor},
+            )
             y, nit, msg = res.x, int(res.nit), "L-BFGS-B: " + str(res.message)
         else:
-            y, _, nit, _, msg = projected_lbfgs(self.objective, np.log(x0), self.lo, self.hi, memory=self.maxcor,
-                                                maxiter=self.maxiter, ftol=self.ftol, gtol=self.gtol,
-                                                precond=self.precond if self.precondition else None)
+            y, _, nit, _, msg = projected_lbfgs(
+                self.objective,
+                np.log(x0),
+                self.lo,
+                self.hi,
+                memory=self.maxcor,
+                maxiter=self.maxiter,
+                ftol=self.ftol,
+                gtol=self.gtol,
+                precond=self.precond if self.precondition else None,
+            )
             msg = "projected L-BFGS: " + msg
         self.iters.append(nit)
         self.statuses.append(msg)
@@ -96,8 +110,9 @@ class LogQSolver:
         return np.clip(np.exp(y), self.fx.lb, 1.0)
 
 
-def stability_dual_bisection(fx: FixedK, solve: LogQSolver, warm: np.ndarray, *, lam_start: float | None,
-                             first_step: float, rtol: float) -> tuple[np.ndarray | None, float | None]:
+def stability_dual_bisection(
+    fx: FixedK, solve: LogQSolver, warm: np.ndarray, *, lam_start: float | None, first_step: float, rtol: float
+) -> tuple[np.ndarray | None, float | None]:
     """Minimise ``log J`` subject to the stability constraint of PAPER.md §8.1 through its dual price.
 
     At fixed ranks §8.1's ``kappa_max(k) Omega(q) <= Phi_max``, with ``Omega(q) = sum_n p_n (1 - p_n) + X(q)``
@@ -209,8 +224,16 @@ def stability_dual_bisection(fx: FixedK, solve: LogQSolver, warm: np.ndarray, *,
     return x_hi, lam
 
 
-def lr_scale_scan(fx: FixedK, solve: LogQSolver, cands: list[tuple[np.ndarray, str]], *, points: int,
-                  lam0: float | None, warm_step: float, dual_rtol: float) -> None:
+def lr_scale_scan(
+    fx: FixedK,
+    solve: LogQSolver,
+    cands: list[tuple[np.ndarray, str]],
+    *,
+    points: int,
+    lam0: float | None,
+    warm_step: float,
+    dual_rtol: float,
+) -> None:
     """``scale_lr`` (PAPER.md §8.2): 1-D search over the learning-rate scale ``s`` (equivalently ``Omega``).
 
     At fixed ``s`` minimise ``T / (theta1 - s V)`` subject to ``Phi(q) <= Phi_max / s`` (so the true
@@ -235,8 +258,9 @@ def lr_scale_scan(fx: FixedK, solve: LogQSolver, cands: list[tuple[np.ndarray, s
         warm = min(scored, key=lambda t: t[0])[1]
         xs = solve(warm)
         if fx.X(xs) > fx.x_max * (1 + 1e-12):
-            xs, lam = stability_dual_bisection(fx, solve, xs, lam_start=dual_lam or lam0, first_step=warm_step,
-                                               rtol=dual_rtol)
+            xs, lam = stability_dual_bisection(
+                fx, solve, xs, lam_start=dual_lam or lam0, first_step=warm_step, rtol=dual_rtol
+            )
             if lam is not None:
                 dual_lam = lam
         fx.s_fixed, fx.x_max = None, np.inf
@@ -325,8 +349,9 @@ def q_step_fast(
     if prob.stability == "scale_lr":  # §8.2's J is not convex along Omega: a few uniform-q starts (1-D scan)
         starts += [np.clip(np.full_like(fx.lb, c), fx.lb, 1.0) for c in scale_lr_starts]
     cands: list[tuple[np.ndarray, str]] = [(s0, "kept warm start") for s0 in starts]
-    solve = LogQSolver(fx, backend=backend, maxiter=maxiter, ftol=ftol, gtol=gtol, maxcor=maxcor,
-                       precondition=precondition)
+    solve = LogQSolver(
+        fx, backend=backend, maxiter=maxiter, ftol=ftol, gtol=gtol, maxcor=maxcor, precondition=precondition
+    )
 
     sols = []
     if lam0 and fx.x_max < np.inf:
@@ -345,8 +370,9 @@ def q_step_fast(
         guess = None
         if not lam0:  # cold: the least-squares price at the repaired unconstrained solution (§8.1)
             guess = fx.price(fx.repair(warm_x)) or None
-        x_hi, _ = stability_dual_bisection(fx, solve, warm_x, lam_start=guess or lam0,
-                                           first_step=1.5 if guess else warm_step, rtol=dual_rtol)
+        x_hi, _ = stability_dual_bisection(
+            fx, solve, warm_x, lam_start=guess or lam0, first_step=1.5 if guess else warm_step, rtol=dual_rtol
+        )
         if x_hi is not None:
             cands.append((fx.repair(x_hi), "dual bisection on kappa_max * Omega <= Phi_max: " + solve.statuses[-1]))
         counts = {"dual_solves": len(solve.iters) - len(starts)}
@@ -356,6 +382,10 @@ def q_step_fast(
     x, j, status = best_candidate(fx, cands)
     if x is None:
         raise SolverError("fast q-step found no feasible q", "; ".join(solve.statuses))
-    return QStepResult(fx.to_clients(x), float(j), status, time.perf_counter() - t0,
-                       {"solver": backend + " L-BFGS", "iterations": solve.iters, "statuses": solve.statuses[-5:],
-                        **counts})
+    return QStepResult(
+        fx.to_clients(x),
+        float(j),
+        status,
+        time.perf_counter() - t0,
+        {"solver": backend + " L-BFGS", "iterations": solve.iters, "statuses": solve.statuses[-5:], **counts},
+    )

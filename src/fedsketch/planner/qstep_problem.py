@@ -84,7 +84,8 @@ class FixedK:
             raise ValueError(
                 f"stability = 'constrain': kappa_max(k) = {self.kappa:.4g} > planner.max_step_factor = "
                 f"{self.phi_max:g} at these ranks (min k = {int(self.k.min())}), so no q satisfies "
-                f"kappa_max * Omega <= {self.phi_max:g} (PAPER.md §8.1); use ranks k >= r / max_step_factor")
+                f"kappa_max * Omega <= {self.phi_max:g} (PAPER.md §8.1); use ranks k >= r / max_step_factor"
+            )
         self.lam = 0.0  # dual price of X(q) <= x_max inside the constrained q-step
         self.s_fixed: float | None = None  # scale_lr scan: evaluate log J at this fixed s
 
@@ -194,8 +195,12 @@ class FixedK:
 
     def feasible(self, x: np.ndarray) -> bool:
         """Inside the Appendix C box, ``D >= delta`` (eq. 36) and ``X <= x_max`` (§8.1), to round-off."""
-        return bool(np.all(x >= self.lb * (1 - 1e-12)) and np.all(x <= 1) and self.D(x) >= self.delta * (1 - 1e-12)
-                    and self.X(x) <= self.x_max * (1 + 1e-12))
+        return bool(
+            np.all(x >= self.lb * (1 - 1e-12))
+            and np.all(x <= 1)
+            and self.D(x) >= self.delta * (1 - 1e-12)
+            and self.X(x) <= self.x_max * (1 + 1e-12)
+        )
 
 
 def best_candidate(fx: FixedK, cands: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, float, str]:

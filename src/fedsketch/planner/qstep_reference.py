@@ -102,8 +102,10 @@ def q_step_reference(
     """
     t0 = time.perf_counter()
     if prob.stability == "scale_lr":
-        raise ValueError("planner.q_solver = 'reference' solves P3 (eq. 26) for stability 'none' or 'constrain'; "
-                         "use q_solver = 'fast' with stability = 'scale_lr'")
+        raise ValueError(
+            "planner.q_solver = 'reference' solves P3 (eq. 26) for stability 'none' or 'constrain'; "
+            "use q_solver = 'fast' with stability = 'scale_lr'"
+        )
     fx = FixedK(prob, k)
     p3 = _P3(fx)
     failures: list[str] = []
@@ -181,6 +183,17 @@ def q_step_reference(
     x, j, status = best_candidate(fx, cands)
     if x is None or (failures and len(failures) >= len(scored) and len(scored) > 0):
         raise SolverError("reference q-step: every P3 solve failed", "; ".join(failures[:5]) or status)
-    return QStepResult(fx.to_clients(x), float(j), status, time.perf_counter() - t0,
-                       {"solver": "line search + SCA + cvxpy", "candidates": len(scored), "cvxpy_solves": n_solves,
-                        "failures": failures[:20], "T_lo": t_lo, "T_hi": t_hi})
+    return QStepResult(
+        fx.to_clients(x),
+        float(j),
+        status,
+        time.perf_counter() - t0,
+        {
+            "solver": "line search + SCA + cvxpy",
+            "candidates": len(scored),
+            "cvxpy_solves": n_solves,
+            "failures": failures[:20],
+            "T_lo": t_lo,
+            "T_hi": t_hi,
+        },
+    )

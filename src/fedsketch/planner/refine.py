@@ -9,8 +9,8 @@ re-plan, until the observed rounds match the prediction.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -37,26 +37,42 @@ class ThetaBand:
 
     def to_dict(self) -> dict:
         names = ("theta2/theta1", "theta3/theta1", "theta4/theta1")
-        return {"level": list(self.level), "draws": int(self.ratios.shape[0]), "invalid_draws": int(self.invalid),
-                **{n: [float(a), float(b)] for n, a, b in zip(names, self.lo, self.hi)}}
+        return {
+            "level": list(self.level),
+            "draws": int(self.ratios.shape[0]),
+            "invalid_draws": int(self.invalid),
+            **{n: [float(a), float(b)] for n, a, b in zip(names, self.lo, self.hi)},
+        }
 
 
-def bootstrap_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int, rng: np.random.Generator, *,
-                    draws: int = 500, level: tuple[float, float] = (5.0, 95.0), signs: str = "check") -> ThetaBand:
+def bootstrap_theta(
+    obs: Sequence[PilotObservation],
+    p: np.ndarray,
+    r: int,
+    rng: np.random.Generator,
+    *,
+    draws: int = 500,
+    level: tuple[float, float] = (5.0, 95.0),
+    signs: str = "check",
+) -> ThetaBand:
     """Resample each configuration's replicates with replacement, refit eq. 22, collect theta (§8.4).
 
     Every observation needs ``replicates`` (>= 2 to carry any spread). Draws whose fit is not
     sign-valid (theta1 <= 0, theta2 or theta3 < 0 after ``signs``) are dropped and counted.
     """
     if any(len(o.replicates) == 0 for o in obs):
-        raise EstimationError("bootstrap needs the per-seed rounds of every pilot (PilotObservation.replicates); "
-                              "run the pilots with planner.pilot_seeds >= 3")
+        raise EstimationError(
+            "bootstrap needs the per-seed rounds of every pilot (PilotObservation.replicates); "
+            "run the pilots with planner.pilot_seeds >= 3"
+        )
     reps = [np.asarray(o.replicates, dtype=float) for o in obs]
     out = []
     invalid = 0
     for _ in range(draws):
-        boot = [dataclasses.replace(o, rounds=float(np.mean(rv[rng.integers(0, rv.size, rv.size)])))
-                for o, rv in zip(obs, reps)]
+        boot = [
+            dataclasses.replace(o, rounds=float(np.mean(rv[rng.integers(0, rv.size, rv.size)])))
+            for o, rv in zip(obs, reps)
+        ]
         est = estimate_theta(boot, p, r, rcond=0.0, signs=signs)
         th = est.theta
         if th[0] <= 0 or th[1] < 0 or th[2] < 0 or th[3] <= 0:
@@ -64,8 +80,9 @@ def bootstrap_theta(obs: Sequence[PilotObservation], p: np.ndarray, r: int, rng:
             continue
         out.append(th / th[0])
     if not out:
-        raise EstimationError(f"bootstrap: none of {draws} draws gave a sign-valid theta; spread the pilots or "
-                              "add seeds")
+        raise EstimationError(
+            f"bootstrap: none of {draws} draws gave a sign-valid theta; spread the pilots or add seeds"
+        )
     thetas = np.array(out)  # (B, 4)
     ratios = thetas[:, 1:]
     lo, hi = np.percentile(ratios, level, axis=0)
@@ -98,24 +115,31 @@ class RefinementStep:
     Y: float | None = None
 
 
-def refine(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
-           plan_fn: Callable[[Theta, list[PilotObservation]], tuple[np.ndarray, np.ndarray, float]],
-           verify_fn: Callable[[np.ndarray, np.ndarray], float | None], *,
-           max_iter: int = 3, tol: float = 0.2, signs: str = "check") -> tuple[ThetaEstimate, list[RefinementStep]]:
+def refine(
+    obs: Sequence[PilotObservation],
+    p: np.ndarray,
+    r: int,
+    plan_fn: Callable[[Theta, list[PilotObservation]], tuple[np.ndarray, np.ndarray, float]],
+    verify_fn: Callable[[np.ndarray, np.ndarray], float | None],
+    *,
+    max_iter: int = 3,
+    tol: float = 0.2,
+    signs: str = "check",
+) -> tuple[ThetaEstimate, list[RefinementStep]]:
     """Sequential refinement (PAPER.md §8.4, "Algorithm 2+"): plan, verify, refit, re-plan.
 
-    Each pass fits theta (eq. 22) on the observations so far, plans with it
-    (``plan_fn(theta, observations) -> (q, k, predicted_rounds)``; the observations so far are passed
-    so that the plan can be kept inside their region,
-:func:`fedsketch.planner.pilot_design.plan_region`), runs one verification pilot at the plan
-    (``verify_fn(q, k) -> rounds``), and adds it as a row of eq. 22 with that plan's
-    ``X = sum p^2/q_n`` and ``Y = sum p^2 r/(k_n q_n)``. It stops when the observed rounds are
-    within ``tol`` (relative) of the prediction, or after ``max_iter`` verification pilots.
+        Each pass fits theta (eq. 22) on the observations so far, plans with it
+        (``plan_fn(theta, observations) -> (q, k, predicted_rounds)``; the observations so far are passed
+        so that the plan can be kept inside their region,
+    :func:`fedsketch.planner.pilot_design.plan_region`), runs one verification pilot at the plan
+        (``verify_fn(q, k) -> rounds``), and adds it as a row of eq. 22 with that plan's
+        ``X = sum p^2/q_n`` and ``Y = sum p^2 r/(k_n q_n)``. It stops when the observed rounds are
+        within ``tol`` (relative) of the prediction, or after ``max_iter`` verification pilots.
 
-    Returns
-    -------
-    estimate, steps
-        The last fit (including every verification row) and one record per pass.
+        Returns
+        -------
+        estimate, steps
+            The last fit (including every verification row) and one record per pass.
     """
     pw = normalise_weights(p)
     rows = list(obs)
@@ -126,13 +150,25 @@ def refine(obs: Sequence[PilotObservation], p: np.ndarray, r: int,
         q, k, predicted = plan_fn(theta, list(rows))
         observed = verify_fn(q, k)
         if observed is None or not np.isfinite(observed) or observed <= 0:
-            raise EstimationError(f"refinement: the verification pilot at the plan never reached the estimation "
-                                  f"loss (got {observed!r}); raise planner.pilot_max_rounds")
+            raise EstimationError(
+                f"refinement: the verification pilot at the plan never reached the estimation "
+                f"loss (got {observed!r}); raise planner.pilot_max_rounds"
+            )
         err = abs(observed - predicted) / predicted
         q, k = np.asarray(q, dtype=float), np.asarray(k, dtype=float)
         X, Y = float(np.sum(pw**2 / q)), float(np.sum(pw**2 * r / (k * q)))  # the plan's own q_n, k_n (eq. 23)
-        steps.append(RefinementStep([float(x) for x in est.theta], float(predicted), float(observed), float(err),
-                                    q.tolist(), [int(x) for x in k], X, Y))
+        steps.append(
+            RefinementStep(
+                [float(x) for x in est.theta],
+                float(predicted),
+                float(observed),
+                float(err),
+                q.tolist(),
+                [int(x) for x in k],
+                X,
+                Y,
+            )
+        )
         # q, k of the row are summaries for the table only; eq. 22 reads X, Y
         rows.append(PilotObservation(float(np.mean(q)), int(round(float(np.mean(k)))), float(observed), X=X, Y=Y))
         est = estimate_theta(rows, pw, r, signs=signs)

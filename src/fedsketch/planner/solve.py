@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -116,8 +116,17 @@ class Plan:
         }
 
 
-def _alternate(prob: PlanProblem, k0: np.ndarray, q0: np.ndarray | None, *, q_solver: str, k_moves: str,
-               max_outer: int, rtol: float, q_kwargs: dict) -> tuple[np.ndarray, np.ndarray, float, dict]:
+def _alternate(
+    prob: PlanProblem,
+    k0: np.ndarray,
+    q0: np.ndarray | None,
+    *,
+    q_solver: str,
+    k_moves: str,
+    max_outer: int,
+    rtol: float,
+    q_kwargs: dict,
+) -> tuple[np.ndarray, np.ndarray, float, dict]:
     k = prob.feasible_k_start(k0)
     if q0 is not None:
         q0 = np.maximum(np.asarray(q0, dtype=float), prob.q_lower(k))
@@ -143,8 +152,12 @@ def _alternate(prob: PlanProblem, k0: np.ndarray, q0: np.ndarray | None, *, q_so
         history.append(J)
         if not changed or improvement < rtol:
             break
-    return q, k, J, {"outer_iterations": it, "history": history, "q_step_seconds": q_seconds,
-                     "last_q_status": statuses[-1]}
+    return (
+        q,
+        k,
+        J,
+        {"outer_iterations": it, "history": history, "q_step_seconds": q_seconds, "last_q_status": statuses[-1]},
+    )
 
 
 def solve(
@@ -209,8 +222,15 @@ def solve(
     q_kwargs = dict(q_kwargs or {})
     large = best_response and prob.N > multistart_max_n and subsample_n < prob.N and not extra_starts
     # the subsample is solved by the small-N path, multi-start included
-    common = {"k_starts": k_starts, "k_moves": k_moves, "q_solver": q_solver, "max_outer": max_outer, "rtol": rtol,
-              "q_kwargs": q_kwargs, "multistart_max_n": max(multistart_max_n, subsample_n)}
+    common = {
+        "k_starts": k_starts,
+        "k_moves": k_moves,
+        "q_solver": q_solver,
+        "max_outer": max_outer,
+        "rtol": rtol,
+        "q_kwargs": q_kwargs,
+        "multistart_max_n": max(multistart_max_n, subsample_n),
+    }
     if large and prob.stability == "scale_lr" and q_solver == "fast":
         return _solve_scale_lr_large(prob, subsample_n, common, t0)
     starts: list[tuple[str, np.ndarray | None, np.ndarray]] = []
@@ -222,7 +242,9 @@ def solve(
         tb = time.perf_counter()
         floors = [None]
         if prob.stability == "constrain":  # kappa_max couples all clients: one start per rank floor (§8.1)
-            floors = sorted({int(round(x)) for x in np.linspace(prob.k_stable, prob.r, min(5, prob.r - prob.k_stable + 1))})
+            floors = sorted(
+                {int(round(x)) for x in np.linspace(prob.k_stable, prob.r, min(5, prob.r - prob.k_stable + 1))}
+            )
         if large:  # large N: the subsample picks the floor (and, at uniform ranks, the whole start)
             sub_prob = subsample_problem(prob, subsample_n)[0]
             sub = solve(sub_prob, **common)
@@ -230,8 +252,12 @@ def solve(
                 floors = [max(prob.k_stable, int(sub.k.min()) if k_floor is None else int(k_floor))]
             # the subsample's expected cohort, spread evenly, starts the best response near its prices
             br_q0 = np.full(prob.N, min(1.0, float(sub.q.sum()) / prob.N))
-            sub_info = {"N": sub.diagnostics["N"], "k_floor": int(floors[0] or sub.k.min()), "J": sub.objective,
-                        "seconds": sub.diagnostics["solve_seconds"]}
+            sub_info = {
+                "N": sub.diagnostics["N"],
+                "k_floor": int(floors[0] or sub.k.min()),
+                "J": sub.objective,
+                "seconds": sub.diagnostics["solve_seconds"],
+            }
             k_lift = int(sub.k.min())
             if int(sub.k.max()) == k_lift and (prob.stability != "constrain" or k_lift == floors[0]):
                 # uniform ranks: no rank to choose per client, so the best response would only move q;
@@ -271,8 +297,9 @@ def solve(
         qk = q_kwargs
         if (name.startswith("best_response") or name == "subsample_lift") and q_solver == "fast":
             qk = {"start_from_ones": False, "lam0": lam0s.get(name) or None, **q_kwargs}  # already a good q
-        q, k, J, info = _alternate(prob, k0, q0, q_solver=q_solver, k_moves=k_moves, max_outer=max_outer,
-                                   rtol=rtol, q_kwargs=qk)
+        q, k, J, info = _alternate(
+            prob, k0, q0, q_solver=q_solver, k_moves=k_moves, max_outer=max_outer, rtol=rtol, q_kwargs=qk
+        )
         per_start[name] = {"objective": J, **{kk: v for kk, v in info.items() if kk != "history"}}
         if best is None or J < best[2]:
             best = (q, k, J, name)
@@ -281,13 +308,24 @@ def solve(
     if viol:  # pragma: no cover - both steps keep feasibility; guard against silent failure
         raise RuntimeError(f"planner produced an infeasible point: {viol[:3]}")
     diag = {
-        "q_solver": q_solver, "feasibility": prob.feasibility, "k_moves": k_moves, "best_start": name,
-        "starts": per_start, "solve_seconds": time.perf_counter() - t0, "N": prob.N, "r": prob.r,
-        "compute_model": prob.compute_model, "D": prob.D(q, k), "theta": prob.theta.as_array().tolist(),
+        "q_solver": q_solver,
+        "feasibility": prob.feasibility,
+        "k_moves": k_moves,
+        "best_start": name,
+        "starts": per_start,
+        "solve_seconds": time.perf_counter() - t0,
+        "N": prob.N,
+        "r": prob.r,
+        "compute_model": prob.compute_model,
+        "D": prob.D(q, k),
+        "theta": prob.theta.as_array().tolist(),
     }
     if br_info is not None:
-        diag["best_response"] = {"iterations": br_info["iterations"], "J": br_info["history"][-1],
-                                 "seconds": br_info["seconds"]}
+        diag["best_response"] = {
+            "iterations": br_info["iterations"],
+            "J": br_info["history"][-1],
+            "seconds": br_info["seconds"],
+        }
     if sub_info is not None:
         diag["subsample"] = sub_info
     rounds = prob.rounds(q, k)
@@ -322,10 +360,15 @@ def _solve_scale_lr_large(prob: PlanProblem, subsample_n: int, common: dict, t0:
     s = float(sub.stability["lr_scale"])
     floor = int(sub.k.min())
     th = prob.theta
-    surrogate = dataclasses.replace(prob, theta=Theta(th.theta1, s * th.theta2, s * th.theta3, th.theta4 / s),
-                                    stability="constrain", max_step_factor=prob.max_step_factor / s)
-    sur = solve(surrogate, **{**common, "multistart_max_n": 0}, subsample_n=subsample_n,
-                k_floor=max(floor, surrogate.k_stable))
+    surrogate = dataclasses.replace(
+        prob,
+        theta=Theta(th.theta1, s * th.theta2, s * th.theta3, th.theta4 / s),
+        stability="constrain",
+        max_step_factor=prob.max_step_factor / s,
+    )
+    sur = solve(
+        surrogate, **{**common, "multistart_max_n": 0}, subsample_n=subsample_n, k_floor=max(floor, surrogate.k_stable)
+    )
     k = sur.k
     fx = FixedK(prob, k)
     q = fx.to_clients(fx.repair(np.maximum(fx.to_sorted(sur.q), fx.lb)))  # true box and D >= delta
@@ -337,14 +380,30 @@ def _solve_scale_lr_large(prob: PlanProblem, subsample_n: int, common: dict, t0:
     if viol:  # pragma: no cover - repair and the k-step keep feasibility
         raise RuntimeError(f"planner produced an infeasible point: {viol[:3]}")
     diag = {
-        "q_solver": common["q_solver"], "feasibility": prob.feasibility, "k_moves": common["k_moves"],
-        "best_start": "scale_lr_large", "starts": {"surrogate": sur.diagnostics["starts"]},
-        "solve_seconds": time.perf_counter() - t0, "N": prob.N, "r": prob.r, "compute_model": prob.compute_model,
-        "D": prob.D(q, k), "theta": th.as_array().tolist(),
-        "subsample": {"N": sub.diagnostics["N"], "lr_scale": s, "k_floor": floor, "J": sub.objective,
-                      "seconds": sub.diagnostics["solve_seconds"]},
-        "surrogate": {"J": sur.objective, "theta": surrogate.theta.as_array().tolist(),
-                      "max_step_factor": surrogate.max_step_factor, "seconds": sur.diagnostics["solve_seconds"]},
+        "q_solver": common["q_solver"],
+        "feasibility": prob.feasibility,
+        "k_moves": common["k_moves"],
+        "best_start": "scale_lr_large",
+        "starts": {"surrogate": sur.diagnostics["starts"]},
+        "solve_seconds": time.perf_counter() - t0,
+        "N": prob.N,
+        "r": prob.r,
+        "compute_model": prob.compute_model,
+        "D": prob.D(q, k),
+        "theta": th.as_array().tolist(),
+        "subsample": {
+            "N": sub.diagnostics["N"],
+            "lr_scale": s,
+            "k_floor": floor,
+            "J": sub.objective,
+            "seconds": sub.diagnostics["solve_seconds"],
+        },
+        "surrogate": {
+            "J": sur.objective,
+            "theta": surrogate.theta.as_array().tolist(),
+            "max_step_factor": surrogate.max_step_factor,
+            "seconds": sur.diagnostics["solve_seconds"],
+        },
     }
     rounds = prob.rounds(q, k)
     rt = prob.round_time(q, k)
@@ -390,8 +449,10 @@ def make_plan(
         if not beat:
             break
         _, i = min(beat)
-        extra = solve(prob, **{**solve_kwargs, "k_starts": (), "best_response": False,
-                               "extra_starts": [(points[i][2], points[i][3])]})
+        extra = solve(
+            prob,
+            **{**solve_kwargs, "k_starts": (), "best_response": False, "extra_starts": [(points[i][2], points[i][3])]},
+        )
         polished += 1
         if extra.objective < plan.objective:
             extra.diagnostics["polished_from_baseline"] = points[i][0]

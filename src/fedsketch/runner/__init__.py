@@ -15,5 +15,15 @@ from fedsketch.runner.executor import (
 )
 from fedsketch.runner.run import Run, RunResult
 
-__all__ = ["ClientExecutor", "Engine", "InProcessExecutor", "RoundPlan", "Run", "RunResult", "build_run", "prepare",
-           "run_dir_for", "run_experiment"]
+__all__ = [
+    "ClientExecutor",
+    "Engine",
+    "InProcessExecutor",
+    "RoundPlan",
+    "Run",
+    "RunResult",
+    "build_run",
+    "prepare",
+    "run_dir_for",
+    "run_experiment",
+]

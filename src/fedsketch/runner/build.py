@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,8 +22,7 @@ from fedsketch import checkpoint
 from fedsketch.config import ExperimentConfig, same_experiment, to_toml
 from fedsketch.io import atomic_write_json, atomic_write_text
 from fedsketch.network import sketch_times
-from fedsketch.network.profiles import (ClientProfiles, full_rank_payload_mbit, payload_from_model,
-                                        profiles_from_network)
+from fedsketch.network.profiles import ClientProfiles, full_rank_payload_mbit, payload_from_model, profiles_from_network
 from fedsketch.planner.api import BASELINE_STREAM, build_problem, plan_problem
 from fedsketch.planner.baselines import Baseline
 from fedsketch.planner.bound import PlanProblem, Theta
@@ -71,20 +71,33 @@ def prepare_federation(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, 
     return engine, federation(cfg, data.weights, profiles_from_config(cfg, payload_mbit=payload), streams)
 
 
-def federation(cfg: ExperimentConfig, p: np.ndarray, profiles: ClientProfiles,
-               streams: Streams | None = None) -> Federation:
+def federation(
+    cfg: ExperimentConfig, p: np.ndarray, profiles: ClientProfiles, streams: Streams | None = None
+) -> Federation:
     """The facts the strategies see: ``p``, the profiles, the ``fl`` and ``planner`` sections, r, W."""
-    return Federation(p=np.asarray(p, dtype=float), profiles=profiles, fl=cfg.fl, planner=cfg.planner,
-                      streams=streams or Streams(cfg.seed), r=cfg.lora.rank, bandwidth_mbps=cfg.network.bandwidth_mbps,
-                      compute_model=cfg.network.compute_model)
+    return Federation(
+        p=np.asarray(p, dtype=float),
+        profiles=profiles,
+        fl=cfg.fl,
+        planner=cfg.planner,
+        streams=streams or Streams(cfg.seed),
+        r=cfg.lora.rank,
+        bandwidth_mbps=cfg.network.bandwidth_mbps,
+        compute_model=cfg.network.compute_model,
+    )
 
 
 def profiles_from_config(cfg: ExperimentConfig, payload_mbit: float | None = None) -> ClientProfiles:
     """Client profiles of ``cfg``: :func:`fedsketch.network.profiles.profiles_from_network` for the
     ``[network]`` section, ``data.num_clients`` clients, the ``network`` stream of ``seed`` and
     H = ``fl.local_steps``; ``payload_mbit`` is the full-rank upload size (see there)."""
-    return profiles_from_network(cfg.network, cfg.data.num_clients, Streams(cfg.seed).generator("network"),
-                                 cfg.fl.local_steps, payload_mbit=payload_mbit)
+    return profiles_from_network(
+        cfg.network,
+        cfg.data.num_clients,
+        Streams(cfg.seed).generator("network"),
+        cfg.fl.local_steps,
+        payload_mbit=payload_mbit,
+    )
 
 
 WeightsFn = Callable[[ExperimentConfig], np.ndarray]
@@ -100,10 +113,15 @@ def default_weights(cfg: ExperimentConfig) -> np.ndarray:
         raise ValueError(f"data weights p_n: could not build the client partition: {e}") from e
 
 
-def problem_from_config(cfg: ExperimentConfig, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
-                        weights_fn: WeightsFn | None = None, theta: Theta | None = None,
-                        payload_mbit: float | None = None,
-                        pilots: Sequence[PilotObservation] | None = None) -> PlanProblem:
+def problem_from_config(
+    cfg: ExperimentConfig,
+    p: np.ndarray | None = None,
+    profiles: ClientProfiles | None = None,
+    weights_fn: WeightsFn | None = None,
+    theta: Theta | None = None,
+    payload_mbit: float | None = None,
+    pilots: Sequence[PilotObservation] | None = None,
+) -> PlanProblem:
     """The P2 instance (eq. 21) described by ``cfg`` (:func:`fedsketch.planner.api.build_problem`).
 
     Parameters
@@ -125,8 +143,16 @@ def problem_from_config(cfg: ExperimentConfig, p: np.ndarray | None = None, prof
         p = (weights_fn or default_weights)(cfg)
     if profiles is None:
         profiles = profiles_from_config(cfg, payload_mbit=payload_mbit)
-    return build_problem(cfg.planner, profiles, p, cfg.lora.rank, cfg.network.bandwidth_mbps,
-                         cfg.network.compute_model, theta=theta, pilots=pilots)
+    return build_problem(
+        cfg.planner,
+        profiles,
+        p,
+        cfg.lora.rank,
+        cfg.network.bandwidth_mbps,
+        cfg.network.compute_model,
+        theta=theta,
+        pilots=pilots,
+    )
 
 
 def plan_config(prob: PlanProblem, cfg: ExperimentConfig) -> tuple[Plan, list[Baseline]]:
@@ -135,9 +161,13 @@ def plan_config(prob: PlanProblem, cfg: ExperimentConfig) -> tuple[Plan, list[Ba
     return plan_problem(prob, cfg.planner, Streams(cfg.seed).generator(BASELINE_STREAM))
 
 
-def plan_from_config(cfg: ExperimentConfig, p: np.ndarray | None = None, profiles: ClientProfiles | None = None,
-                     weights_fn: WeightsFn | None = None,
-                     payload_mbit: float | None = None) -> tuple[Plan, list[Baseline], PlanProblem]:
+def plan_from_config(
+    cfg: ExperimentConfig,
+    p: np.ndarray | None = None,
+    profiles: ClientProfiles | None = None,
+    weights_fn: WeightsFn | None = None,
+    payload_mbit: float | None = None,
+) -> tuple[Plan, list[Baseline], PlanProblem]:
     """Build the problem from ``cfg`` and solve it (Algorithm 2 lines 5–22)."""
     prob = problem_from_config(cfg, p, profiles, weights_fn, payload_mbit=payload_mbit)
     plan, bls = plan_config(prob, cfg)
@@ -149,9 +179,16 @@ def engine_settings(cfg: ExperimentConfig) -> EngineSettings:
     of the data and fl sections."""
     from fedsketch.engine.runtime import EngineSettings  # torch lives behind this import
 
-    return EngineSettings(model=cfg.model, lora=cfg.lora, train=cfg.train, eval=cfg.eval,
-                          max_seq_len=cfg.data.max_seq_len, prompt_format=cfg.data.prompt_format,
-                          local_steps=cfg.fl.local_steps, batch_size=cfg.fl.batch_size)
+    return EngineSettings(
+        model=cfg.model,
+        lora=cfg.lora,
+        train=cfg.train,
+        eval=cfg.eval,
+        max_seq_len=cfg.data.max_seq_len,
+        prompt_format=cfg.data.prompt_format,
+        local_steps=cfg.fl.local_steps,
+        batch_size=cfg.fl.batch_size,
+    )
 
 
 def config_payload_mbit(cfg: ExperimentConfig) -> float | None:
@@ -167,26 +204,41 @@ def config_payload_mbit(cfg: ExperimentConfig) -> float | None:
 def method_from_config(cfg: ExperimentConfig, fed: Federation, alloc: Allocation) -> Method:
     """``fl.method`` built once for this federation and allocation (plain values only)."""
     lo = cfg.lora
-    ctx = MethodContext(p=fed.p, q=alloc.q, k=alloc.k, r=lo.rank, streams=fed.streams, server_lr=cfg.fl.server_lr,
-                        lora_scale=lora_scale(lo.alpha, lo.rank, lo.use_rslora),
-                        clients_per_round=cfg.fl.clients_per_round, tau_cm=fed.profiles.tau_cm)
+    ctx = MethodContext(
+        p=fed.p,
+        q=alloc.q,
+        k=alloc.k,
+        r=lo.rank,
+        streams=fed.streams,
+        server_lr=cfg.fl.server_lr,
+        lora_scale=lora_scale(lo.alpha, lo.rank, lo.use_rslora),
+        clients_per_round=cfg.fl.clients_per_round,
+        tau_cm=fed.profiles.tau_cm,
+    )
     return build_method(cfg.fl.method, ctx)
 
 
 def schedule_from_config(cfg: ExperimentConfig) -> Schedule:
     fl = cfg.fl
-    return Schedule(rounds=fl.rounds, eval_every=cfg.eval.every, eval_every_sim_seconds=cfg.eval.every_sim_seconds,
-                    sim_budget_minutes=fl.sim_budget_minutes, stop_accuracy=fl.stop_accuracy,
-                    stop_divergence=fl.stop_divergence, min_completion=fl.min_completion,
-                    checkpoint_every=cfg.output.checkpoint_every)
+    return Schedule(
+        rounds=fl.rounds,
+        eval_every=cfg.eval.every,
+        eval_every_sim_seconds=cfg.eval.every_sim_seconds,
+        sim_budget_minutes=fl.sim_budget_minutes,
+        stop_accuracy=fl.stop_accuracy,
+        stop_divergence=fl.stop_divergence,
+        min_completion=fl.min_completion,
+        checkpoint_every=cfg.output.checkpoint_every,
+    )
 
 
 def uplink_from_config(cfg: ExperimentConfig) -> Uplink:
     return Uplink(bandwidth_mbps=cfg.network.bandwidth_mbps, upload_bits=cfg.network.upload_bits)
 
 
-def build_run(cfg: ExperimentConfig, *, engine: Any = None, executor: ClientExecutor | None = None,
-              fresh: bool = False) -> Run:
+def build_run(
+    cfg: ExperimentConfig, *, engine: Any = None, executor: ClientExecutor | None = None, fresh: bool = False
+) -> Run:
     """Prepare, write ``config.toml`` / ``run.json``, and resume from a checkpoint or evaluate round 0.
 
     ``executor`` trains the clients (default: :class:`InProcessExecutor` on the engine, in groups of
@@ -196,23 +248,49 @@ def build_run(cfg: ExperimentConfig, *, engine: Any = None, executor: ClientExec
     engine, fed, alloc, t_cp, t_cm = prepare(cfg, engine)
     out = run_dir_for(cfg)
     found = None if fresh else checkpoint.find(out / "checkpoint")
-    rs = (checkpoint.load(found, cfg.hash(), cfg.to_dict(),  # verify before writing; other thread/worker counts are fine
-                          same=lambda h, written: same_experiment(cfg, h, written.get("train", {})))
-          if found is not None else None)
+    rs = (
+        checkpoint.load(
+            found,
+            cfg.hash(),
+            cfg.to_dict(),  # verify before writing; other thread/worker counts are fine
+            same=lambda h, written: same_experiment(cfg, h, written.get("train", {})),
+        )
+        if found is not None
+        else None
+    )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", to_toml(cfg))
     atomic_write_json(out / "run.json", _run_info(cfg, fed, alloc, t_cp, t_cm))
-    title = (f"{cfg.data.task}: {cfg.fl.method}, sampling={cfg.fl.sampling}, ranks={cfg.fl.ranks}, seed={cfg.seed}"
-             if cfg.output.plot else None)
-    return Run(method=method_from_config(cfg, fed, alloc), alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=cfg.lora.rank,
-               streams=fed.streams, schedule=schedule_from_config(cfg), uplink=uplink_from_config(cfg), engine=engine,
-               executor=executor or InProcessExecutor(engine, cfg.train.client_batch, cfg.train.workers),
-               folder=RunFolder(out, cfg.hash(), title), resumed=rs, wall0=wall0)
+    title = (
+        f"{cfg.data.task}: {cfg.fl.method}, sampling={cfg.fl.sampling}, ranks={cfg.fl.ranks}, seed={cfg.seed}"
+        if cfg.output.plot
+        else None
+    )
+    return Run(
+        method=method_from_config(cfg, fed, alloc),
+        alloc=alloc,
+        t_cp=t_cp,
+        t_cm=t_cm,
+        r=cfg.lora.rank,
+        streams=fed.streams,
+        schedule=schedule_from_config(cfg),
+        uplink=uplink_from_config(cfg),
+        engine=engine,
+        executor=executor or InProcessExecutor(engine, cfg.train.client_batch, cfg.train.workers),
+        folder=RunFolder(out, cfg.hash(), title),
+        resumed=rs,
+        wall0=wall0,
+    )
 
 
-def run_experiment(cfg: ExperimentConfig, *, engine: Engine | None = None, fresh: bool = False,
-                   stop_after: int | None = None,
-                   on_round: Callable[[Run, RoundRecord], None] | None = None) -> RunResult:
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    engine: Engine | None = None,
+    fresh: bool = False,
+    stop_after: int | None = None,
+    on_round: Callable[[Run, RoundRecord], None] | None = None,
+) -> RunResult:
     """Run (or resume) the experiment of ``cfg`` and write its run folder.
 
     Parameters
@@ -229,8 +307,9 @@ def run_experiment(cfg: ExperimentConfig, *, engine: Engine | None = None, fresh
     return build_run(cfg, engine=engine, fresh=fresh).run(stop_after=stop_after, on_round=on_round)
 
 
-def _run_info(cfg: ExperimentConfig, fed: Federation, alloc: Allocation, t_cp: np.ndarray,
-              t_cm: np.ndarray) -> dict[str, Any]:
+def _run_info(
+    cfg: ExperimentConfig, fed: Federation, alloc: Allocation, t_cp: np.ndarray, t_cm: np.ndarray
+) -> dict[str, Any]:
     import importlib.metadata as md
 
     versions = {}
@@ -239,7 +318,18 @@ def _run_info(cfg: ExperimentConfig, fed: Federation, alloc: Allocation, t_cp: n
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    return {"seed": cfg.seed, "config_hash": cfg.hash(), "versions": versions, "python": platform.python_version(),
-            "machine": platform.platform(), "p": fed.p, "q": alloc.q, "k": alloc.k,
-            "tau_cp": fed.profiles.tau_cp, "tau_cm": fed.profiles.tau_cm, "t_cp": t_cp, "t_cm": t_cm,
-            "allocation_info": alloc.info}
+    return {
+        "seed": cfg.seed,
+        "config_hash": cfg.hash(),
+        "versions": versions,
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "p": fed.p,
+        "q": alloc.q,
+        "k": alloc.k,
+        "tau_cp": fed.profiles.tau_cp,
+        "tau_cm": fed.profiles.tau_cm,
+        "t_cp": t_cp,
+        "t_cm": t_cm,
+        "allocation_info": alloc.info,
+    }

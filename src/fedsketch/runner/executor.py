@@ -39,8 +39,9 @@ class Engine(Protocol):
 
     def num_values_full_rank(self) -> int: ...
 
-    def train_client(self, state: LoraState, client: int, rnd: int, indices: dict[str, np.ndarray],
-                     scale: float | None = None) -> ClientUpdate: ...
+    def train_client(
+        self, state: LoraState, client: int, rnd: int, indices: dict[str, np.ndarray], scale: float | None = None
+    ) -> ClientUpdate: ...
 
     def evaluate(self, state: LoraState) -> Any: ...  # .as_dict() -> accuracy, test_loss, ...
 
@@ -73,7 +74,7 @@ class InProcessExecutor:
             return self.engine.train_parallel(state, t, jobs, self.workers)  # set before the fork: lr_scale above
         if C != 1 and hasattr(self.engine, "train_clients"):
             for j in range(0, len(jobs), C or len(jobs) or 1):
-                chunk = jobs[j:j + (C or len(jobs))]
+                chunk = jobs[j : j + (C or len(jobs))]
                 try:
                     results.update({u.client: u for u in self.engine.train_clients(state, t, chunk)})
                 except Exception as e:  # noqa: BLE001 - a failed group fails its clients; the round goes on

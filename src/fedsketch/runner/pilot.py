@@ -51,8 +51,9 @@ def crossing(t: int, prev: float, loss: float, target: float) -> float:
 
 def _pilot_config(cfg: ExperimentConfig) -> ExperimentConfig:
     # Pilots are Algorithm 1 (spec §2.8) whatever the config's strategy: no planner, no other method.
-    return cfg.replace(fl=dataclasses.replace(cfg.fl, method="independent", sampling="full", ranks="full",
-                                              match_planned_cohort=False))
+    return cfg.replace(
+        fl=dataclasses.replace(cfg.fl, method="independent", sampling="full", ranks="full", match_planned_cohort=False)
+    )
 
 
 #: the planner keys a pilot replicate depends on; the others (design, seeds count, signs, stability, ...)
@@ -82,14 +83,19 @@ def _load_cache(path: Path, initial: float) -> dict[str, float | None]:
         log.warning("%s: unreadable pilot cache (%s); its pilots run again", path, e)
         return {}
     if not np.isclose(stored, initial, rtol=1e-4, atol=0.0):  # fp32 rounding at another thread count passes
-        log.warning("%s: written for initial probe loss %.6g, not %.6g (model or data changed); its pilots run again",
-                    path, stored, initial)
+        log.warning(
+            "%s: written for initial probe loss %.6g, not %.6g (model or data changed); its pilots run again",
+            path,
+            stored,
+            initial,
+        )
         return {}
     return reps
 
 
-def make_pilot_runner(cfg: ExperimentConfig, cache: Path | None = None,
-                      progress: Callable[[str], None] | None = None) -> Callable[[float, int], float | None]:
+def make_pilot_runner(
+    cfg: ExperimentConfig, cache: Path | None = None, progress: Callable[[str], None] | None = None
+) -> Callable[[float, int], float | None]:
     """Load data and model once; return ``run_pilot(q, k) -> rounds to reach F_s`` (None if never),
     averaged over ``planner.pilot_seeds`` repetitions. With ``cache`` (:func:`pilot_cache_path`), each
     finished replicate is written there atomically and one found there is not run again;
@@ -117,23 +123,44 @@ def make_pilot_runner(cfg: ExperimentConfig, cache: Path | None = None,
         # repetition `seed` redraws coins, sketches and mini-batches; the partition stays the same
         streams = Streams(cfg.seed) if seed == 0 else Streams(int(Streams(cfg.seed).integer_seed("pilot_seed", seed)))
         engine.streams = streams
-        alloc = Allocation(q=np.broadcast_to(np.asarray(q, dtype=float), (fed.num_clients,)).copy(),
-                           k=np.broadcast_to(np.asarray(k), (fed.num_clients,)).copy()).check(r)
+        alloc = Allocation(
+            q=np.broadcast_to(np.asarray(q, dtype=float), (fed.num_clients,)).copy(),
+            k=np.broadcast_to(np.asarray(k), (fed.num_clients,)).copy(),
+        ).check(r)
         t_cp = t_cm = np.ones(fed.num_clients)  # time is irrelevant here: pilots count rounds
 
         def probe(t: int, state: LoraState) -> dict:
             if t == 0:
                 return {"probe_loss": initial}
             loss = probe_loss(state)
-            log.info("pilot q=%s k=%s seed %d round %d: probe loss %.4f (target %.4f)", np.mean(q), np.mean(k), seed, t,
-                     loss, target)
+            log.info(
+                "pilot q=%s k=%s seed %d round %d: probe loss %.4f (target %.4f)",
+                np.mean(q),
+                np.mean(k),
+                seed,
+                t,
+                loss,
+                target,
+            )
             return {"probe_loss": loss, **({"stop": "pilot_loss"} if loss <= target else {})}
 
-        method = build_method("independent", MethodContext(p=fed.p, q=alloc.q, k=alloc.k, r=r, streams=streams,
-                                                           server_lr=cfg.fl.server_lr))
-        run = Run(method=method, alloc=alloc, t_cp=t_cp, t_cm=t_cm, r=r, streams=streams,
-                  schedule=Schedule(rounds=cfg.planner.pilot_max_rounds), engine=engine,
-                  executor=InProcessExecutor(engine, cfg.train.client_batch, cfg.train.workers), probe=probe, x0=x0)
+        method = build_method(
+            "independent",
+            MethodContext(p=fed.p, q=alloc.q, k=alloc.k, r=r, streams=streams, server_lr=cfg.fl.server_lr),
+        )
+        run = Run(
+            method=method,
+            alloc=alloc,
+            t_cp=t_cp,
+            t_cm=t_cm,
+            r=r,
+            streams=streams,
+            schedule=Schedule(rounds=cfg.planner.pilot_max_rounds),
+            engine=engine,
+            executor=InProcessExecutor(engine, cfg.train.client_batch, cfg.train.workers),
+            probe=probe,
+            x0=x0,
+        )
         recs = run.run().records
         if recs[-1].stop != "pilot_loss":
             return None
@@ -142,8 +169,9 @@ def make_pilot_runner(cfg: ExperimentConfig, cache: Path | None = None,
     done = _load_cache(cache, initial) if cache is not None else {}
 
     def replicate(q: float | np.ndarray, k: int | np.ndarray, seed: int) -> float | None:
-        key = json.dumps({"q": np.atleast_1d(q).astype(float).tolist(), "k": np.atleast_1d(k).astype(int).tolist(),
-                          "seed": seed})
+        key = json.dumps(
+            {"q": np.atleast_1d(q).astype(float).tolist(), "k": np.atleast_1d(k).astype(int).tolist(), "seed": seed}
+        )
         reused = key in done
         if reused:
             run_pilot.reused += 1  # type: ignore[attr-defined]
@@ -152,8 +180,12 @@ def make_pilot_runner(cfg: ExperimentConfig, cache: Path | None = None,
             if cache is not None:
                 atomic_write_json(cache, {"initial_loss": initial, "target_loss": target, "replicates": done})
         where = f"q={q:g} k={k}" if np.ndim(q) == 0 else f"plan (mean q {np.mean(q):.3g}, k {np.min(k)}-{np.max(k)})"
-        msg = (f"pilot {where} seed {seed}: " + ("never reached" if done[key] is None else f"{done[key]:.3f} rounds")
-               + f" to probe loss {target:.4g}" + (f" (from {cache})" if reused else ""))
+        msg = (
+            f"pilot {where} seed {seed}: "
+            + ("never reached" if done[key] is None else f"{done[key]:.3f} rounds")
+            + f" to probe loss {target:.4g}"
+            + (f" (from {cache})" if reused else "")
+        )
         log.info(msg)
         if progress is not None:
             progress(msg)

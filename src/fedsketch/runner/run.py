@@ -75,8 +75,9 @@ class RunFolder:
     plot_title: str | None = None  # None: no accuracy plot and no report.html
 
 
-def stop_reason(rec: RoundRecord, earlier: list[RoundRecord], t: int, over_budget: bool,
-                schedule: Schedule) -> str | None:
+def stop_reason(
+    rec: RoundRecord, earlier: list[RoundRecord], t: int, over_budget: bool, schedule: Schedule
+) -> str | None:
     """Why the run ends after round ``t`` (first rule that fires), or None.
 
     In order: accuracy reached ``fl.stop_accuracy``; the evaluation diverged (test loss above
@@ -102,12 +103,25 @@ class Run:
     starts from ``x0`` (default: the method's initial state from the engine's LoRA factors).
     """
 
-    def __init__(self, *, method: Method, alloc: Allocation, t_cp: np.ndarray, t_cm: np.ndarray, r: int,
-                 streams: Streams, schedule: Schedule, engine: Engine, executor: ClientExecutor,
-                 uplink: Uplink | None = None, folder: RunFolder | None = None,
-                 probe: Callable[[int, LoraState], dict[str, Any]] | None = None,
-                 resumed: checkpoint.RunState | None = None, x0: LoraState | None = None,
-                 wall0: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        method: Method,
+        alloc: Allocation,
+        t_cp: np.ndarray,
+        t_cm: np.ndarray,
+        r: int,
+        streams: Streams,
+        schedule: Schedule,
+        engine: Engine,
+        executor: ClientExecutor,
+        uplink: Uplink | None = None,
+        folder: RunFolder | None = None,
+        probe: Callable[[int, LoraState], dict[str, Any]] | None = None,
+        resumed: checkpoint.RunState | None = None,
+        x0: LoraState | None = None,
+        wall0: float | None = None,
+    ) -> None:
         self.method, self.alloc, self.t_cp, self.t_cm, self.r, self.streams = method, alloc, t_cp, t_cm, r, streams
         self.schedule, self.uplink, self.engine, self.executor = schedule, uplink or Uplink(), engine, executor
         self.folder, self.probe = folder, probe
@@ -152,14 +166,18 @@ class Run:
     def plan(self, t: int) -> RoundPlan:
         """Who trains (Algorithm 1 line 5) and one sketch and LoRA scale per sampled client (line 2)."""
         sampled, k = self.method.sample(t), self.alloc.k
-        return RoundPlan(round=t, sampled=sampled,
-                         sketches={int(n): self.method.sketch(t, int(n), int(k[n]), self.engine.module_names)
-                                   for n in sampled},
-                         scales={int(n): self.method.client_scale(int(k[n])) for n in sampled},
-                         q={int(n): float(self.alloc.q[n]) for n in sampled}, lr_scale=self.lr_scale)
+        return RoundPlan(
+            round=t,
+            sampled=sampled,
+            sketches={int(n): self.method.sketch(t, int(n), int(k[n]), self.engine.module_names) for n in sampled},
+            scales={int(n): self.method.client_scale(int(k[n])) for n in sampled},
+            q={int(n): float(self.alloc.q[n]) for n in sampled},
+            lr_scale=self.lr_scale,
+        )
 
-    def validate(self, plan: RoundPlan, results: dict[int, ClientUpdate | str]
-                 ) -> tuple[list[ClientUpdate], list[Failure]]:
+    def validate(
+        self, plan: RoundPlan, results: dict[int, ClientUpdate | str]
+    ) -> tuple[list[ClientUpdate], list[Failure]]:
         """Accepted uploads, and ``{client, reason}`` for every sampled client that failed."""
         updates: list[ClientUpdate] = []
         failed: list[Failure] = []
@@ -189,8 +207,9 @@ class Run:
         clients (eq. 10), which advances the simulated clock, the bytes uploaded and the training loss. A
         method's extra download (FLoRA's stacked module) joins each client's communication load."""
         download = self.method.download_mbit(plan.round)[plan.sampled]
-        T, share = allocate_bandwidth(self.t_cp[plan.sampled], self.t_cm[plan.sampled] + download,
-                                      self.uplink.bandwidth_mbps)
+        T, share = allocate_bandwidth(
+            self.t_cp[plan.sampled], self.t_cm[plan.sampled] + download, self.uplink.bandwidth_mbps
+        )
         by_client = {u.client: u.nbytes(self.uplink.upload_bits) for u in updates}
         self.sim += T
         return RoundRecord(
@@ -219,8 +238,12 @@ class Run:
             return
         dt, every = self.schedule.eval_every_sim_seconds, self.schedule.eval_every
         last_eval = next((r.sim_seconds for r in reversed(self.records) if r.evaluated), 0.0)
-        if ((every and t % every == 0) or t == self.schedule.rounds or self.over_budget
-                or (dt > 0 and self.sim - last_eval >= dt)):
+        if (
+            (every and t % every == 0)
+            or t == self.schedule.rounds
+            or self.over_budget
+            or (dt > 0 and self.sim - last_eval >= dt)
+        ):
             rec.update(self.engine.evaluate(self.state).as_dict())
 
     def record(self, t: int, rec: RoundRecord) -> None:
@@ -236,16 +259,23 @@ class Run:
         if f is not None:
             write_metrics(f.path / METRICS_FILE, self.records)
             if every and (t % every == 0 or t == self.last):
-                checkpoint.save(f.path / "checkpoint", checkpoint.RunState(
-                    t, self.state, self.sim, rec.real_seconds, [r.to_dict() for r in self.records], f.config_hash))
+                checkpoint.save(
+                    f.path / "checkpoint",
+                    checkpoint.RunState(
+                        t, self.state, self.sim, rec.real_seconds, [r.to_dict() for r in self.records], f.config_hash
+                    ),
+                )
         if self.schedule.min_completion and self.consecutive_fail >= self.schedule.min_completion:
-            raise RunFailed(f"{self.consecutive_fail} consecutive rounds in which every sampled client failed "
-                            f"(fl.min_completion={self.schedule.min_completion}); last failures: {rec.failed}")
+            raise RunFailed(
+                f"{self.consecutive_fail} consecutive rounds in which every sampled client failed "
+                f"(fl.min_completion={self.schedule.min_completion}); last failures: {rec.failed}"
+            )
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self, stop_after: int | None = None,
-            on_round: Callable[[Run, RoundRecord], None] | None = None) -> RunResult:
+    def run(
+        self, stop_after: int | None = None, on_round: Callable[[Run, RoundRecord], None] | None = None
+    ) -> RunResult:
         """Rounds ``start + 1 ..`` until a stop rule fires (or ``stop_after`` rounds: an interruption)."""
         if stop_after is not None and not self.finished:
             self.last = min(self.schedule.rounds, self.start + stop_after)
@@ -269,5 +299,6 @@ class Run:
                     from fedsketch.html_report import write_run_report
 
                     write_run_report(f.path)
-        return RunResult(run_dir=None if f is None else f.path, records=self.records, state=self.state,
-                         allocation=self.alloc)
+        return RunResult(
+            run_dir=None if f is None else f.path, records=self.records, state=self.state, allocation=self.alloc
+        )

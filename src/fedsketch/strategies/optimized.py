@@ -20,8 +20,9 @@ import numpy as np
 from fedsketch.strategies.base import Allocation, Federation
 
 
-def planned_allocation(fed: Federation, q_fixed: np.ndarray | None = None,
-                       k_fixed: np.ndarray | None = None) -> Allocation:
+def planned_allocation(
+    fed: Federation, q_fixed: np.ndarray | None = None, k_fixed: np.ndarray | None = None
+) -> Allocation:
     """Solve P2 (eq. 21) for this federation's p and profiles, holding ``q`` or ``k`` fixed if given."""
     from fedsketch.planner.api import BASELINE_STREAM, build_problem, plan_problem
     from fedsketch.planner.kstep import k_step
@@ -39,15 +40,26 @@ def planned_allocation(fed: Federation, q_fixed: np.ndarray | None = None,
             q = q_step(prob, k, solver=pl.q_solver).q
         else:
             q = np.asarray(q_fixed, dtype=float)
-            k = k_step(prob, q, np.full(fed.num_clients, fed.r, dtype=np.int64),
-                       moves=pl.k_moves).k
+            k = k_step(prob, q, np.full(fed.num_clients, fed.r, dtype=np.int64), moves=pl.k_moves).k
         # k_min bounds the ranks the planner picks; a rank policy's fixed k may lie below it
-        bad = (prob if k_fixed is None else dataclasses.replace(prob, k_min=min(prob.k_min, int(k.min())))).violations(q, k)
+        bad = (prob if k_fixed is None else dataclasses.replace(prob, k_min=min(prob.k_min, int(k.min())))).violations(
+            q, k
+        )
         if bad:
             raise ValueError(f"planner: with the fixed part the plan is infeasible: {bad[:3]}")
     rounds, rt = prob.rounds(q, k), prob.round_time(q, k)
     stab = prob.stability_report(q, k)  # PAPER.md §8.3; lr_scale s is applied by the run (train.lr * s)
-    return Allocation(q=q, k=k, info={"planned_rounds": rounds, "planned_round_time": rt,
-                                      "planned_total_time": rounds * rt, "stability": stab["stability"],
-                                      "step_factor": stab["step_factor"], "max_step_factor": stab["max_step_factor"],
-                                      "stability_binding": stab["binding"], "lr_scale": stab["lr_scale"]})
+    return Allocation(
+        q=q,
+        k=k,
+        info={
+            "planned_rounds": rounds,
+            "planned_round_time": rt,
+            "planned_total_time": rounds * rt,
+            "stability": stab["stability"],
+            "step_factor": stab["step_factor"],
+            "max_step_factor": stab["max_step_factor"],
+            "stability_binding": stab["binding"],
+            "lr_scale": stab["lr_scale"],
+        },
+    )

@@ -45,5 +45,10 @@ def explicit(fed: Federation) -> np.ndarray:
 
 
 RANK_POLICIES: dict[str, Callable[[Federation], np.ndarray]] = {
-    "full": full, "fixed": fixed, "normal": normal, "uniform": uniform, "capability": capability, "explicit": explicit,
+    "full": full,
+    "fixed": fixed,
+    "normal": normal,
+    "uniform": uniform,
+    "capability": capability,
+    "explicit": explicit,
 }

@@ -49,5 +49,9 @@ def explicit(fed: Federation, k: np.ndarray) -> np.ndarray:
 
 
 SAMPLING_POLICIES: dict[str, Callable[[Federation, np.ndarray], np.ndarray]] = {
-    "full": full, "fixed": fixed, "uniform": uniform, "weighted": weighted, "explicit": explicit,
+    "full": full,
+    "fixed": fixed,
+    "uniform": uniform,
+    "weighted": weighted,
+    "explicit": explicit,
 }

@@ -63,8 +63,14 @@ def _probe_context(q: Sequence[float], k: Sequence[int], r: int, clients_per_rou
     from fedsketch.rng import Streams
 
     q = np.asarray(q, dtype=float)
-    return MethodContext(p=np.ones(q.size), q=q, k=np.asarray(k, dtype=np.int64), r=r, streams=Streams(0),
-                         clients_per_round=int(clients_per_round))
+    return MethodContext(
+        p=np.ones(q.size),
+        q=q,
+        k=np.asarray(k, dtype=np.int64),
+        r=r,
+        streams=Streams(0),
+        clients_per_round=int(clients_per_round),
+    )
 
 
 def client_scale(name: str, k: int, r: int) -> float:
@@ -79,5 +85,15 @@ def inclusion(name: str, q: Sequence[float], clients_per_round: int = 0):
     return SAMPLERS[check_method(name)[0]](ctx).inclusion()
 
 
-__all__ = ["AGGREGATORS", "METHODS", "SAMPLERS", "SKETCHERS", "Method", "MethodContext", "build_method",
-           "check_method", "client_scale", "inclusion"]
+__all__ = [
+    "AGGREGATORS",
+    "METHODS",
+    "SAMPLERS",
+    "SKETCHERS",
+    "Method",
+    "MethodContext",
+    "build_method",
+    "check_method",
+    "client_scale",
+    "inclusion",
+]
