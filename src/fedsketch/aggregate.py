@@ -24,7 +24,10 @@ def validate_update(update: ClientUpdate, state: LoraState, issued: dict[str, np
             return f"indices of {m} differ from the issued sketch"
         B, A = state[m]
         if dB.shape != (B.shape[0], idx.size) or dA.shape != (idx.size, A.shape[1]):
-            return f"block shapes of {m} are {dB.shape}/{dA.shape}, expected {(B.shape[0], idx.size)}/{(idx.size, A.shape[1])}"
+            return (
+                f"block shapes of {m} are {dB.shape}/{dA.shape}, "
+                f"expected {(B.shape[0], idx.size)}/{(idx.size, A.shape[1])}"
+            )
         if not (np.all(np.isfinite(dB)) and np.all(np.isfinite(dA))):
             return "non_finite"
     if not np.isfinite(update.train_loss):

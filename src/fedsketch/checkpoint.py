@@ -115,7 +115,7 @@ def _written_config(path: Path) -> dict[str, Any]:
 def _mismatch(path: Path, manifest: dict[str, Any], config_hash: str, config: dict[str, Any] | None) -> CheckpointError:
     """The message for a checkpoint written by another config: the keys that differ, and what to do."""
     written = _written_config(path) if config is not None else {}  # see runner.build.build_run
-    diffs = config_differences(written, config) if written else []
+    diffs = config_differences(written, config) if written and config is not None else []
     what = (
         (
             "; settings that differ (checkpoint -> now): "
@@ -159,10 +159,11 @@ def load(
         raise CheckpointError(f"{path}: schema {manifest.get('schema')!r}, expected {SCHEMA}; {FRESH_HINT}")
     if hashlib.sha256(blob).hexdigest() != manifest.get("sha256"):
         raise CheckpointError(f"{path}/state.safetensors: checksum mismatch (corrupt file); {FRESH_HINT}")
+    stored_hash = manifest.get("config_hash")
     if (
         config_hash is not None
-        and manifest.get("config_hash") != config_hash
-        and not (same is not None and same(manifest.get("config_hash"), _written_config(path)))
+        and stored_hash != config_hash
+        and not (same is not None and isinstance(stored_hash, str) and same(stored_hash, _written_config(path)))
     ):
         raise _mismatch(path, manifest, config_hash, config)
     try:

@@ -332,7 +332,8 @@ def run_report_html(folder: str | Path) -> str:
             _figure(
                 "bandwidth",
                 _fig_bandwidth(records, info, W, n),
-                f"Bandwidth share b_n / W of each sampled client per round (W = {W:g} Mbps, equal-finish split, eq. 10).",
+                f"Bandwidth share b_n / W of each sampled client per round (W = {W:g} Mbps, "
+                "equal-finish split, eq. 10).",
             ),
             "<h2>Uploads</h2>",
             _figure("uploads", _fig_uploads(records, k, n), "Uploaded bytes per round and per client."),

@@ -76,7 +76,7 @@ def _make_parent(path: Path) -> None:
         raise _fail(path, e) from e
 
 
-def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
+def atomic_write_with(path: str | Path, writer: Callable[[Path], object]) -> None:
     """Let ``writer`` write a temporary file beside ``path``, then fsync it and rename it into place."""
     path = Path(path)
     _make_parent(path)

@@ -92,9 +92,7 @@ def _print_problems(what: str, problems: list[str]) -> None:
         err(f"  - {p}")
 
 
-def load_or_exit(
-    config: Path | None, overrides: list[str] | None, data_dir: Path | None = None
-) -> ExperimentConfig:
+def load_or_exit(config: Path | None, overrides: list[str] | None, data_dir: Path | None = None) -> ExperimentConfig:
     try:
         return load_config(config, _with_data_dir(overrides, data_dir))
     except ConfigError as e:

@@ -236,7 +236,7 @@ def register(
         )
         out_console.print(
             f"k: min {k.min()}  median {np.median(k):g}  max {k.max()}  "
-            f"histogram {dict(zip(*np.unique(k, return_counts=True)))}".replace("np.int64", "")
+            f"histogram {dict(zip(*np.unique(k, return_counts=True), strict=True))}".replace("np.int64", "")
         )
         t = Table(title="predicted time to the estimation loss (model of eq. 21)")
         for col in ("allocation", "rounds", "round time [s]", "total [s]", "x plan", "feasible"):
@@ -376,14 +376,15 @@ def register(
             )
         if est.pinned:
             u = est.unconstrained
+            assert u is not None  # kept whenever something was pinned
             out_console.print(
                 f"sign-constrained fit: {', '.join(est.pinned)} pinned to 0; the unconstrained fit was "
                 f"({u[0]:.4g}, {u[1]:.4g}, {u[2]:.4g}, {u[3]:.4g}) with residual {est.unconstrained_residual:.3g}"
             )
-        if getattr(runner, "reused", 0):
-            typer.echo(
-                f"reused {runner.reused} finished pilot replicate(s) from {runner.cache} (--fresh runs them again)"
-            )
+        # attributes of make_pilot_runner's runner; an injected pilot_factory's may lack them
+        reused, cache = getattr(runner, "reused", 0), getattr(runner, "cache", None)
+        if reused:
+            typer.echo(f"reused {reused} finished pilot replicate(s) from {cache} (--fresh runs them again)")
         typer.echo(f"saved {path}")
         if not est.ok:
             for msg in est.problems:

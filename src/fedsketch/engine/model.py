@@ -72,7 +72,7 @@ def _load_embedded(name: str, cache_dir: str) -> tuple[Any, Any]:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     if cache is not None:
         # Save a plain float copy: drop the GGUF quantizer so save_pretrained writes float weights.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # torch's Module.__getattr__ types it Tensor | Module
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
 
@@ -234,7 +234,7 @@ def add_lora(model: Any, cfg: AdapterConfig) -> Any:
         raise ModelError(f"lora.target_modules: {missing} not found in the model; its linear modules are {linear}")
     pcfg = PeftLoraConfig(
         r=cfg.rank,
-        lora_alpha=cfg.alpha,
+        lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # peft annotates int; it is only a float scale alpha / r
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
         use_rslora=cfg.use_rslora,

@@ -290,7 +290,7 @@ class TorchEngine:
                     indices=idx,
                     delta=delta,
                     num_examples=st.local_steps * bs,
-                    train_loss=float(np.mean([l[c] for l in losses])),
+                    train_loss=float(np.mean([step[c] for step in losses])),
                     compute_seconds=seconds,
                 )
             )

@@ -137,8 +137,8 @@ def scored_hidden(
 def scored_response_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Token-mean cross-entropy over the response tokens, the head only at the scored positions.
 
-    The batch runs packed (no padding, :func:`pack`), at most ``PACK_SEQS`` sequences per row. Equals ``tokens.mean_response_loss``
-    (same value and gradients up to rounding).
+    The batch runs packed (no padding, :func:`pack`), at most ``PACK_SEQS`` sequences per row. Equals
+    ``tokens.mean_response_loss`` (same value and gradients up to rounding).
     """
     b = batch["input_ids"].shape[0]
     rows = next(g for g in range(1, b + 1) if b % g == 0 and b // g <= PACK_SEQS)  # bounded row length
@@ -252,7 +252,9 @@ def shared_prompt_scores(
             **{kw: cache},
         ).last_hidden_state  # (R, Lo, D)
         # hidden state predicting option token t: the prompt's last for t = 0, the option's t-1 after
-        hs, tg, owner = [], [], []
+        hs: list[torch.Tensor] = []
+        tg: list[int] = []  # option tokens, in order
+        owner: list[int] = []  # the row of each
         for r, (i, _, resp) in enumerate(rows):
             hs.append(torch.cat([h_last[i : i + 1], h_opt[r, : len(resp) - 1]], 0))
             tg.extend(resp)
@@ -363,7 +365,11 @@ def packed_scores(
         pos = torch.zeros((b, T), dtype=torch.long)
         seg = torch.full((b, T), -1, dtype=torch.long)
         grp = torch.full((b, T), -1, dtype=torch.long)
-        src, tgt, owner, meta = [], [], [], []  # flat index (row * T + position) of the hidden state per scored token
+        # per scored token: flat index (row * T + position) of its hidden state, the token, the option it belongs to
+        src: list[int] = []
+        tgt: list[int] = []
+        owner: list[int] = []
+        meta: list[tuple[int, int, int]] = []  # per option: (question, option, tokens)
         for i, row in enumerate(chunk):
             o = 0
             for g in row:

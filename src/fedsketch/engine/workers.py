@@ -80,6 +80,7 @@ def train_or_reason(engine: Any, state: LoraState, rnd: int, job: Job) -> Client
 
 
 def _train(job: Job) -> ClientUpdate | str:
+    assert _ROUND is not None  # set by train_forked before the pool forks this worker
     return train_or_reason(*_ROUND, job)
 
 

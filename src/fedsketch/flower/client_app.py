@@ -31,7 +31,8 @@ import threading
 import time
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app.typing import ConfigRecordValues
 from flwr.clientapp import ClientApp
 
 from fedsketch.flower import codec
@@ -84,15 +85,18 @@ def get_engine(cfg_text: str, data_dir: str | None = None) -> Any:
 def query(msg: Message, context: Context) -> Message:
     """Discovery reply: ``partition-id`` and ``num-partitions`` of this node."""
     nc = context.node_config
-    body = {"partition-id": partition_of(context), "num-partitions": int(nc.get("num-partitions", -1))}
+    body: dict[str, ConfigRecordValues] = {
+        "partition-id": partition_of(context),
+        "num-partitions": int(nc.get("num-partitions", -1)),
+    }
     return Message(RecordDict({codec.NODE: ConfigRecord(body)}), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local sketched training of the instructed client (Algorithm 1 lines 6–9)."""
-    ins = msg.content[codec.TRAIN]
-    client, rnd = int(ins["client"]), int(ins["round"])
+    ins = codec.record(msg.content, codec.TRAIN, ConfigRecord)
+    client, rnd = int(codec.number(ins["client"], "client")), int(codec.number(ins["round"], "round"))
     mine = partition_of(context)
     if client != mine:
         raise ValueError(f"instruction for client {client} reached the node of partition {mine}")
@@ -102,9 +106,9 @@ def train(msg: Message, context: Context) -> Message:
     if fault.startswith("sleep:"):
         time.sleep(float(fault.split(":", 1)[1]))
     engine = get_engine(str(ins["config"]), context.node_config.get("data-dir"))  # type: ignore[arg-type]
-    state = codec.arrays_to_state(msg.content[codec.GLOBAL])
-    kw = {"scale": float(ins["scale"])} if "scale" in ins else {}
-    engine.lr_scale = float(ins["lr_scale"]) if "lr_scale" in ins else 1.0  # PAPER.md §8.2
+    state = codec.arrays_to_state(codec.record(msg.content, codec.GLOBAL, ArrayRecord))
+    kw = {"scale": float(codec.number(ins["scale"], "scale"))} if "scale" in ins else {}
+    engine.lr_scale = float(codec.number(ins["lr_scale"], "lr_scale")) if "lr_scale" in ins else 1.0  # PAPER.md §8.2
     upd = engine.train_client(state, client, rnd, codec.config_to_indices(ins), **kw)
     blocks, idx, metrics = codec.update_to_records(upd)
     metrics["engine_loads"] = STATS["engine_loads"]

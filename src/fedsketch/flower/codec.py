@@ -13,10 +13,10 @@
 from __future__ import annotations
 
 import tomllib
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedsketch.config import ExperimentConfig, collect, to_toml
 from fedsketch.sketch import ClientUpdate, LoraState
@@ -29,6 +29,23 @@ UPDATE = "update"  # RecordDict keys of a reply: blocks, indices, metrics
 INDICES = "indices"
 METRICS = "metrics"
 NODE = "node"  # RecordDict key of a QUERY reply
+
+_Record = TypeVar("_Record", ArrayRecord, ConfigRecord, MetricRecord)
+
+
+def record(content: RecordDict, key: str, kind: type[_Record]) -> _Record:
+    """``content[key]``, checked to be the kind of record this protocol puts under ``key``."""
+    rec = content[key]
+    if not isinstance(rec, kind):
+        raise TypeError(f"record {key!r} is a {type(rec).__name__}, expected a {kind.__name__}")
+    return rec
+
+
+def number(value: object, name: str) -> int | float:
+    """A record value this protocol writes as a number (int or float); ``TypeError`` for anything else."""
+    if isinstance(value, int | float):
+        return value
+    raise TypeError(f"{name!r} is a {type(value).__name__}, expected a number")
 
 
 def state_to_arrays(state: LoraState) -> ArrayRecord:
@@ -115,13 +132,13 @@ def records_to_update(blocks: ArrayRecord, idx: ConfigRecord, metrics: MetricRec
         parts.setdefault(m, {})[which] = arr.numpy()
     delta = {m: (p["dB"], p["dA"]) for m, p in parts.items()}
     return ClientUpdate(
-        client=int(idx["client"]),
-        round=int(idx["round"]),
+        client=int(number(idx["client"], "client")),
+        round=int(number(idx["round"], "round")),
         indices=config_to_indices(idx),
         delta=delta,
-        num_examples=int(metrics.get("num-examples", 0)),
-        train_loss=float(metrics.get("train_loss", float("nan"))),
-        compute_seconds=float(metrics.get("compute_seconds", 0.0)),
+        num_examples=int(number(metrics.get("num-examples", 0), "num-examples")),
+        train_loss=float(number(metrics.get("train_loss", float("nan")), "train_loss")),
+        compute_seconds=float(number(metrics.get("compute_seconds", 0.0), "compute_seconds")),
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedsketch.flower import codec
@@ -78,7 +78,9 @@ def discover(
         if rep.has_error():
             log(WARNING, "node %s: discovery failed: %s", nid, rep.error.reason)
             continue
-        known[nid] = int(rep.content[codec.NODE]["partition-id"])
+        known[nid] = int(
+            codec.number(codec.record(rep.content, codec.NODE, ConfigRecord)["partition-id"], "partition-id")
+        )
     out: dict[int, int] = {}
     for nid, n in sorted(known.items()):
         if not 0 <= n < num_clients:
@@ -164,7 +166,11 @@ class FlowerExecutor:
                 continue
             try:
                 c = rep.content
-                results[n] = codec.records_to_update(c[codec.UPDATE], c[codec.INDICES], c[codec.METRICS])
+                results[n] = codec.records_to_update(
+                    codec.record(c, codec.UPDATE, ArrayRecord),
+                    codec.record(c, codec.INDICES, ConfigRecord),
+                    codec.record(c, codec.METRICS, MetricRecord),
+                )
             except Exception as e:  # noqa: BLE001 - a malformed reply is a failed client
                 results[n] = f"malformed reply: {type(e).__name__}: {e}"
         for n in plan.sketches:

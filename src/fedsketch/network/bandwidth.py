@@ -127,7 +127,7 @@ def round_times(masks: np.ndarray, t_cp: np.ndarray, t_cm: np.ndarray, W: float)
     any_on = masks.any(axis=1)
     T = np.where(masks, t_cp + t_cm / W, -np.inf).max(axis=1)  # (S,) left bracket
     T = np.where(any_on, T, 0.0)
-    active = any_on.copy()
+    active = np.array(any_on, dtype=bool)  # (S,), a copy
     for _ in range(_NEWTON_MAX_ITER):
         if not active.any():
             break

@@ -45,7 +45,7 @@ class Baseline:
 
     def to_dict(self, include_vectors: bool = True) -> dict:
         fin = np.isfinite(self.rounds)
-        d = {
+        d: dict[str, object] = {
             "family": self.family,
             "rounds": float(self.rounds) if fin else None,
             "round_time": float(self.round_time),

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -51,6 +52,10 @@ STABILITY = ("constrain", "scale_lr", "none")
 DEFAULT_MAX_STEP_FACTOR = 1.3
 
 
+@overload
+def rounds_model(theta: Theta, V: float, s: float = 1.0) -> float: ...
+@overload
+def rounds_model(theta: Theta, V: float | np.ndarray, s: float | np.ndarray = 1.0) -> float | np.ndarray: ...
 def rounds_model(theta: Theta, V: float | np.ndarray, s: float | np.ndarray = 1.0) -> float | np.ndarray:
     """Predicted rounds ``R = (theta4 / s) / (theta1 - s V)`` with ``V = theta2 X + theta3 Y = sum_n c_n / q_n``.
 
@@ -64,7 +69,9 @@ def rounds_model(theta: Theta, V: float | np.ndarray, s: float | np.ndarray = 1.
     return float(R) if R.ndim == 0 else R
 
 
-def step_size_factor(p: Sequence[float], q: Sequence[float], kappa: Sequence[float]) -> tuple[float, float, float]:
+def step_size_factor(
+    p: np.ndarray | Sequence[float], q: np.ndarray | Sequence[float], kappa: np.ndarray | Sequence[float]
+) -> tuple[float, float, float]:
     """Theorem 1's step-size condition ``eta <= 1 / (32 L H beta kappa_max Omega)`` in its plan part.
 
     Returns ``(kappa_max * Omega, Omega, kappa_max)`` with ``Omega = sum_n p_n (1 - p_n) + p_n^2 / q_n``
@@ -110,7 +117,7 @@ class Theta:
             raise ValueError(f"theta2 and theta3 must be >= 0, got theta2={self.theta2!r}, theta3={self.theta3!r}")
 
     @classmethod
-    def from_sequence(cls, values: Sequence[float]) -> Theta:
+    def from_sequence(cls, values: Sequence[float] | np.ndarray) -> Theta:
         vals = [float(v) for v in values]
         if len(vals) != 4:
             raise ValueError(f"theta needs exactly 4 numbers (theta1..theta4), got {len(vals)}: {vals}")
@@ -205,7 +212,8 @@ class PlanProblem:
         if c_best.sum() >= self.theta.theta1:
             n = int(np.argmax(c_best))
             raise ValueError(
-                f"target never reachable: D(q=1, k=r) = theta1 - sum_n c_n = {self.theta.theta1 - c_best.sum():.4g} <= 0 "
+                "target never reachable: D(q=1, k=r) = theta1 - sum_n c_n = "
+                f"{self.theta.theta1 - c_best.sum():.4g} <= 0 "
                 f"(eq. 21), so no q, k reach it; the largest term is client {n} (c_n={c_best[n]:.4g})"
             )
 
@@ -249,7 +257,8 @@ class PlanProblem:
         return float(np.sum(self.p**2 * self.r / (np.asarray(k, float) * np.asarray(q, float))))
 
     def rounds(self, q: np.ndarray, k: np.ndarray) -> float:
-        """Predicted rounds (:func:`rounds_model`: ``theta4 / D`` of eq. 21, or §8.2 under ``scale_lr``); inf if unreachable."""
+        """Predicted rounds (:func:`rounds_model`: ``theta4 / D`` of eq. 21, or §8.2 under ``scale_lr``);
+        inf if unreachable."""
         q = np.asarray(q, dtype=float)
         return rounds_model(self.theta, float(np.sum(self.c(k) / q)), self.lr_scale(q, k))
 
@@ -278,7 +287,8 @@ class PlanProblem:
         return min(1.0, self.max_step_factor / self.step_factor(q, k))
 
     def x_max(self, k: np.ndarray) -> float:
-        """Largest ``X(q)`` allowed by the ``constrain`` form at ranks k: ``Phi_max / kappa_max(k) - sum p(1-p)`` (§8.1)."""
+        """Largest ``X(q)`` allowed by the ``constrain`` form at ranks k:
+        ``Phi_max / kappa_max(k) - sum p(1-p)`` (§8.1)."""
         return self.max_step_factor / self.kappa_max(k) - self.sum_p1mp
 
     @property

@@ -133,7 +133,8 @@ class ThetaEstimate:
                     "unconstrained_theta": [float(x) for x in self.unconstrained],
                     "unconstrained_residual": float(self.unconstrained_residual),
                 }
-                if self.pinned
+                # the unconstrained fit is kept exactly when something was pinned
+                if self.pinned and self.unconstrained is not None and self.unconstrained_residual is not None
                 else {}
             ),
         }
@@ -251,7 +252,8 @@ def estimate_theta(
     ratio = float(s[-2] / s[0])
     if not ratio >= rcond:
         problems.append(
-            f"ill-conditioned: sigma_3/sigma_1 = {ratio:.3g} < rcond = {rcond:g}, so the pilots do not determine theta; "
+            f"ill-conditioned: sigma_3/sigma_1 = {ratio:.3g} < rcond = {rcond:g}, "
+            "so the pilots do not determine theta; "
             "spread the pilot configurations (q down to 0.25, k down to r/8, and not all with the same k/r)"
         )
     tiny = sign_tol * float(np.max(np.abs(theta)))

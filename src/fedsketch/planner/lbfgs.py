@@ -6,6 +6,7 @@ The fast q-step (:mod:`fedsketch.planner.qstep_fast`) runs it on ``log J`` in ``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -17,7 +18,7 @@ def dot_1d(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def projected_lbfgs(
-    fun,
+    fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
     x0: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
@@ -29,7 +30,7 @@ def projected_lbfgs(
     armijo: float = 1e-4,
     backtrack: float = 0.5,
     max_backtracks: int = 60,
-    precond=None,
+    precond: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, float, int, int, str]:
     """Projected L-BFGS for ``min f(x)`` s.t. ``lo <= x <= hi`` (all arrays of shape (N,)).
 
@@ -48,11 +49,13 @@ def projected_lbfgs(
     """
     x = np.clip(x0, lo, hi)
     f, g = fun(x)
-    S, Y = [], []
+    S: list[np.ndarray] = []  # the last `memory` steps s and gradient changes y, appended and dropped in pairs
+    Y: list[np.ndarray] = []
     status = "max iterations"
     nfev = 1
-    it = 0
-    for it in range(1, maxiter + 1):
+    it = 0  # iterations started (returned)
+    for _ in range(maxiter):
+        it += 1
         pg = x - np.clip(x - g, lo, hi)
         if np.max(np.abs(pg)) <= gtol:
             status = "projected gradient below gtol"
@@ -60,8 +63,8 @@ def projected_lbfgs(
         free = (~(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)))).astype(float)
         d = -g * free
         # two-loop recursion restricted to the free variables
-        alphas = []
-        for s, y in zip(reversed(S), reversed(Y)):
+        alphas: list[tuple[float, float, np.ndarray, np.ndarray]] = []
+        for s, y in zip(reversed(S), reversed(Y), strict=True):
             sf, yf = s * free, y * free
             sy = dot_1d(sf, yf)
             if sy <= 0:

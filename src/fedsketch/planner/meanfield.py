@@ -22,6 +22,9 @@ k-steps. ``Gamma`` is taken with client ``m`` included (``Gamma ~ Gamma_{-m}`` u
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import numpy as np
 
 from fedsketch.network.round_time import _emax_sorted
@@ -96,7 +99,7 @@ def best_response_start(
     key_orders: dict[int, np.ndarray] = {}  # affine model: sorted order of t_cp at each rank (cached)
     full = True
     lam_last = 0.0  # dual price of the constrain budget at the last best response
-    for it in range(1, iterations + 1):
+    for _ in range(iterations):
         J_cur, T, D, t_cp, order = cur
         if not (np.isfinite(D) and D > 0 and T > 0):
             break
@@ -109,8 +112,23 @@ def best_response_start(
         constrain = prob.stability == "constrain"
         stored = []  # per-rank (lev, A, c, lb, mask) for the dual search of the constrain form
 
-        def respond(lev, A, c, lb_raw, lam, score, new_k, new_q):
+        def respond(
+            lev: int,
+            A: np.ndarray,
+            c: np.ndarray,
+            lb_raw: np.ndarray,
+            lam: float,
+            score: np.ndarray,
+            new_k: np.ndarray,
+            new_q: np.ndarray,
+            *,
+            T: float = T,
+            D: float = D,
+            full: bool = full,
+            k_s: np.ndarray = k_s,
+        ) -> None:
             # best q at this rank: argmin q A/T + (c/D + lam p^2)/q over [lb, 1]
+            # (T, D, full, k_s: this iteration's values, bound when it defines respond)
             with np.errstate(divide="ignore", invalid="ignore"):
                 qi = np.sqrt((c / D + lam * p2) * T / A)
             ql = np.clip(np.where(A > 0, qi, 1.0), np.minimum(lb_raw, 1.0), 1.0)
@@ -123,8 +141,7 @@ def best_response_start(
             new_k[better] = lev
             new_q[better] = ql[better]
 
-        for lev in levels:
-            lev = int(lev)
+        for lev in levels.tolist():
             frac = lev / r
             if linear:
                 A = surv.integrals_sorted(frac * tau_cp)  # eq. 19, keys ascending
@@ -140,7 +157,8 @@ def best_response_start(
             if constrain:
                 stored.append((lev, A, c, lb_raw))
 
-        def x_excess(nk, nq):  # X(q) - x_max(k), §8.1 (kappa_max <= r / k_lo: the floor fixes the budget)
+        # X(q) - x_max(k), §8.1 (kappa_max <= r / k_lo: the floor fixes the budget)
+        def x_excess(nk: np.ndarray, nq: np.ndarray) -> float:
             return float(np.sum(p2 / nq)) - (prob.max_step_factor * k_lo / r - prob.sum_p1mp)
 
         if constrain and x_excess(new_k, new_q) > 0:
@@ -171,7 +189,7 @@ def best_response_start(
         kk[o], qq[o] = new_k, new_q
         new_k, new_q = kk, qq
         if prob.stability == "constrain":  # §8.1: raise q towards 1 until kappa_max Omega <= Phi_max
-            new_q = _towards_one(new_q, lambda x: prob.X(x) <= prob.x_max(new_k))
+            new_q = _towards_one(new_q, partial(_within_budget, prob, new_k))
         # damped update: geometric mixing of q, ranks from the best response; halve until J improves
         accepted = False
         for alpha in (1.0, 0.5, 0.25, 0.125):
@@ -180,7 +198,7 @@ def best_response_start(
             ka = ka.astype(np.int64)
             qa = np.clip(qa, np.minimum(prob.q_lower(ka), 1.0), 1.0)
             if prob.stability == "constrain":
-                qa = _towards_one(qa, lambda x: prob.X(x) <= prob.x_max(ka))
+                qa = _towards_one(qa, partial(_within_budget, prob, ka))
             if prob.violations(qa, ka):
                 continue
             cand = evaluate(qa, ka)
@@ -200,7 +218,12 @@ def best_response_start(
     return best[1], best[2], {"iterations": len(history) - 1, "history": history, "lambda": lam_last}
 
 
-def _towards_one(q: np.ndarray, ok) -> np.ndarray:
+def _within_budget(prob: PlanProblem, k: np.ndarray, q: np.ndarray) -> bool:
+    """The ``constrain`` budget (§8.1) at ranks ``k``: ``X(q) <= x_max(k)``."""
+    return prob.X(q) <= prob.x_max(k)
+
+
+def _towards_one(q: np.ndarray, ok: Callable[[np.ndarray], bool]) -> np.ndarray:
     """Smallest move ``q + s (1 - q)`` (bisection on s) with ``ok``; ``ok(1)`` must hold."""
     if ok(q):
         return q

@@ -28,7 +28,7 @@ def pilot_configs(pilot_q: Sequence[float], pilot_k_frac: Sequence[float], r: in
     if len(pilot_q) < 4:
         raise EstimationError(f"eq. 22 has 4 unknowns: need at least 4 pilot configurations, got {len(pilot_q)}")
     out = []
-    for i, (q, f) in enumerate(zip(pilot_q, pilot_k_frac)):
+    for i, (q, f) in enumerate(zip(pilot_q, pilot_k_frac, strict=True)):
         if not (isinstance(q, (int, float)) and 0 < q <= 1):
             raise EstimationError(f"planner.pilot_q[{i}] = {q!r} must lie in (0, 1]")
         if not (isinstance(f, (int, float)) and 0 < f <= 1):

@@ -76,6 +76,7 @@ class LogQSolver:
         """Diagonal of the Hessian of :meth:`objective` up to terms O(1/N) relative: ``(c_n/q_n)/D + q_n T'_n/T``."""
         if self._last is None or self._last[0] is not y:
             self.objective(y)
+        assert self._last is not None  # objective() has just set it
         h = self._last[1]
         hmax = float(h.max()) if h.size else 0.0
         return np.maximum(h, 1e-12 * hmax) if hmax > 0 else np.ones_like(h)
@@ -256,6 +257,7 @@ def lr_scale_scan(
             return np.inf  # Phi(q) <= Phi_max / s is out of reach at this s
         fx.s_fixed, fx.x_max = sv, fx.phi_max / (fx.kappa * sv) - fx.p1
         warm = min(scored, key=lambda t: t[0])[1]
+        xs: np.ndarray | None  # None: the dual bisection below found no feasible point
         xs = solve(warm)
         if fx.X(xs) > fx.x_max * (1 + 1e-12):
             xs, lam = stability_dual_bisection(
@@ -357,9 +359,9 @@ def q_step_fast(
     if lam0 and fx.x_max < np.inf:
         fx.lam = lam0  # a warm dual price: the first solves are Lagrangian ones (constrain, §8.1)
     for x0 in starts:
-        x = solve(x0)
-        sols.append(x)
-        cands.append((fx.repair(x), solve.statuses[-1]))
+        sol = solve(x0)
+        sols.append(sol)
+        cands.append((fx.repair(sol), solve.statuses[-1]))
     fx.lam = 0.0
     cands += [(fx.repair(s0), "repaired warm start") for s0 in starts]
 

@@ -133,7 +133,7 @@ class FixedK:
         inv = self.cs / x  # c_n / q_n, (N,)
         V = float(np.sum(inv))
         sc, gs = 1.0, None  # s and ds/dq (scale_lr branch with s < 1, §8.2)
-        xq = None
+        xq: np.ndarray | None = None
         if self.s_fixed is not None:  # scale_lr's 1-D scan: s held fixed, X(q) <= x_max(s) as a constraint
             sc = self.s_fixed
         elif self.stability == "scale_lr":
@@ -162,7 +162,7 @@ class FixedK:
             g -= self.lam * xq / x
         if not with_diag:
             return f, g
-        diag_x = self.lam * xq if self.lam > 0 else 0.0
+        diag_x = self.lam * xq if self.lam > 0 and xq is not None else 0.0  # xq is set above when lam > 0
         return f, g, -df_d * sc * inv + diag_x, x * gt / t
 
     def price(self, x: np.ndarray) -> float:
@@ -203,9 +203,9 @@ class FixedK:
         )
 
 
-def best_candidate(fx: FixedK, cands: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, float, str]:
+def best_candidate(fx: FixedK, cands: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray | None, float, str]:
     """The feasible candidate ``(x, status)`` of least exact ``J`` as ``(x, J, status)``; ``x`` is None if none is."""
-    best = (None, np.inf, "no feasible candidate")
+    best: tuple[np.ndarray | None, float, str] = (None, np.inf, "no feasible candidate")
     for x, status in cands:
         if x is None or not fx.feasible(x):
             continue

@@ -45,7 +45,8 @@ class _P3:
         if fx.x_max < np.inf:  # stability = constrain: X(q) <= Phi_max / kappa_max - sum p(1-p) (§8.1)
             cons.append(cp.sum(cp.multiply(fx.p2, cp.inv_pos(self.q))) <= fx.x_max)
         self.problem = cp.Problem(cp.Minimize(cp.sum(inv)), cons)
-        assert self.problem.is_dcp(dpp=True)
+        # cvxpy's compute_once decorator is annotated Callable[[T], R], which drops is_dcp's dpp parameter
+        assert self.problem.is_dcp(dpp=True)  # type: ignore[call-arg]
 
     def solve(self, g: np.ndarray, b: float, solvers: tuple[str, ...]) -> tuple[np.ndarray | None, str]:
         self.g.value = np.maximum(g, 0.0)
@@ -157,7 +158,8 @@ def q_step_reference(
             i = int(np.argmin(js))
             a = float(grid[i - 1]) if i > 0 else t_lo
             b = float(grid[i + 1]) if i + 1 < len(grid) else t_hi
-            warm_a = sols[i - 1] if i > 0 and sols[i - 1] is not None else lb_pt
+            prev = sols[i - 1] if i > 0 else None
+            warm_a = prev if prev is not None else lb_pt
             cache: dict[float, float] = {}
 
             def score(t_bar: float) -> float:

@@ -41,7 +41,7 @@ class ThetaBand:
             "level": list(self.level),
             "draws": int(self.ratios.shape[0]),
             "invalid_draws": int(self.invalid),
-            **{n: [float(a), float(b)] for n, a, b in zip(names, self.lo, self.hi)},
+            **{n: [float(a), float(b)] for n, a, b in zip(names, self.lo, self.hi, strict=True)},
         }
 
 
@@ -71,7 +71,7 @@ def bootstrap_theta(
     for _ in range(draws):
         boot = [
             dataclasses.replace(o, rounds=float(np.mean(rv[rng.integers(0, rv.size, rv.size)])))
-            for o, rv in zip(obs, reps)
+            for o, rv in zip(obs, reps, strict=True)
         ]
         est = estimate_theta(boot, p, r, rcond=0.0, signs=signs)
         th = est.theta

@@ -18,6 +18,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
@@ -35,6 +36,18 @@ DEFAULT_K_STARTS = (1.0, 0.5, 0.25)
 DEFAULT_MULTISTART_MAX_N = 20_000
 #: clients of the systematic subsample that makes the large-N path's discrete choices (rank floor, s)
 DEFAULT_SUBSAMPLE_N = 2_000
+
+
+class _SolveOptions(TypedDict):
+    """The :func:`solve` keywords that its large-N path passes on to the solves of a subsample."""
+
+    k_starts: Sequence[float]
+    k_moves: str
+    q_solver: str
+    max_outer: int
+    rtol: float
+    q_kwargs: dict
+    multistart_max_n: int
 
 
 def subsample_problem(prob: PlanProblem, m: int) -> tuple[PlanProblem, np.ndarray]:
@@ -134,8 +147,9 @@ def _alternate(
     qs = q_step(prob, k, q0, solver=q_solver, **q_kwargs)
     q, J = qs.q, qs.objective
     history, statuses, q_seconds = [J], [qs.status], qs.seconds
-    it = 0
-    for it in range(1, max_outer + 1):
+    it = 0  # outer iterations started (returned)
+    for _ in range(max_outer):
+        it += 1
         ks = k_step(prob, q, k, moves=k_moves)
         if not np.any(ks.k != k):  # no rank moved: the q-step would start where it stopped
             history.append(J)
@@ -222,7 +236,7 @@ def solve(
     q_kwargs = dict(q_kwargs or {})
     large = best_response and prob.N > multistart_max_n and subsample_n < prob.N and not extra_starts
     # the subsample is solved by the small-N path, multi-start included
-    common = {
+    common: _SolveOptions = {
         "k_starts": k_starts,
         "k_moves": k_moves,
         "q_solver": q_solver,
@@ -240,7 +254,7 @@ def solve(
     lam0s: dict[str, float] = {}
     if best_response:
         tb = time.perf_counter()
-        floors = [None]
+        floors: Sequence[int | None] = [None]
         if prob.stability == "constrain":  # kappa_max couples all clients: one start per rank floor (§8.1)
             floors = sorted(
                 {int(round(x)) for x in np.linspace(prob.k_stable, prob.r, min(5, prob.r - prob.k_stable + 1))}
@@ -291,7 +305,7 @@ def solve(
         starts.append((f"extra{i}", q0, np.asarray(k0, dtype=np.int64)))
     if not starts:
         raise ValueError("solve needs at least one start (k_starts or extra_starts)")
-    best = None
+    best: tuple[np.ndarray, np.ndarray, float, str] | None = None
     per_start = {}
     for name, q0, k0 in starts:
         qk = q_kwargs
@@ -303,6 +317,7 @@ def solve(
         per_start[name] = {"objective": J, **{kk: v for kk, v in info.items() if kk != "history"}}
         if best is None or J < best[2]:
             best = (q, k, J, name)
+    assert best is not None  # starts is not empty
     q, k, J, name = best
     viol = prob.violations(q, k)
     if viol:  # pragma: no cover - both steps keep feasibility; guard against silent failure
@@ -342,7 +357,7 @@ def _dual_price(prob: PlanProblem, q: np.ndarray, k: np.ndarray) -> float:
     return fx.price(fx.to_sorted(q))
 
 
-def _solve_scale_lr_large(prob: PlanProblem, subsample_n: int, common: dict, t0: float) -> Plan:
+def _solve_scale_lr_large(prob: PlanProblem, subsample_n: int, common: _SolveOptions, t0: float) -> Plan:
     """``scale_lr`` (PAPER.md §8.2) at large N: ``s`` and the rank floor from a subsample, then one
     constrained P2 on all N clients.
 
@@ -366,9 +381,8 @@ def _solve_scale_lr_large(prob: PlanProblem, subsample_n: int, common: dict, t0:
         stability="constrain",
         max_step_factor=prob.max_step_factor / s,
     )
-    sur = solve(
-        surrogate, **{**common, "multistart_max_n": 0}, subsample_n=subsample_n, k_floor=max(floor, surrogate.k_stable)
-    )
+    sur_options: _SolveOptions = {**common, "multistart_max_n": 0}
+    sur = solve(surrogate, **sur_options, subsample_n=subsample_n, k_floor=max(floor, surrogate.k_stable))
     k = sur.k
     fx = FixedK(prob, k)
     q = fx.to_clients(fx.repair(np.maximum(fx.to_sorted(sur.q), fx.lb)))  # true box and D >= delta

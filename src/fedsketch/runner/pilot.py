@@ -119,7 +119,7 @@ def make_pilot_runner(
     initial = probe_loss(x0)
     target = cfg.planner.pilot_loss or DEFAULT_FRACTION * initial
 
-    def rounds_to_target(q: float, k: int, seed: int) -> float | None:
+    def rounds_to_target(q: float | np.ndarray, k: int | np.ndarray, seed: int) -> float | None:
         # repetition `seed` redraws coins, sketches and mini-batches; the partition stays the same
         streams = Streams(cfg.seed) if seed == 0 else Streams(int(Streams(cfg.seed).integer_seed("pilot_seed", seed)))
         engine.streams = streams
@@ -191,7 +191,7 @@ def make_pilot_runner(
             progress(msg)
         return done[key]
 
-    def run_pilot(q: float, k: int) -> float | None:
+    def run_pilot(q: float | np.ndarray, k: int | np.ndarray) -> float | None:
         """Mean rounds over ``planner.pilot_seeds`` repetitions (None if any never reaches F_s);
         the per-seed rounds are left in ``run_pilot.last_replicates`` (bootstrap, PAPER.md §8.4)."""
         try:
@@ -199,7 +199,8 @@ def make_pilot_runner(
         finally:
             engine.streams = fed.streams
         run_pilot.last_replicates = tuple(rounds)  # type: ignore[attr-defined]
-        return None if any(r is None for r in rounds) else float(np.mean(rounds))
+        reached = [r for r in rounds if r is not None]
+        return None if len(reached) < len(rounds) else float(np.mean(reached))
 
     def run_plan(q: np.ndarray, k: np.ndarray) -> float | None:
         """A verification pilot at a plan's per-client ``q_n, k_n`` (refinement, PAPER.md §8.4)."""

@@ -62,10 +62,10 @@ def _probe_context(q: Sequence[float], k: Sequence[int], r: int, clients_per_rou
 
     from fedsketch.rng import Streams
 
-    q = np.asarray(q, dtype=float)
+    q_arr = np.asarray(q, dtype=float)
     return MethodContext(
-        p=np.ones(q.size),
-        q=q,
+        p=np.ones(q_arr.size),
+        q=q_arr,
         k=np.asarray(k, dtype=np.int64),
         r=r,
         streams=Streams(0),
