@@ -215,9 +215,9 @@ def register(
                 say_err(f"  - {msg}")
             raise typer.Exit(EXIT_BAD_INPUT)
         path = out or Path(cfg.output.dir) / f"{default}-{cfg.hash()}.json"
-        msg = check_output_file(path, "--out" if out is not None else "output.dir")
-        if msg:
-            say_err(msg)
+        where = check_output_file(path, "--out" if out is not None else "output.dir")
+        if where:
+            say_err(where)
             raise typer.Exit(EXIT_BAD_INPUT)
         return cfg, path
 
