@@ -211,23 +211,74 @@ def _check_theta(cfg: ExperimentConfig, planner: bool) -> list[str]:
     return []
 
 
-def check_output_dir(folder: str | Path) -> str | None:
-    """A message when run folders cannot be created and written under ``folder``."""
-    folder = Path(folder)
-    probe = folder
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+NAME_MAX = 255
+"""Bytes in one file or folder name where the file system does not say (``PC_NAME_MAX``)."""
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        return f"output.dir: {probe} is a file, not a folder; choose another output.dir"
+    return probe
+
+
+def name_max(path: str | Path) -> int:
+    """Longest name (bytes) the file system holding ``path`` (or its nearest existing parent) allows."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".fedsketch-write-test-")
+        return int(os.pathconf(_existing_ancestor(Path(path).absolute()), "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return NAME_MAX
+
+
+def _too_long(path: Path, what: str) -> str | None:
+    limit = name_max(path)
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > limit:
+            return (
+                f"{what}: the name {part[:24]}... is {size} bytes long; the file system allows at most {limit} "
+                "bytes per file or folder name"
+            )
+    return None
+
+
+def _probe_write(folder: Path, what: str) -> str | None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fedsketch-write-test-")
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        return f"output.dir: cannot write in {probe} ({e.strerror or e}); choose a writable output.dir"
+        return f"{what}: cannot write in {folder} ({e.strerror or e}); choose a writable {what}"
     return None
+
+
+def check_output_dir(folder: str | Path, what: str = "output.dir") -> str | None:
+    """A message when folder ``folder`` (created if missing) cannot be created and written in; ``what``
+    names the key or option that gave it."""
+    folder = Path(folder)
+    long = _too_long(folder, what)
+    if long:
+        return long
+    probe = _existing_ancestor(folder)
+    if probe.exists() and not probe.is_dir():
+        return f"{what}: {probe} is a file, not a folder; choose another {what}"
+    return _probe_write(probe, what)
+
+
+def check_output_file(path: str | Path, what: str) -> str | None:
+    """A message when file ``path`` cannot be written (atomically, beside it in its folder): a name too
+    long, a folder at its place, a file where a parent folder should be, or a folder not writable."""
+    path = Path(path)
+    long = _too_long(path, what)
+    if long:
+        return long
+    if path.is_dir():
+        return f"{what}: {path} is a folder; give a file name"
+    probe = _existing_ancestor(path.parent)
+    if probe.exists() and not probe.is_dir():
+        return f"{what}: {probe} is a file, not a folder; choose another {what}"
+    return _probe_write(probe, what)
 
 
 def check_inputs(cfg: ExperimentConfig, *, planner: bool | None = None, output: bool = True) -> list[str]:

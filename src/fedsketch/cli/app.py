@@ -111,6 +111,13 @@ def preflight_or_exit(cfg: ExperimentConfig, source: Any, *, planner: bool | Non
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def _output_or_exit(problem: str | None) -> None:
+    """Stop with exit code 2 (one line) when an output location (``fedsketch.preflight``) is unusable."""
+    if problem:
+        err(problem)
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
 def _interrupted_message(run_dir: Path, last_round: list[int]) -> Callable[[], str]:
     def message() -> str:
         from fedsketch import checkpoint
@@ -168,6 +175,8 @@ def run(
 ) -> None:
     """Run (or resume) one experiment and write its run folder (with report.html)."""
     from fedsketch.console import third_party_to_log
+    from fedsketch.lock import run_folder_lock
+    from fedsketch.preflight import check_output_dir
     from fedsketch.runner import run_dir_for
 
     cfg = load_or_exit(config, set_, data_dir)
@@ -178,6 +187,7 @@ def run(
         err(note)
     preflight_or_exit(cfg, config)
     out = run_dir_for(cfg)
+    _output_or_exit(check_output_dir(out, "run folder"))
     rounds_done: list[int] = []
     progress = _progress_line(cfg.fl.rounds) if cfg.output.progress else None
 
@@ -186,16 +196,19 @@ def run(
         if progress is not None:
             progress(sess, rec)
 
-    say(f"run folder: {out}  (third-party output: {out / 'run.log'})")
-    with user_errors(on_interrupt=_interrupted_message(out, rounds_done)), third_party_to_log(out / "run.log"):
-        if backend == "flower":
-            from fedsketch.flower.run import run_flower
+    # the lock (one writer per run folder) is taken before any model loads; a run whose input fails before
+    # it wrote anything removes the run folder it created (fedsketch.lock)
+    with user_errors(on_interrupt=_interrupted_message(out, rounds_done)), run_folder_lock(out):
+        say(f"run folder: {out}  (third-party output: {out / 'run.log'})")
+        with third_party_to_log(out / "run.log"):
+            if backend == "flower":
+                from fedsketch.flower.run import run_flower
 
-            result = run_flower(cfg, fresh=fresh)
-        else:
-            from fedsketch.runner import run_experiment
+                result = run_flower(cfg, fresh=fresh)
+            else:
+                from fedsketch.runner import run_experiment
 
-            result = run_experiment(cfg, fresh=fresh, on_round=on_round)
+                result = run_experiment(cfg, fresh=fresh, on_round=on_round)
     _summary(result)
     trained = [r for r in result.records[1:] if r.sampled]
     if trained and all(r.all_failed for r in trained):
@@ -303,6 +316,12 @@ def defaults(
     typer.echo(to_toml(load_or_exit(config, set_)))
 
 
+COMPARE_INTERRUPTED = (
+    "interrupted; run the same command again to resume: the finished runs are reused, and the interrupted run "
+    "resumes from its last checkpoint (it starts over if it wrote none)"
+)
+
+
 @app.command()
 def compare(
     suite: Annotated[Path, typer.Argument(help="suite TOML (see suites/)")],
@@ -324,6 +343,7 @@ def compare(
 ) -> None:
     """Run several strategies x seeds on one partition; write a time-to-target table, plots and report.html."""
     from fedsketch.checkpoint import CheckpointError
+    from fedsketch.compare import SuiteFailed
     from fedsketch.compare import compare as run_compare
 
     sets = _with_data_dir(set_, data_dir)
@@ -332,7 +352,7 @@ def compare(
     except ValueError:
         err(f"--seeds must be comma-separated integers, got {seeds!r}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    with user_errors():
+    with user_errors(on_interrupt=lambda: COMPARE_INTERRUPTED):
         try:
             rows = run_compare(
                 suite,
@@ -349,6 +369,9 @@ def compare(
         except CheckpointError as e:  # a run folder of an earlier, different version of the suite
             err(f"{e}\nmove the suite's runs/ folder away (or set --output) to start the suite afresh")
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        except SuiteFailed as e:  # the other runs finished and their tables are written
+            err(str(e))
+            raise typer.Exit(EXIT_FAILED) from None
     for r in rows:
         say(str(r))
 
@@ -360,7 +383,10 @@ def report(
 ) -> None:
     """Write one self-contained report.html (figures embedded) for a run or a suite folder."""
     from fedsketch.html_report import write_report
+    from fedsketch.preflight import check_output_file
 
+    if out is not None:
+        _output_or_exit(check_output_file(out, "--out"))
     with user_errors():
         path = write_report(folder, out)
     say(f"report: {path}")
@@ -375,8 +401,28 @@ def _register_planner() -> None:
 _register_planner()
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (``kill``, a job scheduler, a container stop) ends a command as Ctrl-C does: exit 130, the
+    checkpoint intact, the same "run the same command again" line. The handler raises KeyboardInterrupt in
+    the main thread of this process only; a forked child (a client worker) that inherited it before it
+    set its own dies of the signal, as it would without the handler."""
+    import signal
+
+    main_pid = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _terminate_as_interrupt()
     app()

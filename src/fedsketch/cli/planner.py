@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedsketch.config import ConfigError, load_config
-from fedsketch.errors import EXIT_FAILED, classify
+from fedsketch.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, classify
+from fedsketch.io import atomic_write_text
 from fedsketch.network.profiles import payload_from_model
 from fedsketch.planner.api import ROUND_TIME_STREAM, SAMPLED_ROUND_TIME_BUDGET, plan_json, sampled_round_time
 from fedsketch.planner.estimate import EstimationError, estimate_theta, load_pilots, run_pilots
@@ -68,8 +69,32 @@ def _fmt(x: float | None, spec: str = ".4g") -> str:
 
 
 def _write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    """Write atomically (``fedsketch.io``): a failed write leaves any earlier file at ``path`` intact."""
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def _estimate_interrupted(cfg, runner, from_file: bool, default_factory: bool) -> str:
+    """What an interrupted ``estimate`` says: how the same command resumes (from the finished pilots)."""
+    if from_file:
+        return "interrupted before theta was written; run the same command again (it runs no pilot)"
+    cache = getattr(runner, "cache", None)
+    if cache is None and runner is None and default_factory:  # interrupted while the model loaded
+        from fedsketch.runner.pilot import pilot_cache_path
+
+        cache = pilot_cache_path(cfg)
+    again = "run the same command again to resume"
+    if cache is None:
+        return f"interrupted; {again} (--fresh runs every pilot again)"
+    try:
+        n = len(json.loads(Path(cache).read_text())["replicates"])
+    except (OSError, ValueError, KeyError, TypeError):
+        n = 0
+    if n == 0:
+        return f"interrupted before any pilot finished; {again}: it starts with the first pilot"
+    return (
+        f"interrupted; {again}: the {n} finished pilot replicate(s) in {cache} are reused and the pilot that was "
+        "running starts over (--fresh runs them all again)"
+    )
 
 
 def _estimate_extras(
@@ -173,8 +198,10 @@ def register(
     def say_err(msg: str) -> None:
         typer.echo(msg, err=True)
 
-    def load(config: Path, sets: list[str] | None, *, planner: bool):
-        from fedsketch.preflight import check_inputs
+    def load(config: Path, sets: list[str] | None, *, planner: bool, out: Path | None, default: str):
+        """The config and the path to write, or exit 2 naming every problem, before any model loads or any
+        pilot runs (the output location included: ``--out``, else ``<output.dir>/<default>-<hash>.json``)."""
+        from fedsketch.preflight import check_inputs, check_output_file
 
         try:
             cfg = load_config(config, list(sets or []))
@@ -186,8 +213,19 @@ def register(
             say_err(f"{config}: {len(problems)} problem(s)" if len(problems) > 1 else f"{config}:")
             for msg in problems:
                 say_err(f"  - {msg}")
-            raise typer.Exit(2)
-        return cfg
+            raise typer.Exit(EXIT_BAD_INPUT)
+        path = out or Path(cfg.output.dir) / f"{default}-{cfg.hash()}.json"
+        where = check_output_file(path, "--out" if out is not None else "output.dir")
+        if where:
+            say_err(where)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        return cfg, path
+
+    def write(path: Path, data: dict) -> None:
+        try:
+            _write(path, data)
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - fail() turns it into a message
+            fail(e)
 
     def fail(e: BaseException) -> None:
         """Estimation errors keep their codes; anything else goes through errors.classify, as in
@@ -211,7 +249,7 @@ def register(
         out: OutOpt = None,
     ) -> None:
         """Choose q and k (Algorithm 2) and compare with the baselines of Figs. 2-3."""
-        cfg = load(config, set_, planner=True)
+        cfg, path = load(config, set_, planner=True, out=out, default="plan")
         try:
             payload = (payload_fn or _default_payload_fn)(cfg) if payload_from_model(cfg.network) else None
             plan, bls, prob = plan_from_config(cfg, weights_fn=weights_fn or default_weights, payload_mbit=payload)
@@ -220,8 +258,7 @@ def register(
             fail(e)
         data = plan_json(plan, bls, prob)
         data["round_time_sampled"] = None if sampled is None else dataclasses.asdict(sampled)
-        path = out or Path(cfg.output.dir) / f"plan-{cfg.hash()}.json"
-        _write(path, data)
+        write(path, data)
         if json_:
             typer.echo(json.dumps(data))
             say_err(f"saved {path}")
@@ -304,15 +341,15 @@ def register(
 
         Each finished pilot replicate is kept in ``<output.dir>/pilots-<hash>.json``, so an interrupted
         estimate (or a rerun with ``--refine``) resumes without running it again."""
-        cfg = load(config, set_, planner=False)
+        cfg, path = load(config, set_, planner=False, out=out, default="theta")
         pl = cfg.planner
         if fresh and pilots is None:
             from fedsketch.runner.pilot import pilot_cache_path
 
             pilot_cache_path(cfg).unlink(missing_ok=True)
+        runner = None
         try:
             p = (weights_fn or default_weights)(cfg)
-            runner = None
             if pilots is not None:
                 obs = load_pilots(pilots)
             else:
@@ -326,10 +363,12 @@ def register(
                 est = extra.pop("_refined")
         except EstimationError as e:
             fail(_EstimateFailed(str(e)))
-        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - fail() turns it into a message
+        except KeyboardInterrupt:
+            say_err(_estimate_interrupted(cfg, runner, pilots is not None, pilot_factory is None))
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as e:  # noqa: BLE001 - fail() turns it into a message
             fail(e)
-        path = out or Path(cfg.output.dir) / f"theta-{cfg.hash()}.json"
-        _write(path, {**est.to_dict(), **extra})
+        write(path, {**est.to_dict(), **extra})
         t = Table(title="pilot runs (eq. 22)")
         for col in ("q", "k", "rounds to pilot_loss"):
             t.add_column(col, justify="right")

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from fedsketch.compare.load import Suite
 from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, same_experiment
+from fedsketch.errors import RunFailed, classify
 from fedsketch.records import METRICS_FILE, RoundRecord, read_metrics, run_finished
 
 
@@ -26,6 +27,23 @@ class SeedRun(NamedTuple):
 
 SuiteRuns = dict[str, list[SeedRun]]
 """The finished runs of a suite per strategy (suite order), each strategy's in seed order."""
+
+
+class FailedRun(NamedTuple):
+    """A run of the suite that raised: its strategy, seed and the one-line reason."""
+
+    strategy: str
+    seed: int
+    reason: str
+
+
+class SuiteFailed(RunFailed):
+    """Some runs of a suite failed; the others finished and are tabulated (exit 1)."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The first line of the message the command line gives for ``exc`` (``fedsketch.errors.classify``)."""
+    return classify(exc)[1].splitlines()[0]
 
 
 def finished_records(cfg: ExperimentConfig) -> list[RoundRecord] | None:
@@ -65,14 +83,25 @@ def check_only(suite: Suite, only: list[str] | None) -> None:
         )
 
 
-def run_suite(suite: Suite, log: Any = print, run: bool = True, only: list[str] | None = None) -> SuiteRuns:
+def run_suite(
+    suite: Suite,
+    log: Any = print,
+    run: bool = True,
+    only: list[str] | None = None,
+    failures: list[FailedRun] | None = None,
+) -> SuiteRuns:
     """Run every strategy x seed (skipping finished runs); return the finished runs per strategy.
 
     With ``run=False`` nothing is trained: only the runs that finished earlier are read, and the
     others are left out (logged), e.g. to tabulate a suite that was run on another machine.
     ``only`` trains just the strategies it names (e.g. more seeds of one factor bucket); the
     other strategies' finished runs are still read and reported, as with ``run=False``.
+
+    A run that raises is logged, appended to ``failures`` (when given) and left out; the suite goes on
+    with the next run. A checkpoint of another experiment in a run folder (``CheckpointError``: the
+    folder of an earlier version of the suite) and an interruption stop the suite.
     """
+    from fedsketch.checkpoint import CheckpointError
     from fedsketch.runner import run_experiment
 
     check_only(suite, only)
@@ -85,7 +114,16 @@ def run_suite(suite: Suite, log: Any = print, run: bool = True, only: list[str] 
                 log(f"[{suite.name}] {name} seed {seed}: finished earlier, reusing")
             elif run and (only is None or name in only):
                 log(f"[{suite.name}] running {name} seed {seed}")
-                recs = run_experiment(cfg).records
+                try:
+                    recs = run_experiment(cfg).records
+                except CheckpointError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a failed run is recorded; the suite goes on
+                    why = failure_reason(e)
+                    log(f"[{suite.name}] {name} seed {seed} failed: {why}")
+                    if failures is not None:
+                        failures.append(FailedRun(name, seed, why))
+                    continue
             else:
                 why = " (not in --only)" if run else ""
                 log(f"[{suite.name}] {name} seed {seed}: no finished run{why}, left out of the report")

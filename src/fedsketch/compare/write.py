@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fedsketch.compare.load import Suite
+from fedsketch.compare.run import FailedRun
 from fedsketch.io import atomic_write_text, atomic_write_with
 from fedsketch.records import RoundRecord
 
@@ -35,9 +37,16 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
-    """``table.md`` and ``table.csv``: minutes to the target accuracy (and test loss) per strategy."""
+def write_tables(suite: Suite, rows: list[dict[str, Any]], failures: Sequence[FailedRun] = ()) -> None:
+    """``table.md`` and ``table.csv``: minutes to the target accuracy (and test loss) per strategy.
+
+    Runs that failed (``failures``) are left out of every number; where there are any, the ``reached``
+    cell of their strategy says how many failed, a list under the table gives each one's reason, and
+    ``table.csv`` gets a ``failed_runs`` column (``seed <k>: <reason>``, joined by ``; ``)."""
     key = "speedup_vs_" + suite.reference
+    failed: dict[str, list[FailedRun]] = {}
+    for f in failures:
+        failed.setdefault(f.strategy, []).append(f)
     md = [
         f"# {suite.name}: simulated minutes to {100 * suite.target:.0f}% test accuracy",
         "",
@@ -62,8 +71,10 @@ def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
             )
         acc = _fmt(100 * r["final_accuracy_mean"] if r["final_accuracy_mean"] is not None else None, ".1f")
         speed = f"{r[key]:.2f}×" if r[key] is not None else "—"
+        n_failed = len(failed.get(r["strategy"], []))
+        note = f", {n_failed} failed" if n_failed else ""
         md.append(
-            f"| {r['strategy']} | {100 * suite.target:.0f}% | {t} | {r['reached']}/{r['seeds']} | {acc}% "
+            f"| {r['strategy']} | {100 * suite.target:.0f}% | {t} | {r['reached']}/{r['seeds']}{note} | {acc}% "
             f"| {speed} |"
             + (
                 f" {_pm(r['loss_minutes_mean'], r['loss_minutes_se'])} ({r['loss_reached']}/{r['seeds']}) |"
@@ -71,6 +82,13 @@ def write_tables(suite: Suite, rows: list[dict[str, Any]]) -> None:
                 else ""
             )
         )
+    if failures:
+        md += ["", "Failed runs, left out of every number above (`fedsketch compare` runs them again):", ""]
+        md += [f"- {f.strategy} seed {f.seed}: {f.reason}" for f in failures]
+        rows = [
+            {**r, "failed_runs": "; ".join(f"seed {f.seed}: {f.reason}" for f in failed.get(r["strategy"], []))}
+            for r in rows
+        ]
     atomic_write_text(suite.output / "table.md", "\n".join(md) + "\n")
     _write_csv(suite.output / "table.csv", rows)
 

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import math
 import multiprocessing
+import os
 import tomllib
 import typing
 from pathlib import Path
@@ -164,7 +165,42 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
     if name.startswith("random:") and name not in RANDOM_MODELS:
         errs.append(f"model.name: {name!r} is not a built-in random model; choose {', '.join(RANDOM_MODELS)}")
     errs.extend(_planner_checks(cfg.planner))
+    errs.extend(_output_name_checks(cfg.output.name, cfg.output.dir))
     return errs
+
+
+def _name_max(folder: str) -> int:
+    """Longest file name (bytes) where ``folder`` (or its nearest existing parent) lives; 255 if unknown."""
+    p = Path(folder or ".").absolute()
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    try:
+        return int(os.pathconf(p, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _output_name_checks(name: str, folder: str) -> list[str]:
+    """``output.name`` is one folder name inside ``output.dir``: never a path that leads out of it."""
+    if name == "":  # the default: <task>-<strategy>-seed<seed>-<config hash>
+        return []
+    limit = _name_max(folder)
+    allowed = f"allowed: one folder name inside output.dir (no / or \\ or NUL, not . or .., at most {limit} bytes)"
+    why = None
+    if not name.strip():
+        why = "is blank"
+    elif name in (".", ".."):
+        why = "is not a folder name"
+    elif "\0" in name:
+        why = "contains a NUL character"
+    elif "/" in name or "\\" in name or Path(name).is_absolute():
+        why = "is a path, not one name"
+    else:
+        size = len(name.encode("utf-8", "surrogateescape"))
+        if size > limit:
+            why = f"is {size} bytes long"
+    shown = f"{name[:40]!r}{'...' if len(name) > 40 else ''}"
+    return [] if why is None else [f"output.name: {shown} {why}; {allowed}, or '' for the default name"]
 
 
 def _is_number(v: Any) -> bool:

@@ -63,6 +63,9 @@ def _init_worker(parent: int) -> None:
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the workers)
+    # the parent stops a worker with SIGTERM: it must die of it, not take the parent's handler (the CLI
+    # turns SIGTERM into KeyboardInterrupt, which the pool would catch and send back as a result)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):  # die with the parent (kill -9, OOM killer): no orphan blocks on its pipes
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the line above took effect

@@ -42,8 +42,9 @@ from flwr.supercore import log
 from fedsketch.config import ExperimentConfig, load_config
 from fedsketch.flower import codec
 from fedsketch.flower.executor import FlowerExecutor, discover
+from fedsketch.lock import run_folder_lock
 from fedsketch.records import RoundRecord
-from fedsketch.runner import Run, RunResult, build_run
+from fedsketch.runner import Run, RunResult, build_run, run_dir_for
 
 
 @dataclass
@@ -106,6 +107,11 @@ def serve(grid: Grid, opts: ServerOptions) -> RunResult:
         opts.poll_interval,
         opts.faults,
     )
+    with run_folder_lock(run_dir_for(cfg)):  # one writer per run folder, as in process (re-entrant)
+        return _serve(grid, opts, cfg, nodes)
+
+
+def _serve(grid: Grid, opts: ServerOptions, cfg: ExperimentConfig, nodes: FlowerExecutor) -> RunResult:
     run = build_run(cfg, executor=nodes, fresh=opts.fresh)
     t0 = time.perf_counter()
     nodes.node_of = discover(grid, cfg.data.num_clients, wait=opts.discovery_wait, timeout=opts.round_timeout)

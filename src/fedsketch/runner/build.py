@@ -21,6 +21,7 @@ import numpy as np
 from fedsketch import checkpoint
 from fedsketch.config import ExperimentConfig, same_experiment, to_toml
 from fedsketch.io import atomic_write_json, atomic_write_text
+from fedsketch.lock import run_folder_lock
 from fedsketch.network import sketch_times
 from fedsketch.network.profiles import ClientProfiles, full_rank_payload_mbit, payload_from_model, profiles_from_network
 from fedsketch.planner.api import BASELINE_STREAM, build_problem, plan_problem
@@ -303,8 +304,13 @@ def run_experiment(
         Stop after this many rounds (simulates an interruption; used by resume tests).
     on_round : callable(run, record), optional
         Called after each committed round (the CLI prints its progress line here).
+
+    The run folder is locked while the run writes it (:func:`fedsketch.lock.run_folder_lock`): a second
+    run of the same folder is refused (``FolderBusy``), and a run whose input fails before it wrote
+    anything removes the folder it created.
     """
-    return build_run(cfg, engine=engine, fresh=fresh).run(stop_after=stop_after, on_round=on_round)
+    with run_folder_lock(run_dir_for(cfg)):  # one writer per run folder (re-entrant: the CLI may hold it)
+        return build_run(cfg, engine=engine, fresh=fresh).run(stop_after=stop_after, on_round=on_round)
 
 
 def _run_info(
