@@ -196,11 +196,14 @@ def _check_theta(cfg: ExperimentConfig, planner: bool) -> list[str]:
     if pl.theta:  # count and signs: checked with the config
         return []
     if pl.theta_file:
-        from fedsketch.planner.estimate import EstimationError, load_theta_file
+        from fedsketch.planner.estimate import EstimationError, load_pilots, load_theta_file
+        from fedsketch.readers import ReadError, read_json
 
         try:
             load_theta_file(pl.theta_file)
-        except EstimationError as e:
+            if "pilots" in read_json(pl.theta_file):  # the plan keeps to the region of the pilots it records
+                load_pilots(pl.theta_file)
+        except (EstimationError, ReadError) as e:
             return [str(e)]
         return []
     if planner:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from fedsketch.config.schema import EMBEDDED_MODELS, INF, RANDOM_MODELS, SECTIONS, ExperimentConfig, PlannerConfig
+from fedsketch.readers import ReadError
+from fedsketch.readers import read_toml as _read_toml_file
 
 
 def did_you_mean(word: str, allowed: typing.Iterable[str]) -> str:
@@ -74,7 +76,7 @@ def _scalar(text: str) -> Any:
     """A bare word from a comma list: a TOML number/bool if it parses as one, else the string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # not TOML (TOMLDecodeError), or too many digits or brackets
         return text
 
 
@@ -212,7 +214,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = (s.strip() for s in text.split("=", 1))
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # not TOML (TOMLDecodeError), or too many digits or brackets
         value = raw
     return key, value
 
@@ -258,14 +260,16 @@ def collect(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> tuple[
     return cfg, errors
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A config (or suite, ``what``) file as a dict: :func:`fedsketch.readers.read_toml` (UTF-8, the
+    line of a syntax error), every problem a :class:`ConfigError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{path}: config file not found"])
+    if not path.exists():
+        raise ConfigError([f"{path}: {what} not found"])
     try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+        return _read_toml_file(path)
+    except ReadError as e:
+        raise ConfigError([str(e)]) from None
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
