@@ -2,9 +2,10 @@
 
 :func:`check_inputs` returns one message per problem (empty when all is well); the config itself
 is already valid (``fedsketch.config`` checks keys, types, ranges and cross-key rules). Here:
-the data files and the test-set size against ``eval.num_samples``, the model name or folder,
-the network profile CSV, the theta file, and the output folder. Pure Python and numpy: imports
-no torch.
+the data files and the test-set size against ``eval.num_samples``, the client split on the
+train set, the model name or folder, the network profile CSV, the theta file, ``train.device``
+against this machine, and the output folder. Pure Python and numpy: imports no torch, except to
+ask whether there is a CUDA device when ``train.device`` is cuda or auto.
 """
 
 from __future__ import annotations
@@ -214,6 +215,51 @@ def _check_theta(cfg: ExperimentConfig, planner: bool) -> list[str]:
     return []
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (imports torch: called only for ``train.device`` cuda or auto).
+
+    A module-level function, so a test can stand in for a machine without CUDA."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def check_device(cfg: ExperimentConfig) -> list[str]:
+    """``train.device`` against this machine: ``"cuda"`` needs a CUDA device; ``"auto"`` picks one when
+    there is, and then forked ``train.workers`` > 1 cannot run (a CUDA context does not survive fork)."""
+    t = cfg.train
+    if t.device == "cuda" and not cuda_available():
+        return [
+            "train.device: 'cuda', but torch sees no CUDA device on this machine; "
+            "use 'cpu', or 'auto' (a GPU when there is one)"
+        ]
+    if t.device == "auto" and t.workers > 1 and cuda_available():
+        return [
+            f"train.workers: {t.workers} forked workers, but train.device = 'auto' picks the GPU of this machine "
+            "(a CUDA context does not survive fork); set train.workers to 0 (auto) or 1, or train.device = 'cpu'"
+        ]
+    return []
+
+
+def check_partition(cfg: ExperimentConfig) -> list[str]:
+    """The client split ``run`` and ``plan`` make (:func:`fedsketch.data.partition.partition_sizes`), made
+    here on the train set alone, before any model loads: N x ``data.min_client_size`` larger than the
+    train set, or a Dirichlet split that fails ``data.max_partition_tries`` times, is refused here.
+    Skipped for ``data.source = "hub"`` (no download in a check)."""
+    if cfg.data.source == "hub":
+        return []
+    from fedsketch.data.datasets import DataError
+    from fedsketch.data.partition import PartitionError, partition_sizes
+
+    try:
+        partition_sizes(cfg)
+    except PartitionError as e:
+        return [f"data: {e}"]
+    except DataError as e:
+        return [str(e)]
+    return []
+
+
 def check_output_dir(folder: str | Path) -> str | None:
     """A message when run folders cannot be created and written under ``folder``."""
     folder = Path(folder)
@@ -233,7 +279,14 @@ def check_output_dir(folder: str | Path) -> str | None:
     return None
 
 
-def check_inputs(cfg: ExperimentConfig, *, planner: bool | None = None, output: bool = True) -> list[str]:
+def check_inputs(
+    cfg: ExperimentConfig,
+    *,
+    planner: bool | None = None,
+    output: bool = True,
+    engine: bool = True,
+    partition: bool = True,
+) -> list[str]:
     """Every problem with the files and folders ``cfg`` points to (empty list when none).
 
     Parameters
@@ -242,15 +295,23 @@ def check_inputs(cfg: ExperimentConfig, *, planner: bool | None = None, output: 
         Whether theta is required (``fedsketch plan``); default: when the run asks the planner.
     output : bool
         Also check that the output folder is writable (runs and plans write there).
+    engine : bool
+        Whether the command trains (``train.device`` is checked against this machine); ``plan`` does not.
+    partition : bool
+        Also make the client split (:func:`check_partition`); off where the caller brings its own
+        client weights.
     """
     need = needs_planner(cfg) if planner is None else planner
     errs: list[str] = []
     model = check_model_name(cfg.model.name) or check_hub_model(cfg.model.name)
     if model:
         errs.append(model)
-    errs += _check_data(cfg)
+    data = _check_data(cfg)
+    errs += data or (check_partition(cfg) if partition else [])
     errs += _check_profiles(cfg)
     errs += _check_theta(cfg, need)
+    if engine:
+        errs += check_device(cfg)
     if output:
         out = check_output_dir(cfg.output.dir)
         if out:

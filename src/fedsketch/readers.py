@@ -38,7 +38,12 @@ def where(path: str | Path, line: int | None = None) -> str:
 
 def short(value: Any, width: int = 60) -> str:
     """``repr(value)``, cut to ``width`` characters: a bad value quoted in a one-line message."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python prints
+        return f"<an integer of about {value.bit_length() * 0.30103:.0f} digits>"
+    except RecursionError:
+        return f"<a {type(value).__name__} nested too deeply>"
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

@@ -39,11 +39,30 @@ DIVERGENCE_FACTOR = 2.0
 def opt(
     default: Any, *, choices: tuple[Any, ...] | None = None, range: tuple[float, float] | None = None, doc: str = ""
 ) -> Any:
-    """A config field with its allowed values (``range`` is inclusive; use ``INF`` for open ends)."""
+    """A config field with its allowed values.
+
+    ``range = (lo, hi)`` is inclusive; ``hi = INF`` means "no upper bound", not "inf allowed": a float
+    field takes finite numbers only (:func:`allowed_range` says so, for ``fedsketch defaults``, the
+    README and every message)."""
     meta = {"choices": choices, "range": range, "doc": doc}
     if isinstance(default, list):
         return field(default_factory=functools.partial(list, default), metadata=meta)  # a fresh copy per instance
     return field(default=default, metadata=meta)
+
+
+def allowed_range(rng: tuple[float, float]) -> str:
+    """The allowed values of a ``range``: ``[lo, hi]``, or ``[lo, inf)`` for no upper bound (inf itself is
+    never allowed). The one wording of ``fedsketch defaults``, the README and the config's messages."""
+    lo, hi = rng
+    return f"[{lo:g}, inf)" if hi == INF else f"[{lo:g}, {hi:g}]"
+
+
+def in_range(value: float, rng: tuple[float, float]) -> bool:
+    """Whether ``value`` is allowed by ``range`` (:func:`allowed_range`): finite and within the bounds."""
+    lo, hi = rng
+    if isinstance(value, int):  # exact, however many digits
+        return lo <= value <= hi
+    return math.isfinite(value) and lo <= value <= hi
 
 
 @dataclass(frozen=True)
