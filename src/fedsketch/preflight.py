@@ -215,6 +215,59 @@ def _check_theta(cfg: ExperimentConfig, planner: bool) -> list[str]:
     return []
 
 
+#: the linear modules of a Llama decoder layer, which ``lora.target_modules`` may name
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: decoder layers and linear module names of the models served without a hub or folder (checked
+#: against the models themselves in tests/engine/test_input_checks.py)
+KNOWN_MODEL_SHAPES: dict[str, tuple[int, tuple[str, ...]]] = {
+    "random:tiny-llama": (2, LLAMA_LINEAR),
+    "embedded:smollm2-135m-instruct": (30, LLAMA_LINEAR),
+}
+
+
+def _config_json(name: str) -> Path | None:
+    """The ``config.json`` of a local model folder, or of a hub id in the local hub cache."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path / "config.json" if (path / "config.json").is_file() else None
+    if looks_like_path(name) or not in_hub_cache(name):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(name, "config.json")
+    return Path(found) if isinstance(found, str) else None
+
+
+def check_model_shape(cfg: ExperimentConfig) -> list[str]:
+    """``model.num_layers`` against the model's decoder layers, and ``lora.target_modules`` against its
+    linear modules, where they are known without loading the model: the built-in models
+    (:data:`KNOWN_MODEL_SHAPES`) and, for the layers, a folder's or cached hub model's ``config.json``."""
+    m, errs = cfg.model, []
+    layers, modules = KNOWN_MODEL_SHAPES.get(m.name, (None, None))
+    if layers is None:
+        from fedsketch.readers import ReadError, read_json
+
+        path = _config_json(m.name)
+        try:
+            info = read_json(path) if path is not None else {}
+        except ReadError as e:
+            return [f"model.name: {e}"]
+        found = info.get("num_hidden_layers") if isinstance(info, dict) else None
+        layers = found if isinstance(found, int) and not isinstance(found, bool) and found > 0 else None
+    if layers is not None and m.num_layers > layers:
+        errs.append(
+            f"model.num_layers: {m.num_layers} is more than the model's {layers} layers; allowed 0 (all) to {layers}"
+        )
+    if modules is not None:
+        missing = [t for t in cfg.lora.target_modules if t not in modules]
+        if missing:
+            errs.append(
+                f"lora.target_modules: {', '.join(map(repr, missing))} not in the model; its linear modules are "
+                f"{', '.join(modules)}"
+            )
+    return errs
+
+
 def cuda_available() -> bool:
     """Whether torch sees a CUDA device (imports torch: called only for ``train.device`` cuda or auto).
 
@@ -304,8 +357,7 @@ def check_inputs(
     need = needs_planner(cfg) if planner is None else planner
     errs: list[str] = []
     model = check_model_name(cfg.model.name) or check_hub_model(cfg.model.name)
-    if model:
-        errs.append(model)
+    errs += [model] if model else check_model_shape(cfg)
     data = _check_data(cfg)
     errs += data or (check_partition(cfg) if partition else [])
     errs += _check_profiles(cfg)
