@@ -130,6 +130,8 @@ def _truncated(line: str) -> bool:
     try:
         json.loads(text)
     except json.JSONDecodeError as e:
+        if e.msg == "Extra data":  # a whole value and more after it
+            return False
         return e.msg.startswith("Unterminated string") or bool(_PARTIAL_TOKEN.fullmatch(text[e.pos :]))
     except (RecursionError, ValueError):
         return False
@@ -192,19 +194,24 @@ def read_csv(path: str | Path, *, key: str | None = None) -> tuple[list[str], li
     ones. A malformed file is a :class:`ReadError` naming the file and line.
     """
     text = read_text(path, key=key)
-    reader = csv.reader(text.splitlines(keepends=True))
+    reader = csv.reader(text.splitlines(keepends=True), strict=True)
     rows: list[tuple[int, dict[str, str]]] = []
     header: list[str] = []
-    try:
-        for fields in reader:
-            if not any(f.strip() for f in fields):
-                continue
-            if not header:
-                header = [f.strip() for f in fields]
-                continue
-            rows.append((reader.line_num, dict(zip(header, fields, strict=False))))
-    except csv.Error as e:
-        raise ReadError(f"{where(path, reader.line_num)}: not valid CSV: {e}") from None
+    start = 1  # the line a record starts on (a quoted field may span lines)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise ReadError(f"{where(path, start)}: not valid CSV: {e}") from None
+        line, start = start, reader.line_num + 1
+        if not any(f.strip() for f in fields):
+            continue
+        if not header:
+            header = [f.strip() for f in fields]
+            continue
+        rows.append((line, dict(zip(header, fields, strict=False))))
     return header, rows
 
 

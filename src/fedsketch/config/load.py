@@ -126,9 +126,11 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
     if cfg.fl.sampling == "explicit":
         if len(cfg.fl.q_list) != n:
             errs.append(f"fl.q_list: sampling='explicit' needs {n} values (data.num_clients), got {len(cfg.fl.q_list)}")
-        for i, q in enumerate(cfg.fl.q_list):
-            if not isinstance(q, (int, float)) or isinstance(q, bool) or not (0 < q <= 1):
-                errs.append(f"fl.q_list[{i}] (client {i}): {short(q)} is out of range; allowed (0, 1]")
+        errs += _first_of(
+            f"fl.q_list[{i}] (client {i}): {short(q)} is out of range; allowed (0, 1]"
+            for i, q in enumerate(cfg.fl.q_list)
+            if not _is_number(q) or not (0 < q <= 1)
+        )
     if cfg.fl.clients_per_round > n:
         errs.append(
             f"fl.clients_per_round: {cfg.fl.clients_per_round} is more than data.num_clients={n}; "
@@ -139,21 +141,21 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
     if cfg.fl.ranks == "explicit":
         if len(cfg.fl.k_list) != n:
             errs.append(f"fl.k_list: ranks='explicit' needs {n} values (data.num_clients), got {len(cfg.fl.k_list)}")
-        for i, k in enumerate(cfg.fl.k_list):
-            if not isinstance(k, int) or isinstance(k, bool) or not (1 <= k <= r):
-                errs.append(
-                    f"fl.k_list[{i}] (client {i}): {short(k)} is out of range; allowed integers [1, lora.rank={r}]"
-                )
+        errs += _first_of(
+            f"fl.k_list[{i}] (client {i}): {short(k)} is out of range; allowed integers [1, lora.rank={r}]"
+            for i, k in enumerate(cfg.fl.k_list)
+            if not isinstance(k, int) or isinstance(k, bool) or not (1 <= k <= r)
+        )
     if cfg.network.profile == "explicit":
         for key in ("tau_cp", "tau_cm"):
             vals = getattr(cfg.network, key)
             if len(vals) != n:
                 errs.append(f"network.{key}: profile='explicit' needs {n} values (data.num_clients), got {len(vals)}")
-            for i, v in enumerate(vals):
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < INF:
-                    errs.append(
-                        f"network.{key}[{i}] (client {i}): {short(v)} is out of range; allowed finite numbers > 0"
-                    )
+            errs += _first_of(
+                f"network.{key}[{i}] (client {i}): {short(v)} is out of range; allowed finite numbers > 0"
+                for i, v in enumerate(vals)
+                if not _is_number(v) or not 0 < v < INF
+            )
     if cfg.network.profile == "csv" and not cfg.network.profile_csv:
         errs.append("network.profile_csv: profile='csv' needs a file path")
     if not cfg.lora.target_modules or not all(isinstance(m, str) and m for m in cfg.lora.target_modules):
@@ -185,6 +187,14 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
         errs.append(f"model.name: {short(name)} is not a built-in random model; choose {', '.join(RANDOM_MODELS)}")
     errs.extend(_planner_checks(cfg.planner))
     return errs
+
+
+def _first_of(problems: typing.Iterable[str]) -> list[str]:
+    """The first problem with the entries of one list, and how many more there are (one line, not one per entry)."""
+    found = list(problems)
+    if len(found) > 1:
+        return [f"{found[0]} (and {len(found) - 1} more entries of that list)"]
+    return found
 
 
 def _is_number(v: Any) -> bool:
@@ -219,9 +229,11 @@ def _planner_checks(pl: PlannerConfig) -> list[str]:
             f"planner.pilot_q: eq. 22 has 4 unknowns, so at least 4 pilot runs are needed, got {len(pl.pilot_q)}"
         )
     for key in ("pilot_q", "pilot_k_frac", "k_starts"):
-        for i, v in enumerate(getattr(pl, key)):
-            if not (_is_number(v) and 0 < v <= 1):
-                errs.append(f"planner.{key}[{i}]: {short(v)} is out of range; allowed (0, 1]")
+        errs += _first_of(
+            f"planner.{key}[{i}]: {short(v)} is out of range; allowed (0, 1]"
+            for i, v in enumerate(getattr(pl, key))
+            if not (_is_number(v) and 0 < v <= 1)
+        )
     if not pl.k_starts:
         errs.append("planner.k_starts: needs at least one start (fractions of r in (0, 1])")
     return errs
