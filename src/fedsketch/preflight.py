@@ -298,8 +298,15 @@ def check_partition(cfg: ExperimentConfig) -> list[str]:
     """The client split ``run`` and ``plan`` make (:func:`fedsketch.data.partition.partition_sizes`), made
     here on the train set alone, before any model loads: N x ``data.min_client_size`` larger than the
     train set, or a Dirichlet split that fails ``data.max_partition_tries`` times, is refused here.
-    Skipped for ``data.source = "hub"`` (no download in a check)."""
+    For ``data.source = "hub"`` (no download in a check) only the ``datasets`` package is looked for."""
     if cfg.data.source == "hub":
+        import importlib.util
+
+        if importlib.util.find_spec("datasets") is None:
+            return [
+                "data.source: 'hub' needs the Hugging Face 'datasets' package, which is not installed; "
+                "`pip install datasets`, or use data.source = 'embedded' (the data shipped with fedsketch)"
+            ]
         return []
     from fedsketch.data.datasets import DataError
     from fedsketch.data.partition import PartitionError, partition_sizes
