@@ -66,7 +66,8 @@ def test_reader_names_file_byte_and_line(tmp_path: Path) -> None:
     with pytest.raises(ReadError, match=r"a.toml, line 5: not valid CSV"):
         read_csv(bad)
     bad.write_text('client,tau_cp\n\n0,"1\n2",3\n1,4\n')
-    assert read_csv(bad) == (["client", "tau_cp"], [(3, {"client": "0", "tau_cp": "1\n2"}), (5, {"client": "1", "tau_cp": "4"})])
+    rows = [(3, {"client": "0", "tau_cp": "1\n2"}), (5, {"client": "1", "tau_cp": "4"})]  # a record's first line
+    assert read_csv(bad) == (["client", "tau_cp"], rows)
 
 
 @pytest.mark.parametrize(
@@ -324,13 +325,17 @@ def test_compare_report_only_skips_a_cut_off_last_line(tmp_path: Path) -> None:
         (b"client,tau_cp\n0,1\n1,1\n2,1\n3,1\n", "p.csv: the header lacks column(s) tau_cm"),
         (b"client,tau_cp,tau_cm\n", "p.csv: no rows"),
         (b"client,tau_cp,tau_cm\n0,1,1\n\n1,1,1\n2,x,1\n3,1,1\n", "p.csv, line 5 (client 2): tau_cp must be a number"),
-        (b"client,tau_cp,tau_cm\n0,1,1\n1,1,1\n2,nan,1\n3,1,1\n", "p.csv, line 4 (client 2): tau_cp = 'nan' is not finite"),
+        (b"client,tau_cp,tau_cm\n0,1,1\n1,1,1\n2,nan,1\n3,1,1\n",
+         "p.csv, line 4 (client 2): tau_cp = 'nan' is not finite"),
         (b"client,tau_cp,tau_cm\n0,1,1\n1,1,-1\n2,1,1\n3,1,1\n", "p.csv, line 3 (client 1): tau_cm = -1.0 must be > 0"),
         (b"client,tau_cp,tau_cm,tau_0\n0,1,1,2\n1,1,1,\n2,1,1,\n3,1,1,\n", "tau_0 = 2.0 must lie in [0, tau_cp=1.0]"),
         (b"client,tau_cp,tau_cm\n0,1,1\n1,1,1\n2,1,1\n", "p.csv: no row for client(s) [3]"),
-        (b"client,tau_cp,tau_cm\n0,1,1\n1,1,1\n2,1\n3,1,1\n", "p.csv, line 4 (client 2): tau_cm must be a number, got None"),
-        (b"client,tau_cp,tau_cm\n0,1,1\n1,1,1\n1.5,1,1\n3,1,1\n", "p.csv, line 4: client must be an integer id, got '1.5'"),
-        (b'client,tau_cp,tau_cm\n0,1,1\n1,1,1\n2,"1,1\n3,1,1\n', "p.csv, line 4: not valid CSV: unexpected end of data"),
+        (b"client,tau_cp,tau_cm\n0,1,1\n1,1,1\n2,1\n3,1,1\n",
+         "p.csv, line 4 (client 2): tau_cm must be a number, got None"),
+        (b"client,tau_cp,tau_cm\n0,1,1\n1,1,1\n1.5,1,1\n3,1,1\n",
+         "p.csv, line 4: client must be an integer id, got '1.5'"),
+        (b'client,tau_cp,tau_cm\n0,1,1\n1,1,1\n2,"1,1\n3,1,1\n',
+         "p.csv, line 4: not valid CSV: unexpected end of data"),
     ],
     ids=["not-utf8", "no-column", "no-rows", "not-a-number", "nan", "negative", "tau0", "count", "short-row",
          "client-id", "bad-quote"],
