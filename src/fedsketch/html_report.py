@@ -302,9 +302,9 @@ def _run_config(text: str, path: Path) -> dict[str, Any]:
     data, net = cfg.get("data", {}), cfg.get("network", {})
     n = data.get("num_clients", 0) if isinstance(data, dict) else None
     W = net.get("bandwidth_mbps", 100.0) if isinstance(net, dict) else None
-    if not (check_type(n, "int") and n >= 0):
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
         raise ReadError(f"{path}: data.num_clients must be an integer >= 0, got {short(n, 40)}")
-    if not (check_type(W, "number") and np.isfinite(W) and W > 0):
+    if not (isinstance(W, (int, float)) and not isinstance(W, bool) and np.isfinite(W) and W > 0):
         raise ReadError(f"{path}: network.bandwidth_mbps must be a finite number > 0, got {short(W, 40)}")
     return {"num_clients": n, "bandwidth_mbps": W}
 

@@ -299,7 +299,7 @@ def estimate_theta(
 
 def _pilot_number(path: Path, i: int, row: dict, key: str, ok: Callable[[float], bool], allowed: str) -> float:
     v = row.get(key)
-    if not (check_type(v, "number") and math.isfinite(v) and ok(v)):
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and ok(v)):
         got = "missing" if key not in row else f"got {short(v)}"
         raise ReadError(f"{path}: pilots[{i}].{key}: {got}; allowed {allowed}")
     return float(v)
