@@ -7,7 +7,8 @@ Every command ends with one of
 1     a run or solve that failed: every sampled client failed, an abort
       (``fl.min_completion``), an infeasible plan, an unexpected error
 2     bad input: config, data files, model name or folder, profile CSV,
-      theta file, checkpoint mismatch or corruption, output folder, suite file
+      theta or pilots file, metrics.jsonl, checkpoint mismatch or corruption,
+      output folder, suite file
 130   interrupted (Ctrl-C); the checkpoint on disk is intact
 ====  =====================================================================
 
@@ -42,9 +43,11 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from fedsketch.data.datasets import DataError
     from fedsketch.data.partition import PartitionError
     from fedsketch.network.profiles import ProfileError
+    from fedsketch.readers import ReadError
 
     types: list[type[BaseException]] = [
         InputError,
+        ReadError,
         ModelError,
         ConfigError,
         DataError,

@@ -19,12 +19,9 @@ mailed or opened anywhere. Pure numpy + matplotlib: imports no torch.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
-import json
 import re
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ import numpy as np
 from fedsketch.compare.layout import parse_run_name, runs_dir
 from fedsketch.errors import InputError
 from fedsketch.io import atomic_write_text
+from fedsketch.readers import ReadError, check_type, parse_toml, read_csv, read_json, read_text, short
 from fedsketch.records import METRICS_FILE, RoundRecord, evaluations, read_metrics
 
 RUN_FIGURES = ("accuracy-loss", "participation", "allocation", "bandwidth", "uploads")
@@ -275,19 +273,58 @@ def _versions(info: dict[str, Any]) -> str:
     return _table(["library", "version"], rows)
 
 
+#: the lists of run.json the figures read: one finite number per client
+_INFO_LISTS = ("q", "k", "tau_cp", "tau_cm", "t_cp", "t_cm")
+
+
+def _run_info(path: Path) -> dict[str, Any]:
+    """``run.json`` (empty if absent), its per-client lists checked (a :class:`ReadError` naming the key)."""
+    if not path.is_file():
+        return {}
+    info = read_json(path)
+    if not isinstance(info, dict):
+        raise ReadError(f"{path}: expected a JSON object, got {short(info, 40)}")
+    n = len(info["q"]) if isinstance(info.get("q"), list) else None
+    for key in _INFO_LISTS:
+        v = info.get(key)
+        if v is None:
+            continue
+        if not (isinstance(v, list) and all(check_type(x, "number") and np.isfinite(x) for x in v) and len(v) == n):
+            raise ReadError(f"{path}: {key} must be a list of {n} finite numbers (one per client), got {short(v, 40)}")
+    if not isinstance(info.get("versions", {}), dict):
+        raise ReadError(f"{path}: versions must be an object, got {short(info['versions'], 40)}")
+    return info
+
+
+def _run_config(text: str, path: Path) -> dict[str, Any]:
+    """``data.num_clients`` and ``network.bandwidth_mbps`` of a run's ``config.toml`` (checked; defaults if absent)."""
+    cfg = parse_toml(text, path) if text else {}
+    data, net = cfg.get("data", {}), cfg.get("network", {})
+    n = data.get("num_clients", 0) if isinstance(data, dict) else None
+    W = net.get("bandwidth_mbps", 100.0) if isinstance(net, dict) else None
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+        raise ReadError(f"{path}: data.num_clients must be an integer >= 0, got {short(n, 40)}")
+    if not (isinstance(W, (int, float)) and not isinstance(W, bool) and np.isfinite(W) and W > 0):
+        raise ReadError(f"{path}: network.bandwidth_mbps must be a finite number > 0, got {short(W, 40)}")
+    return {"num_clients": n, "bandwidth_mbps": W}
+
+
 def run_report_html(folder: str | Path) -> str:
     """The HTML text of a run folder's report (see the module docstring)."""
     folder = Path(folder)
     records = read_metrics(folder / METRICS_FILE)
-    info = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
-    cfg_text = (folder / "config.toml").read_text() if (folder / "config.toml").is_file() else ""
-    cfg = tomllib.loads(cfg_text) if cfg_text else {}
+    info = _run_info(folder / "run.json")
+    cfg_text = read_text(folder / "config.toml") if (folder / "config.toml").is_file() else ""
+    cfg = _run_config(cfg_text, folder / "config.toml")
     if not records:
         raise InputError(f"{folder / METRICS_FILE}: no records")
     q = np.asarray(info.get("q", []), dtype=float)
     k = np.asarray(info.get("k", []), dtype=float)
-    n = len(q) or int(cfg.get("data", {}).get("num_clients", 0))
-    W = float(cfg.get("network", {}).get("bandwidth_mbps", 100.0))
+    n = len(q) or int(cfg["num_clients"])
+    W = float(cfg["bandwidth_mbps"])
+    top = max((c for r in records for c in [*r.sampled, *(f["client"] for f in r.failed)]), default=-1)
+    if n and top >= n:
+        raise ReadError(f"{folder / METRICS_FILE}: client {top} was sampled, but the run has {n} clients (run.json)")
     ev = evaluations(records)
     last = records[-1]
     summary = _table(
@@ -359,7 +396,7 @@ def _suite_runs(folder: Path) -> dict[str, list[tuple[int, list[RoundRecord]]]]:
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
+    return [row for _, row in read_csv(path)[1]] if path.is_file() else []
 
 
 def _num(s: str) -> Any:
@@ -396,6 +433,31 @@ def strategy_figure_id(name: str) -> str:
     return "strategy-" + re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
 
+def _sweep_table(sweep: list[dict[str, str]]) -> list[str]:
+    """The sweep section of a suite report from the rows of ``sweep.csv``."""
+    levels = sorted({float(r["accuracy"]) for r in sweep})
+    names = list(dict.fromkeys(r["strategy"] for r in sweep))
+    cell = {(r["strategy"], float(r["accuracy"])): r for r in sweep}
+
+    def fmt(r: dict[str, str] | None) -> str:
+        if r is None or not r["minutes_mean"]:
+            return f"— ({r['reached']}/{r['seeds']})" if r else "—"
+        se = r.get("minutes_se")  # empty for one seed
+        return (
+            f"{float(r['minutes_mean']):.2f} ± {float(se):.2f} ({r['reached']}/{r['seeds']})"
+            if se
+            else f"{float(r['minutes_mean']):.2f} ({r['reached']}/{r['seeds']})"
+        )
+
+    return [
+        "<h2>Sweep: simulated minutes to each accuracy</h2>",
+        _table(
+            ["strategy", *[f"{100 * a:g}%" for a in levels]],
+            [[n, *[fmt(cell.get((n, a))) for a in levels]] for n in names],
+        ),
+    ]
+
+
 def suite_report_html(folder: str | Path) -> str:
     """The HTML text of a suite output folder's report."""
     folder = Path(folder)
@@ -412,27 +474,12 @@ def suite_report_html(folder: str | Path) -> str:
         sections += ["<h2>Time to target</h2>", _table(cols, [[_num(r[c]) for c in cols] for r in table])]
     sweep = _csv_rows(folder / "sweep.csv")
     if sweep:
-        levels = sorted({float(r["accuracy"]) for r in sweep})
-        names = list(dict.fromkeys(r["strategy"] for r in sweep))
-        cell = {(r["strategy"], float(r["accuracy"])): r for r in sweep}
-
-        def fmt(r: dict[str, str] | None) -> str:
-            if r is None or not r["minutes_mean"]:
-                return f"— ({r['reached']}/{r['seeds']})" if r else "—"
-            se = r.get("minutes_se")  # empty for one seed
-            return (
-                f"{float(r['minutes_mean']):.2f} ± {float(se):.2f} ({r['reached']}/{r['seeds']})"
-                if se
-                else f"{float(r['minutes_mean']):.2f} ({r['reached']}/{r['seeds']})"
-            )
-
-        sections += [
-            "<h2>Sweep: simulated minutes to each accuracy</h2>",
-            _table(
-                ["strategy", *[f"{100 * a:g}%" for a in levels]],
-                [[n, *[fmt(cell.get((n, a))) for a in levels]] for n in names],
-            ),
-        ]
+        try:
+            sections += _sweep_table(sweep)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ReadError(
+                f"{folder / 'sweep.csv'}: not a sweep table written by fedsketch compare ({e!r:.80})"
+            ) from None
     for fid, fname, cap in (
         ("suite-accuracy", "accuracy_vs_time.png", "Accuracy against simulated minutes, mean ± std over seeds."),
         ("suite-loss", "loss_vs_time.png", "Test loss against simulated minutes, mean ± std over seeds."),

@@ -2,9 +2,10 @@
 
 :func:`check_inputs` returns one message per problem (empty when all is well); the config itself
 is already valid (``fedsketch.config`` checks keys, types, ranges and cross-key rules). Here:
-the data files and the test-set size against ``eval.num_samples``, the model name or folder,
-the network profile CSV, the theta file, and the output folder. Pure Python and numpy: imports
-no torch.
+the data files and the test-set size against ``eval.num_samples``, the client split on the
+train set, the model name or folder, the network profile CSV, the theta file, ``train.device``
+against this machine, and the output folder. Pure Python and numpy: imports no torch, except to
+ask whether there is a CUDA device when ``train.device`` is cuda or auto.
 """
 
 from __future__ import annotations
@@ -196,11 +197,14 @@ def _check_theta(cfg: ExperimentConfig, planner: bool) -> list[str]:
     if pl.theta:  # count and signs: checked with the config
         return []
     if pl.theta_file:
-        from fedsketch.planner.estimate import EstimationError, load_theta_file
+        from fedsketch.planner.estimate import EstimationError, load_pilots, load_theta_file
+        from fedsketch.readers import ReadError, read_json
 
         try:
             load_theta_file(pl.theta_file)
-        except EstimationError as e:
+            if "pilots" in read_json(pl.theta_file):  # the plan keeps to the region of the pilots it records
+                load_pilots(pl.theta_file)
+        except (EstimationError, ReadError) as e:
             return [str(e)]
         return []
     if planner:
@@ -208,6 +212,111 @@ def _check_theta(cfg: ExperimentConfig, planner: bool) -> list[str]:
             "planner: no theta; run `fedsketch estimate CONFIG --out theta.json` and set "
             "planner.theta_file='theta.json', or set planner.theta=[theta1, theta2, theta3, theta4]"
         ]
+    return []
+
+
+#: the linear modules of a Llama decoder layer, which ``lora.target_modules`` may name
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: decoder layers and linear module names of the models served without a hub or folder (checked
+#: against the models themselves in tests/engine/test_input_checks.py)
+KNOWN_MODEL_SHAPES: dict[str, tuple[int, tuple[str, ...]]] = {
+    "random:tiny-llama": (2, LLAMA_LINEAR),
+    "embedded:smollm2-135m-instruct": (30, LLAMA_LINEAR),
+}
+
+
+def _config_json(name: str) -> Path | None:
+    """The ``config.json`` of a local model folder, or of a hub id in the local hub cache."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path / "config.json" if (path / "config.json").is_file() else None
+    if looks_like_path(name) or not in_hub_cache(name):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(name, "config.json")
+    return Path(found) if isinstance(found, str) else None
+
+
+def check_model_shape(cfg: ExperimentConfig) -> list[str]:
+    """``model.num_layers`` against the model's decoder layers, and ``lora.target_modules`` against its
+    linear modules, where they are known without loading the model: the built-in models
+    (:data:`KNOWN_MODEL_SHAPES`) and, for the layers, a folder's or cached hub model's ``config.json``."""
+    m, errs = cfg.model, []
+    layers, modules = KNOWN_MODEL_SHAPES.get(m.name, (None, None))
+    if layers is None:
+        from fedsketch.readers import ReadError, read_json
+
+        path = _config_json(m.name)
+        try:
+            info = read_json(path) if path is not None else {}
+        except ReadError as e:
+            return [f"model.name: {e}"]
+        found = info.get("num_hidden_layers") if isinstance(info, dict) else None
+        layers = found if isinstance(found, int) and not isinstance(found, bool) and found > 0 else None
+    if layers is not None and m.num_layers > layers:
+        errs.append(
+            f"model.num_layers: {m.num_layers} is more than the model's {layers} layers; allowed 0 (all) to {layers}"
+        )
+    if modules is not None:
+        missing = [t for t in cfg.lora.target_modules if t not in modules]
+        if missing:
+            errs.append(
+                f"lora.target_modules: {', '.join(map(repr, missing))} not in the model; its linear modules are "
+                f"{', '.join(modules)}"
+            )
+    return errs
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (imports torch: called only for ``train.device`` cuda or auto).
+
+    A module-level function, so a test can stand in for a machine without CUDA."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def check_device(cfg: ExperimentConfig) -> list[str]:
+    """``train.device`` against this machine: ``"cuda"`` needs a CUDA device; ``"auto"`` picks one when
+    there is, and then forked ``train.workers`` > 1 cannot run (a CUDA context does not survive fork)."""
+    t = cfg.train
+    if t.device == "cuda" and not cuda_available():
+        return [
+            "train.device: 'cuda', but torch sees no CUDA device on this machine; "
+            "use 'cpu', or 'auto' (a GPU when there is one)"
+        ]
+    if t.device == "auto" and t.workers > 1 and cuda_available():
+        return [
+            f"train.workers: {t.workers} forked workers, but train.device = 'auto' picks the GPU of this machine "
+            "(a CUDA context does not survive fork); set train.workers to 0 (auto) or 1, or train.device = 'cpu'"
+        ]
+    return []
+
+
+def check_partition(cfg: ExperimentConfig) -> list[str]:
+    """The client split ``run`` and ``plan`` make (:func:`fedsketch.data.partition.partition_sizes`), made
+    here on the train set alone, before any model loads: N x ``data.min_client_size`` larger than the
+    train set, or a Dirichlet split that fails ``data.max_partition_tries`` times, is refused here.
+    For ``data.source = "hub"`` (no download in a check) only the ``datasets`` package is looked for."""
+    if cfg.data.source == "hub":
+        import importlib.util
+
+        if importlib.util.find_spec("datasets") is None:
+            return [
+                "data.source: 'hub' needs the Hugging Face 'datasets' package, which is not installed; "
+                "`pip install datasets`, or use data.source = 'embedded' (the data shipped with fedsketch)"
+            ]
+        return []
+    from fedsketch.data.datasets import DataError
+    from fedsketch.data.partition import PartitionError, partition_sizes
+
+    try:
+        partition_sizes(cfg)
+    except PartitionError as e:
+        return [f"data: {e}"]
+    except DataError as e:
+        return [str(e)]
     return []
 
 
@@ -281,7 +390,14 @@ def check_output_file(path: str | Path, what: str) -> str | None:
     return _probe_write(probe, what)
 
 
-def check_inputs(cfg: ExperimentConfig, *, planner: bool | None = None, output: bool = True) -> list[str]:
+def check_inputs(
+    cfg: ExperimentConfig,
+    *,
+    planner: bool | None = None,
+    output: bool = True,
+    engine: bool = True,
+    partition: bool = True,
+) -> list[str]:
     """Every problem with the files and folders ``cfg`` points to (empty list when none).
 
     Parameters
@@ -290,15 +406,22 @@ def check_inputs(cfg: ExperimentConfig, *, planner: bool | None = None, output: 
         Whether theta is required (``fedsketch plan``); default: when the run asks the planner.
     output : bool
         Also check that the output folder is writable (runs and plans write there).
+    engine : bool
+        Whether the command trains (``train.device`` is checked against this machine); ``plan`` does not.
+    partition : bool
+        Also make the client split (:func:`check_partition`); off where the caller brings its own
+        client weights.
     """
     need = needs_planner(cfg) if planner is None else planner
     errs: list[str] = []
     model = check_model_name(cfg.model.name) or check_hub_model(cfg.model.name)
-    if model:
-        errs.append(model)
-    errs += _check_data(cfg)
+    errs += [model] if model else check_model_shape(cfg)
+    data = _check_data(cfg)
+    errs += data or (check_partition(cfg) if partition else [])
     errs += _check_profiles(cfg)
     errs += _check_theta(cfg, need)
+    if engine:
+        errs += check_device(cfg)
     if output:
         out = check_output_dir(cfg.output.dir)
         if out:

@@ -14,12 +14,13 @@ and written back as they were.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypedDict
 
 from fedsketch.io import atomic_write_text
+from fedsketch.readers import ReadError, check_type, read_json_lines, short, warn_stderr, where
 
 METRICS_FILE = "metrics.jsonl"
 """The records' file in a run folder."""
@@ -114,11 +115,90 @@ def write_metrics(path: str | Path, records: Iterable[RoundRecord]) -> None:
     atomic_write_text(path, "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in records))
 
 
-def read_metrics_dicts(path: str | Path) -> list[dict[str, Any]]:
-    """The JSON objects of a ``metrics.jsonl`` as written, one per record (blank lines skipped)."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+#: what each field of a record on disk must be (``"?"``: or null); a record is checked against it on reading
+_KINDS: dict[str, str] = {
+    "round": "int",
+    "sim_seconds": "number",
+    "real_seconds": "number",
+    "round_sim_seconds": "number?",
+    "sampled": "ints",
+    "failed": "failures",
+    "uploaded_bytes": "int",
+    "client_bytes": "ints?",
+    "bandwidth_mbps": "numbers?",
+    "train_loss": "number?",
+    "client_compute_seconds": "number?",
+    "download_mbit": "number?",
+    "accuracy": "number?",
+    "test_loss": "number?",
+    "pred_max_share": "number?",
+    "num_eval": "int?",
+    "stop": "str?",
+}
+_KIND_WORDS = {
+    "int": "an integer",
+    "number": "a number",
+    "str": "a string",
+    "ints": "a list of integers",
+    "numbers": "a list of numbers",
+    "failures": "a list of {client, reason} objects",
+}
 
 
-def read_metrics(path: str | Path) -> list[RoundRecord]:
-    """The records of a ``metrics.jsonl``."""
-    return [RoundRecord.from_dict(d) for d in read_metrics_dicts(path)]
+def _is(value: Any, kind: str) -> bool:
+    if kind.endswith("?"):
+        return value is None or _is(value, kind[:-1])
+    if kind == "ints":
+        return isinstance(value, list) and all(check_type(v, "int") for v in value)
+    if kind == "numbers":
+        return isinstance(value, list) and all(check_type(v, "number") for v in value)
+    if kind == "failures":
+        return isinstance(value, list) and all(
+            isinstance(f, dict) and check_type(f.get("client"), "int") and isinstance(f.get("reason"), str)
+            for f in value
+        )
+    return check_type(value, kind)
+
+
+def record_problem(d: Any) -> str | None:
+    """What is wrong with one record as read from ``metrics.jsonl`` (None when nothing): a JSON object
+    with an integer ``round`` >= 0, every known field of its type (:data:`_KINDS`), ``client_bytes``
+    and ``bandwidth_mbps`` as long as ``sampled``, client ids >= 0."""
+    if not isinstance(d, dict):
+        return f"expected a JSON object (one round's record), got {short(d, 40)}"
+    if "round" not in d:
+        return "no 'round'"
+    for key, kind in _KINDS.items():
+        if key in d and not _is(d[key], kind):
+            words = _KIND_WORDS[kind.rstrip("?")] + (" or null" if kind.endswith("?") else "")
+            return f"{key} must be {words}, got {short(d[key], 40)}"
+    if d["round"] < 0:
+        return f"round must be >= 0, got {d['round']}"
+    sampled = d.get("sampled", [])
+    if any(c < 0 for c in sampled) or any(f["client"] < 0 for f in d.get("failed", [])):
+        return "client ids must be >= 0"
+    for key in ("client_bytes", "bandwidth_mbps"):
+        if d.get(key) is not None and len(d[key]) != len(sampled):
+            return f"{key} has {len(d[key])} entries but sampled has {len(sampled)}; they are aligned"
+    return None
+
+
+def read_metrics_dicts(path: str | Path, *, warn: Callable[[str], None] | None = warn_stderr) -> list[dict[str, Any]]:
+    """The JSON objects of a ``metrics.jsonl`` as written, one per record (blank lines skipped).
+
+    Read by :func:`fedsketch.readers.read_json_lines`: a cut-off last line (a crash mid-write) is left
+    out with a warning (``warn``); any other bad line, or a record of the wrong shape
+    (:func:`record_problem`), is a :class:`~fedsketch.readers.ReadError` naming the file and line.
+    """
+    out = []
+    for line, d in read_json_lines(path, warn=warn):
+        problem = record_problem(d)
+        if problem is not None:
+            raise ReadError(f"{where(path, line)}: {problem}")
+        out.append(d)
+    return out
+
+
+def read_metrics(path: str | Path, *, warn: Callable[[str], None] | None = warn_stderr) -> list[RoundRecord]:
+    """The records of a ``metrics.jsonl`` (:func:`read_metrics_dicts`)."""
+    return [RoundRecord.from_dict(d) for d in read_metrics_dicts(path, warn=warn)]

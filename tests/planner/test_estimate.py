@@ -142,14 +142,15 @@ def test_load_pilots_reads_an_estimate_and_names_bad_rows(tmp_path):
     import json
 
     from fedsketch.planner.estimate import load_pilots
+    from fedsketch.readers import ReadError
 
     f = tmp_path / "t.json"
     f.write_text(json.dumps(estimate_theta(REAL_OBS, REAL_P, 8).to_dict()))
     assert load_pilots(f) == REAL_OBS
     f.write_text(json.dumps({"pilots": [{"q": 1.0, "k": 8, "rounds": 5}, {"q": 2.0, "k": 8, "rounds": 5}]}))
-    with pytest.raises(EstimationError, match=r"pilots\[1\].*0 < q <= 1"):
+    with pytest.raises(ReadError, match=r"t.json: pilots\[1\]\.q: got 2.0; allowed a number in \(0, 1\]"):
         load_pilots(f)
-    with pytest.raises(EstimationError, match="not found"):
+    with pytest.raises(ReadError, match="not found"):
         load_pilots(tmp_path / "missing.json")
 
 

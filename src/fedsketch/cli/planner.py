@@ -208,7 +208,8 @@ def register(
         except ConfigError as e:
             problems = e.errors
         else:
-            problems = check_inputs(cfg, planner=planner)
+            # plan trains nothing; injected client weights stand in for the split
+            problems = check_inputs(cfg, planner=planner, engine=not planner, partition=weights_fn is None)
         if problems:
             say_err(f"{config}: {len(problems)} problem(s)" if len(problems) > 1 else f"{config}:")
             for msg in problems:

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedsketch.compare.layout import run_name, runs_dir
-from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, load_config
+from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, load_config, read_toml
 
 SUITE_KEYS = (
     "name",
@@ -71,12 +70,7 @@ def load_suite(
     ``seeds`` replaces the file's seed list (e.g. to run seed 0 of every strategy first).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{path}: suite file not found"])
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+    raw = read_toml(path, "suite file")
     errors: list[str] = []
     errors += [
         f"{path}: unknown key {k!r}{did_you_mean(k, SUITE_KEYS)}; allowed: {', '.join(SUITE_KEYS)}"
@@ -148,6 +142,10 @@ def load_suite(
     if not isinstance(stop, bool):
         errors.append(f"{path}: stop_at_target must be true or false, got {stop!r}")
     stop_set = [f"fl.stop_accuracy={float(target)!r}"] if stop is True and isinstance(target, (int, float)) else []
+    for key in ("name", "base", "output"):
+        if key in raw and not (isinstance(raw[key], str) and raw[key].strip()):
+            errors.append(f"{path}: {key} must be a non-empty string, got {raw[key]!r}")
+            del raw[key]
     base = (path.parent / raw["base"]).resolve() if raw.get("base") else None
     suite = Suite(
         name=raw.get("name", path.stem),

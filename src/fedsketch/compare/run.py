@@ -8,13 +8,12 @@ counts, :func:`fedsketch.config.same_experiment`).
 
 from __future__ import annotations
 
-import json
-import tomllib
 from typing import Any, NamedTuple
 
 from fedsketch.compare.load import Suite
 from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, same_experiment
 from fedsketch.errors import RunFailed, classify
+from fedsketch.readers import ReadError, read_json, read_toml
 from fedsketch.records import METRICS_FILE, RoundRecord, read_metrics, run_finished
 
 
@@ -46,28 +45,47 @@ def failure_reason(exc: BaseException) -> str:
     return classify(exc)[1].splitlines()[0]
 
 
-def finished_records(cfg: ExperimentConfig) -> list[RoundRecord] | None:
+def finished_records(cfg: ExperimentConfig, *, strict: bool = False) -> list[RoundRecord] | None:
     """The records of a finished run (any stop rule) of this config, else None; the run may have used
-    other execution settings (``config.EXECUTION_KEYS``: thread and worker counts)."""
+    other execution settings (``config.EXECUTION_KEYS``: thread and worker counts).
+
+    A run folder whose ``run.json``, ``config.toml`` or ``metrics.jsonl`` cannot be read counts as
+    unfinished (running it again resumes from its checkpoint and writes them anew), unless ``strict``
+    (the run will not be trained here, e.g. ``--report-only``): then the
+    :class:`~fedsketch.readers.ReadError` naming the file and line goes through.
+    """
     from fedsketch.runner import run_dir_for
 
     out = run_dir_for(cfg)
+    if not ((out / "run.json").is_file() and (out / METRICS_FILE).is_file()):
+        return None
     try:
-        stored = json.loads((out / "run.json").read_text()).get("config_hash")
-        same = stored == cfg.hash() or same_experiment(  # config.toml is read only when the hash differs
-            cfg, stored, tomllib.loads((out / "config.toml").read_text()).get("train", {})
+        info = read_json(out / "run.json")
+        stored = info.get("config_hash") if isinstance(info, dict) else None
+        same = stored == cfg.hash() or (  # config.toml is read only when the hash differs
+            isinstance(stored, str)
+            and (out / "config.toml").is_file()
+            and same_experiment(cfg, stored, _train_section(read_toml(out / "config.toml")))
         )
-        records = read_metrics(out / METRICS_FILE) if same else []
-    except (OSError, json.JSONDecodeError, tomllib.TOMLDecodeError):
+        # no warning for a cut-off last line here: the report, which reads every run folder, gives it
+        records = read_metrics(out / METRICS_FILE, warn=None) if same else []
+    except ReadError:
+        if strict:
+            raise
         return None
     return records if run_finished(records, cfg.fl.rounds) else None
+
+
+def _train_section(raw: dict[str, Any]) -> dict[str, Any]:
+    train = raw.get("train", {})
+    return train if isinstance(train, dict) else {}
 
 
 def run_info(cfg: ExperimentConfig) -> dict[str, Any]:
     """The ``run.json`` of this config's run folder."""
     from fedsketch.runner import run_dir_for
 
-    return json.loads((run_dir_for(cfg) / "run.json").read_text())
+    return read_json(run_dir_for(cfg) / "run.json")
 
 
 def check_only(suite: Suite, only: list[str] | None) -> None:
@@ -109,10 +127,11 @@ def run_suite(
     for seed in suite.seeds:  # seed-major: an interrupted suite has whole seeds done
         for name, _ in suite.strategies:
             cfg = suite.config(name, seed)
-            recs = finished_records(cfg)
+            trains = run and (only is None or name in only)
+            recs = finished_records(cfg, strict=not trains)  # a run not trained here must read cleanly
             if recs is not None:
                 log(f"[{suite.name}] {name} seed {seed}: finished earlier, reusing")
-            elif run and (only is None or name in only):
+            elif trains:
                 log(f"[{suite.name}] running {name} seed {seed}")
                 try:
                     recs = run_experiment(cfg).records

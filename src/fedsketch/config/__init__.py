@@ -1,6 +1,7 @@
 """Typed experiment configuration: one frozen dataclass per section, loaded from TOML.
 
-A leaf package: it imports no other fedsketch module, so every other module may import it.
+A leaf package: it imports no other fedsketch module but :mod:`fedsketch.readers` (the checked file
+readers, standard library only), so every other module may import it.
 
 - :mod:`.schema`: the sections, their defaults, allowed values and docs, and :class:`ExperimentConfig`;
 - :mod:`.load`: TOML and ``--set`` overrides in, every error found out (:class:`ConfigError`);

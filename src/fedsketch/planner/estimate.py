@@ -34,7 +34,6 @@ PAPER.md §8.4 are in :mod:`fedsketch.planner.refine`.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsketch.planner.bound import Theta, normalise_weights
+from fedsketch.readers import ReadError, check_type, read_json, short
 
 #: default threshold on sigma_(m-1) / sigma_1 (after column scaling) below which theta is not identified
 DEFAULT_RCOND = 1e-3
@@ -299,35 +299,47 @@ def estimate_theta(
     )
 
 
+def _pilot_number(path: Path, i: int, row: dict, key: str, ok: Callable[[float], bool], allowed: str) -> float:
+    v = row.get(key)
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and ok(v)):
+        got = "missing" if key not in row else f"got {short(v)}"
+        raise ReadError(f"{path}: pilots[{i}].{key}: {got}; allowed {allowed}")
+    return float(v)
+
+
 def load_pilots(path: str | Path) -> list[PilotObservation]:
-    """The pilot observations recorded in a JSON written by ``fedsketch estimate`` (key ``pilots``)."""
+    """The pilot observations recorded in a JSON written by ``fedsketch estimate`` (key ``pilots``).
+
+    Every problem (missing or unreadable file, not UTF-8, not JSON, no ``pilots`` list, a value
+    of the wrong type or out of range) is a :class:`~fedsketch.readers.ReadError` (bad input)
+    naming the file and the record.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise EstimationError(f"--pilots: file not found: {path}")
-    try:
-        rows = json.loads(path.read_text()).get("pilots")
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise EstimationError(f"{path}: not a JSON object written by 'fedsketch estimate' ({e})") from None
+    if not path.exists():
+        raise ReadError(f"--pilots: file not found: {path}")
+    data = read_json(path, key="--pilots")
+    if not isinstance(data, dict):
+        raise ReadError(
+            f"{path}: expected a JSON object with a 'pilots' list (as `fedsketch estimate` writes), "
+            f"got {type(data).__name__} {short(data, 40)}"
+        )
+    rows = data.get("pilots")
     if not isinstance(rows, list) or not rows:
-        raise EstimationError(f"{path}: no 'pilots' list")
+        raise ReadError(f"{path}: no 'pilots' list (a non-empty list of {{q, k, rounds}} objects)")
     out = []
     for i, row in enumerate(rows):
-        try:
-            q, k, rounds = float(row["q"]), int(row["k"]), float(row["rounds"])
-        except (KeyError, TypeError, ValueError):
-            raise EstimationError(f"{path}: pilots[{i}] = {row!r} needs numeric 'q', 'k' and 'rounds'") from None
-        if not (0 < q <= 1 and k >= 1 and rounds > 0):
-            raise EstimationError(f"{path}: pilots[{i}] = {row!r}: need 0 < q <= 1, k >= 1, rounds > 0")
-        reps = row.get("replicates", []) if isinstance(row, dict) else []
-        if not (isinstance(reps, list) and all(isinstance(v, (int, float)) and v > 0 for v in reps)):
-            raise EstimationError(f"{path}: pilots[{i}].replicates must be a list of positive rounds, got {reps!r}")
+        if not isinstance(row, dict):
+            raise ReadError(f"{path}: pilots[{i}]: expected an object with 'q', 'k' and 'rounds', got {short(row)}")
+        q = _pilot_number(path, i, row, "q", lambda v: 0 < v <= 1, "a number in (0, 1]")
+        k = _pilot_number(path, i, row, "k", lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1")
+        rounds = _pilot_number(path, i, row, "rounds", lambda v: v > 0, "a finite number > 0")
+        reps = row.get("replicates", [])
+        if not (isinstance(reps, list) and all(check_type(v, "number") and math.isfinite(v) and v > 0 for v in reps)):
+            raise ReadError(f"{path}: pilots[{i}].replicates: got {short(reps)}; allowed a list of rounds > 0")
         xy = {}
-        if isinstance(row, dict) and "X" in row:
-            try:
-                xy = {"X": float(row["X"]), "Y": float(row["Y"])}
-            except (KeyError, TypeError, ValueError):
-                raise EstimationError(f"{path}: pilots[{i}] has 'X' but no numeric 'Y'") from None
-        out.append(PilotObservation(q, k, rounds, tuple(float(v) for v in reps), **xy))
+        if "X" in row or "Y" in row:
+            xy = {key: _pilot_number(path, i, row, key, lambda v: v > 0, "a finite number > 0") for key in ("X", "Y")}
+        out.append(PilotObservation(q, int(k), rounds, tuple(float(v) for v in reps), **xy))
     return out
 
 
@@ -339,35 +351,34 @@ def load_theta_file(path: str | Path) -> Theta:
     :class:`EstimationError` naming the file.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise EstimationError(
             f"planner.theta_file: file not found: {path} (`fedsketch estimate CONFIG --out {path}` "
             f"writes it from pilot runs)"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise EstimationError(f"planner.theta_file: cannot read {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise EstimationError(f"{path}: not valid JSON: {e}") from None
+        data = read_json(path, key="planner.theta_file")
+    except ReadError as e:
+        raise EstimationError(str(e)) from None
     if not isinstance(data, dict):
         raise EstimationError(
             f"{path}: expected a JSON object with a 'theta' list (as `fedsketch estimate` "
-            f"writes), got {type(data).__name__} {data!r:.60}"
+            f"writes), got {type(data).__name__} {short(data, 40)}"
         )
     if "theta" not in data:
         raise EstimationError(f"{path}: no 'theta' key")
     if not data.get("ok", True):
         problems = data.get("problems", [])
         why = "; ".join(map(str, problems)) if isinstance(problems, list) else str(problems)
-        raise EstimationError(f"{path}: the estimate was flagged: {why}")
+        why = " ".join(why.split())  # one line
+        raise EstimationError(f"{path}: the estimate was flagged: {why[:200]}{'...' if len(why) > 200 else ''}")
     vals = data["theta"]
     if not (
         isinstance(vals, list)
         and len(vals) == 4
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals)
     ):
-        raise EstimationError(f"{path}: 'theta' must be a list of 4 finite numbers, got {vals!r}")
+        raise EstimationError(f"{path}: 'theta' must be a list of 4 finite numbers, got {short(vals)}")
     try:
         return Theta.from_sequence(vals)
     except ValueError as e:

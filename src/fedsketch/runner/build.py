@@ -106,10 +106,13 @@ WeightsFn = Callable[[ExperimentConfig], np.ndarray]
 
 def default_weights(cfg: ExperimentConfig) -> np.ndarray:
     """Client dataset sizes of the real partition (``fedsketch.data.partition.partition_sizes``)."""
-    from fedsketch.data.partition import partition_sizes
+    from fedsketch.data.datasets import DataError
+    from fedsketch.data.partition import PartitionError, partition_sizes
 
     try:
         return np.asarray(partition_sizes(cfg), dtype=float)
+    except (DataError, PartitionError):  # bad input (exit 2), named as the run names it
+        raise
     except Exception as e:  # noqa: BLE001 - report any data problem as a planner input error
         raise ValueError(f"data weights p_n: could not build the client partition: {e}") from e
 
