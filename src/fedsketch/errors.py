@@ -40,10 +40,10 @@ class RunFailed(RuntimeError):
 def _bad_input_types() -> tuple[type[BaseException], ...]:
     from fedsketch.checkpoint import CheckpointError
     from fedsketch.config import ConfigError
+    from fedsketch.config.readers import ReadError
     from fedsketch.data.datasets import DataError
     from fedsketch.data.partition import PartitionError
     from fedsketch.network.profiles import ProfileError
-    from fedsketch.readers import ReadError
 
     types: list[type[BaseException]] = [
         InputError,

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from fedsketch.compare.layout import parse_run_name, runs_dir
+from fedsketch.config.readers import ReadError, check_type, parse_toml, read_csv, read_json, read_text, short
 from fedsketch.errors import InputError
 from fedsketch.io import atomic_write_text
-from fedsketch.readers import ReadError, check_type, parse_toml, read_csv, read_json, read_text, short
 from fedsketch.records import METRICS_FILE, RoundRecord, evaluations, read_metrics
 
 RUN_FIGURES = ("accuracy-loss", "participation", "allocation", "bandwidth", "uploads")

@@ -197,8 +197,8 @@ def _check_theta(cfg: ExperimentConfig, planner: bool) -> list[str]:
     if pl.theta:  # count and signs: checked with the config
         return []
     if pl.theta_file:
+        from fedsketch.config.readers import ReadError, read_json
         from fedsketch.planner.estimate import EstimationError, load_pilots, load_theta_file
-        from fedsketch.readers import ReadError, read_json
 
         try:
             load_theta_file(pl.theta_file)
@@ -245,7 +245,7 @@ def check_model_shape(cfg: ExperimentConfig) -> list[str]:
     m, errs = cfg.model, []
     layers, modules = KNOWN_MODEL_SHAPES.get(m.name, (None, None))
     if layers is None:
-        from fedsketch.readers import ReadError, read_json
+        from fedsketch.config.readers import ReadError, read_json
 
         path = _config_json(m.name)
         try:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypedDict
 
+from fedsketch.config.readers import ReadError, check_type, read_json_lines, short, warn_stderr, where
 from fedsketch.io import atomic_write_text
-from fedsketch.readers import ReadError, check_type, read_json_lines, short, warn_stderr, where
 
 METRICS_FILE = "metrics.jsonl"
 """The records' file in a run folder."""
@@ -186,9 +186,9 @@ def record_problem(d: Any) -> str | None:
 def read_metrics_dicts(path: str | Path, *, warn: Callable[[str], None] | None = warn_stderr) -> list[dict[str, Any]]:
     """The JSON objects of a ``metrics.jsonl`` as written, one per record (blank lines skipped).
 
-    Read by :func:`fedsketch.readers.read_json_lines`: a cut-off last line (a crash mid-write) is left
+    Read by :func:`fedsketch.config.readers.read_json_lines`: a cut-off last line (a crash mid-write) is left
     out with a warning (``warn``); any other bad line, or a record of the wrong shape
-    (:func:`record_problem`), is a :class:`~fedsketch.readers.ReadError` naming the file and line.
+    (:func:`record_problem`), is a :class:`~fedsketch.config.readers.ReadError` naming the file and line.
     """
     out = []
     for line, d in read_json_lines(path, warn=warn):

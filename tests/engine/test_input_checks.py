@@ -1,4 +1,4 @@
-"""Every input file is read by one checked reader (``fedsketch.readers``), and ``validate`` refuses
+"""Every input file is read by one checked reader (``fedsketch.config.readers``), and ``validate`` refuses
 what ``run``, ``plan`` and ``estimate`` would refuse later: the cases of the reliability issue, one
 test each, through the command line (exit code, one short message naming the file and line or the
 key, no traceback).
@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedsketch.cli import app
-from fedsketch.readers import ReadError, read_csv, read_json, read_json_lines, read_toml
+from fedsketch.config.readers import ReadError, read_csv, read_json, read_json_lines, read_toml
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.toml"

@@ -142,7 +142,7 @@ def test_load_pilots_reads_an_estimate_and_names_bad_rows(tmp_path):
     import json
 
     from fedsketch.planner.estimate import load_pilots
-    from fedsketch.readers import ReadError
+    from fedsketch.config.readers import ReadError
 
     f = tmp_path / "t.json"
     f.write_text(json.dumps(estimate_theta(REAL_OBS, REAL_P, 8).to_dict()))

@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 
 from fedsketch.compare.load import Suite
 from fedsketch.config import ConfigError, ExperimentConfig, did_you_mean, same_experiment
+from fedsketch.config.readers import ReadError, read_json, read_toml
 from fedsketch.errors import RunFailed, classify
-from fedsketch.readers import ReadError, read_json, read_toml
 from fedsketch.records import METRICS_FILE, RoundRecord, read_metrics, run_finished
 
 
@@ -52,7 +52,7 @@ def finished_records(cfg: ExperimentConfig, *, strict: bool = False) -> list[Rou
     A run folder whose ``run.json``, ``config.toml`` or ``metrics.jsonl`` cannot be read counts as
     unfinished (running it again resumes from its checkpoint and writes them anew), unless ``strict``
     (the run will not be trained here, e.g. ``--report-only``): then the
-    :class:`~fedsketch.readers.ReadError` naming the file and line goes through.
+    :class:`~fedsketch.config.readers.ReadError` naming the file and line goes through.
     """
     from fedsketch.runner import run_dir_for
 

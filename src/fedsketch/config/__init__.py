@@ -1,12 +1,13 @@
 """Typed experiment configuration: one frozen dataclass per section, loaded from TOML.
 
-A leaf package: it imports no other fedsketch module but :mod:`fedsketch.readers` (the checked file
-readers, standard library only), so every other module may import it.
+A leaf package: it imports no other fedsketch module, so every other module may import it.
 
 - :mod:`.schema`: the sections, their defaults, allowed values and docs, and :class:`ExperimentConfig`;
 - :mod:`.load`: TOML and ``--set`` overrides in, every error found out (:class:`ConfigError`);
 - :mod:`.identity`: the config hash and when a finished run is the same experiment;
-- :mod:`.render`: the resolved TOML of a run folder and the key reference (:func:`describe`).
+- :mod:`.render`: the resolved TOML of a run folder and the key reference (:func:`describe`);
+- :mod:`.readers`: the one checked reader of every input file (config and suite TOML, theta and pilots
+  JSON, ``metrics.jsonl``, profile CSV), whose errors name the file and line.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from fedsketch.config.readers import ReadError, short
+from fedsketch.config.readers import read_toml as _read_toml_file
 from fedsketch.config.schema import (
     EMBEDDED_MODELS,
     INF,
@@ -28,8 +30,6 @@ from fedsketch.config.schema import (
     allowed_range,
     in_range,
 )
-from fedsketch.readers import ReadError, short
-from fedsketch.readers import read_toml as _read_toml_file
 
 
 def did_you_mean(word: str, allowed: typing.Iterable[str]) -> str:
@@ -329,7 +329,7 @@ def collect(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> tuple[
 
 
 def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """A config (or suite, ``what``) file as a dict: :func:`fedsketch.readers.read_toml` (UTF-8, the
+    """A config (or suite, ``what``) file as a dict: :func:`fedsketch.config.readers.read_toml` (UTF-8, the
     line of a syntax error), every problem a :class:`ConfigError` naming the file."""
     path = Path(path)
     if not path.exists():

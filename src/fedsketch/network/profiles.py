@@ -15,7 +15,7 @@ import numpy as np
 
 from fedsketch.checks import check_k
 from fedsketch.config import NetworkConfig
-from fedsketch.readers import ReadError, read_csv, short
+from fedsketch.config.readers import ReadError, read_csv, short
 
 COMPUTE_MODELS = ("linear", "affine")
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedsketch.config import PlannerConfig
+from fedsketch.config.readers import ReadError
 from fedsketch.network.profiles import ClientProfiles
 from fedsketch.network.round_time import (
     DEFAULT_MC_SAMPLES,
@@ -26,7 +27,6 @@ from fedsketch.planner.bound import PlanProblem, Theta
 from fedsketch.planner.estimate import EstimationError, PilotObservation, load_pilots, load_theta_file
 from fedsketch.planner.pilot_design import plan_region
 from fedsketch.planner.solve import Plan, make_plan
-from fedsketch.readers import ReadError
 
 #: name of the random stream of the randomised rank baselines
 BASELINE_STREAM = "planner_baselines"

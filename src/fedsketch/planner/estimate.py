@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsketch.config.readers import ReadError, check_type, read_json, short
 from fedsketch.planner.bound import Theta, normalise_weights
-from fedsketch.readers import ReadError, check_type, read_json, short
 
 #: default threshold on sigma_(m-1) / sigma_1 (after column scaling) below which theta is not identified
 DEFAULT_RCOND = 1e-3
@@ -311,7 +311,7 @@ def load_pilots(path: str | Path) -> list[PilotObservation]:
     """The pilot observations recorded in a JSON written by ``fedsketch estimate`` (key ``pilots``).
 
     Every problem (missing or unreadable file, not UTF-8, not JSON, no ``pilots`` list, a value
-    of the wrong type or out of range) is a :class:`~fedsketch.readers.ReadError` (bad input)
+    of the wrong type or out of range) is a :class:`~fedsketch.config.readers.ReadError` (bad input)
     naming the file and the record.
     """
     path = Path(path)
