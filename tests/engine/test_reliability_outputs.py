@@ -402,3 +402,17 @@ def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
     found = checkpoint.find(tmp_path / "r" / "checkpoint")
     assert found is not None and checkpoint.load(found, cfg.hash(), cfg.to_dict()).round >= 1
     assert not (tmp_path / "r" / "run.lock").exists()
+
+
+@pytest.mark.parametrize("bad", ["../escape", "/abs", "a/b", ".hidden", "it's", "x" * 101, ""])
+def test_a_strategy_name_that_is_not_one_folder_name_is_refused(tmp_path, bad):
+    """A strategy's name becomes ``runs/<name>-seed<k>``: a path, a dot name or a quote is bad input."""
+    from fedsketch.compare.load import load_suite
+    from fedsketch.config import ConfigError
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'name = "s"\ntarget = 0.5\n[[strategy]]\nname = {json.dumps(bad)}\nset = []\n')
+    with pytest.raises(ConfigError) as info:
+        load_suite(suite, [])
+    assert any("strategy" in e and "name" in e for e in info.value.errors)
+    assert list(tmp_path.iterdir()) == [suite]

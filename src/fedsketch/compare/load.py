@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ SUITE_KEYS = (
 )
 """Top-level keys of a suite file."""
 STRATEGY_KEYS = ("name", "set")
+#: a strategy's name becomes one folder name inside the suite's runs/ (``compare.layout.run_name``)
+STRATEGY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 """Keys of a ``[[strategy]]`` table."""
 
 
@@ -117,6 +120,12 @@ def load_suite(
     for i, s in enumerate(raw_strategies):
         if not isinstance(s, dict) or not isinstance(s.get("name"), str):
             errors.append(f"{path}: strategy[{i}] needs a name")
+            continue
+        if not STRATEGY_NAME.fullmatch(s["name"]):
+            errors.append(
+                f"{path}: strategy name {s['name'][:40]!r} is not allowed; it names the run folder "
+                "runs/<name>-seed<k>: use letters, digits, '.', '_' and '-', not starting with '.' (at most 100)"
+            )
             continue
         unknown = [k for k in s if k not in STRATEGY_KEYS]
         if unknown:
