@@ -37,11 +37,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-import numpy as np
+from fedsketch.sketch import ClientJob, ClientUpdate, LoraState
 
-from fedsketch.sketch import ClientUpdate, LoraState
-
-Job = tuple[int, dict[str, np.ndarray], float | None]  # (client, module -> kept indices, scale or None = r/k)
+Job = ClientJob | tuple  # (client, module -> kept indices, scale or None = r/k[, lr or None = train.lr])
 
 _ROUND: tuple[Any, LoraState, int] | None = None
 """(engine, state, round) of the round being trained: set by the parent right
@@ -72,9 +70,9 @@ def _init_worker(parent: int) -> None:
 
 def train_or_reason(engine: Any, state: LoraState, rnd: int, job: Job) -> ClientUpdate | str:
     """One client's upload, or its failure as ``"Type: message"`` (the round goes on, as in process)."""
-    n, indices, scale = job
+    n, indices, scale, lr = ClientJob(*job)
     try:
-        return engine.train_client(state, n, rnd, indices, scale=scale)
+        return engine.train_client(state, n, rnd, indices, scale=scale, lr=lr)
     except Exception as e:  # noqa: BLE001 - a failed client is reported, the round goes on
         return f"{type(e).__name__}: {e}"
 
@@ -102,7 +100,7 @@ def train_forked(
     )
     out: dict[int, ClientUpdate | str] = {}
     try:
-        futures = {n: pool.submit(_train, (n, idx, scale)) for n, idx, scale in jobs}
+        futures = {job[0]: pool.submit(_train, ClientJob(*job)) for job in jobs}
         for n, fut in futures.items():
             try:
                 out[n] = fut.result()
