@@ -21,6 +21,7 @@ from fedsketch.records import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.toml"
+PAPER = REPO / "configs" / "paper.toml"
 
 
 @dataclass
@@ -68,6 +69,7 @@ def _output_is_file(tmp: Path) -> list[str]:
 
 
 VR, VRP = ("validate", "run"), ("validate", "run", "plan")
+PLANS = ["fl.sampling='optimized'", "fl.ranks='optimized'"]  # a run that asks the planner, so reads theta
 CASES = [
     Case("config-missing", VR, "config file not found", config=lambda t: t / "nope.toml"),
     Case("config-brackets-in-name", VR, "[old].toml: config file not found", config=lambda t: t / "[old].toml"),
@@ -93,12 +95,14 @@ CASES = [
     Case("profile-csv-not-number", VRP, "tau_cp must be a number", setup=_csv("0,1,1\n1,fast,1\n2,1,1\n3,1,1\n")),
     Case("explicit-times-inf", VRP, "network.tau_cp[1] (client 1): inf",
          sets=["network.profile='explicit'", "network.tau_cp=[1.0, inf, 1.0, 1.0]", "network.tau_cm=[1.0, 1.0, 1.0, 1.0]"]),
-    Case("theta-file-missing", VRP, "planner.theta_file: file not found", sets=["planner.theta_file='/nonexistent/t.json'"]),
-    Case("theta-file-bad-json", VRP, "not valid JSON", setup=_theta("{theta: 1")),
-    Case("theta-file-number", VRP, "expected a JSON object", setup=_theta("5")),
-    Case("theta-file-string", VRP, "expected a JSON object", setup=_theta('"theta"')),
-    Case("theta-file-three-numbers", VRP, "'theta' must be a list of 4 finite numbers", setup=_theta('{"theta": [1, 2, 3]}')),
-    Case("theta-file-bad-sign", VRP, "theta4 must be > 0", setup=_theta('{"theta": [1, 0.1, 0.1, -5]}')),
+    Case("theta-file-missing", VRP, "planner.theta_file: file not found",
+         sets=[*PLANS, "planner.theta_file='/nonexistent/t.json'"]),
+    Case("theta-file-bad-json", VRP, "not valid JSON", setup=_theta("{theta: 1"), sets=PLANS),
+    Case("theta-file-number", VRP, "expected a JSON object", setup=_theta("5"), sets=PLANS),
+    Case("theta-file-string", VRP, "expected a JSON object", setup=_theta('"theta"'), sets=PLANS),
+    Case("theta-file-three-numbers", VRP, "'theta' must be a list of 4 finite numbers",
+         setup=_theta('{"theta": [1, 2, 3]}'), sets=PLANS),
+    Case("theta-file-bad-sign", VRP, "theta4 must be > 0", setup=_theta('{"theta": [1, 0.1, 0.1, -5]}'), sets=PLANS),
     Case("theta-count", VRP, "planner.theta: expected 4 numbers", sets=["planner.theta=[1.0, 2.0]"]),
     Case("theta-sign", VRP, "theta1 = -1.0 must be > 0", sets=["planner.theta=[-1.0, 0.1, 0.1, 10.0]"]),
     Case("theta-none-for-optimized", VRP, "no theta", sets=["fl.sampling='optimized'", "fl.ranks='optimized'"]),
@@ -134,6 +138,30 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
         _check(_invoke([command, str(config), *args]), case.code, case.fragment)
         # rejected before any model loads (the tiny model alone takes seconds to build)
         assert time.perf_counter() - t0 < 5, f"{command} took {time.perf_counter() - t0:.1f} s"
+
+
+def test_a_theta_file_that_nothing_plans_with_is_not_required(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """configs/paper.toml plans nothing (uniform q and k) yet names planner.theta_file, which `fedsketch estimate`
+    writes later: `validate` and `run` go on without it; `validate --plan`, `plan` and a run that plans ask for it."""
+    import fedsketch.runner
+
+    missing = tmp_path / "theta-paper.json"
+    sets = [f"planner.theta_file='{missing}'", "model.name='random:tiny-llama'", f"output.dir='{tmp_path / 'runs'}'"]
+    args = [x for s in sets for x in ("--set", s)]
+    res = _invoke(["validate", str(PAPER), *args])
+    assert res.exit_code == 0 and f"{PAPER}: OK" in res.output, res.output
+
+    def reached(cfg, **kw):
+        raise RuntimeError("the run started")
+
+    monkeypatch.setattr(fedsketch.runner, "run_experiment", reached)  # past the preflight is all this needs
+    res = _invoke(["run", str(PAPER), *args])
+    assert res.exit_code == 1 and "the run started" in res.output and "planner." not in res.output, res.output
+    for command in (["validate", "--plan"], ["plan"]):
+        _check(_invoke([*command, str(PAPER), *args]), 2, f"planner.theta_file: file not found: {missing}")
+    for command in ("validate", "run"):
+        _check(_invoke([command, str(PAPER), *args, "--set", "fl.ranks='optimized'"]), 2,
+               "planner.theta_file: file not found")
 
 
 def test_hub_model_offline_fails_fast_with_one_message(tmp_path: Path) -> None:
@@ -184,9 +212,11 @@ def test_suite_errors(tmp_path: Path, body: str, fragment: str, count: int) -> N
 @pytest.mark.parametrize(("body", "fragment", "count"), [
     ('[[strategy]]\nname = "a"\nsets = ["fl.q=0.5"]\n', "strategy 'a': unknown key 'sets' (did you mean set?)", 1),
     ('[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\nset = ["fl.q=7"]\n', "strategy 'b': fl.q: 7.0 is out of range", 1),
-    ('[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\nset = ["planner.theta_file=\'/nonexistent/t.json\'"]\n',
+    ('[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\nset = ["planner.theta_file=\'/nonexistent/t.json\'", '
+     '"fl.sampling=\'optimized\'"]\n',
      "strategy 'b': planner.theta_file: file not found: /nonexistent/t.json (`fedsketch estimate", 1),
-    ('set = ["planner.theta_file=\'/nonexistent/t.json\'"]\n[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\n',
+    ('set = ["planner.theta_file=\'/nonexistent/t.json\'", "fl.ranks=\'optimized\'"]\n[[strategy]]\nname = "a"\n'
+     '[[strategy]]\nname = "b"\n',
      "every strategy: planner.theta_file: file not found", 1),
 ], ids=["strategy-typo", "strategy-value", "strategy-file", "shared-file-once"])
 def test_validate_checks_a_suite_as_compare_runs_it(tmp_path: Path, body: str, fragment: str, count: int) -> None:
