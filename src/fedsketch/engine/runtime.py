@@ -6,6 +6,7 @@ client's factors in and out. It never decides who trains or with which ranks.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from fedsketch.engine.tokens import Encoded, collate, encode, mean_response_loss
 from fedsketch.io import atomic_write_dir
 from fedsketch.rng import Streams
 from fedsketch.sketch import MERGED, ClientJob, ClientUpdate, LoraState, extract, is_merged, masked
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class TorchEngine:
         if model is None:
             model, tokenizer = load_base_model(settings.model)
         self.tok = tokenizer
-        with scoped_seed(streams.integer_seed("lora_init")):  # A_0 random, B_0 = 0 (Algorithm 1)
+        with scoped_seed(streams.integer_seed("lora_init"), self.device):  # A_0 random, B_0 = 0 (Algorithm 1)
             self.model = add_lora(model, settings.lora).to(self.device)
         self.modules = lora.lora_modules(self.model)
         self.scaling = lora.base_scaling(self.modules)
@@ -197,7 +200,7 @@ class TorchEngine:
         self.model.train()
         losses = []
         try:
-            with scoped_seed(self.streams.integer_seed("dropout", rnd, client)):
+            with scoped_seed(self.streams.integer_seed("dropout", rnd, client), self.device):
                 for _ in range(st.local_steps):
                     pick = rng.choice(len(data), size=st.batch_size, replace=len(data) < st.batch_size)
                     batch = {
@@ -276,7 +279,7 @@ class TorchEngine:
             with (
                 self.model.disable_adapter(),
                 stack,
-                scoped_seed(self.streams.integer_seed("dropout", rnd, jobs[0][0])),
+                scoped_seed(self.streams.integer_seed("dropout", rnd, jobs[0][0]), self.device),
             ):
                 for _ in range(st.local_steps):
                     seqs = []
@@ -319,10 +322,17 @@ class TorchEngine:
 
         ``workers`` is ``train.workers``; W = min(workers, jobs) processes of one torch thread
         each, or, when W is 1, this process at all its threads (``fedsketch.engine.workers``).
-        ``workers = 0`` (auto) is one per torch thread on a CPU with ``fork``, else 1.
+        ``workers = 0`` (auto) is one per torch thread on a CPU with ``fork``, else 1. A process that
+        holds a CUDA context does not fork (``workers.cuda_initialized``): its clients train here.
         Returns client -> upload or ``"Type: message"``.
         """
-        from fedsketch.engine.workers import fork_usable, resolve_workers, train_forked, train_or_reason
+        from fedsketch.engine.workers import (
+            cuda_initialized,
+            fork_usable,
+            resolve_workers,
+            train_forked,
+            train_or_reason,
+        )
 
         can_fork = fork_usable(self.device.type)
         if workers > 1 and not can_fork:
@@ -331,6 +341,15 @@ class TorchEngine:
                 f"{self.device.type} context does not survive fork); use 0 (auto), 1 or train.client_batch"
             )
         W = resolve_workers(workers, len(jobs), torch.get_num_threads() if can_fork else 1)
+        if W > 1 and cuda_initialized():  # a forked child could not use CUDA: train here
+            if workers > 1:
+                log.warning(
+                    "train.workers=%d: this process holds a CUDA context, which does not survive fork; "
+                    "round %d's clients train in this process, one after another",
+                    workers,
+                    rnd,
+                )
+            W = 1
         if W > 1:
             try:
                 return train_forked(self, state, rnd, jobs, W)
