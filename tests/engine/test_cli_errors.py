@@ -274,15 +274,57 @@ def test_checkpoint_mismatch_and_corruption(tmp_path: Path) -> None:
 
 
 def test_every_client_failing_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every client fails, each with its own error: the run goes on to fl.rounds (or to fl.min_completion)."""
     from fedsketch.engine.runtime import TorchEngine
 
-    def boom(self, *a, **k):
-        raise RuntimeError("injected client failure")
+    def boom(self, state, client, *a, **k):
+        raise RuntimeError(f"injected failure of client {client}")
 
     monkeypatch.setattr(TorchEngine, "train_client", boom)
-    _check(_run(tmp_path, "output.plot=false"), 1, "every sampled client failed", max_lines=8)
+    _check(_run(tmp_path, "output.plot=false"), 1, "every sampled client failed in every round", max_lines=8)
+    assert [r.round for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [0, 1, 2]
     _check(_run(tmp_path, "output.plot=false", "output.name='abort'", "fl.min_completion=1", "fl.rounds=3"),
            1, "run failed: 1 consecutive rounds in which every sampled client failed", max_lines=8)
+
+
+def test_the_same_error_in_every_client_stops_the_run_after_that_round(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every sampled client of round 1 fails with one error: exit 1 at once with that error in one line,
+    instead of running the rounds left (fl.min_completion = 0, never); the records and checkpoint of round 1 stay."""
+    from fedsketch import checkpoint
+    from fedsketch.engine.runtime import TorchEngine
+
+    error = "CUDA error: an illegal memory access was encountered"
+
+    def boom(self, *a, **k):
+        raise RuntimeError(error)
+
+    monkeypatch.setattr(TorchEngine, "train_client", boom)
+    res = _run(tmp_path, "output.plot=false", "fl.sampling='full'", "fl.rounds=4", "train.workers=1")
+    _check(res, 1, f"run failed: every sampled client of round 1 failed with the same error: RuntimeError: {error}")
+    assert sum(error in line for line in res.output.splitlines()) == 1, res.output
+    recs = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert [r.round for r in recs] == [0, 1] and recs[1].sampled == [0, 1, 2, 3] and recs[1].all_failed
+    assert checkpoint.load(tmp_path / "r" / "checkpoint").round == 1
+    assert not (tmp_path / "r" / "adapter").exists()  # the run did not finish
+
+
+def test_a_round_where_only_some_clients_fail_with_one_error_goes_on(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedsketch.engine.runtime import TorchEngine
+
+    real = TorchEngine.train_client
+
+    def flaky(self, state, client, *a, **k):
+        if client != 0:
+            raise RuntimeError("out of memory")
+        return real(self, state, client, *a, **k)
+
+    monkeypatch.setattr(TorchEngine, "train_client", flaky)
+    res = _run(tmp_path, "output.plot=false", "fl.sampling='full'", "fl.rounds=2")
+    assert res.exit_code == 0, res.output
+    recs = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert [r.round for r in recs] == [0, 1, 2] and [len(r.failed) for r in recs[1:]] == [3, 3]
 
 
 def test_interrupt_prints_round_exits_130_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -250,8 +250,10 @@ class Run:
             rec.update(self.engine.evaluate(self.state).as_dict())
 
     def record(self, t: int, rec: RoundRecord) -> None:
-        """Append and write the record, checkpoint; raise :class:`RunFailed` after ``fl.min_completion``
-        consecutive rounds in which every sampled client failed."""
+        """Append and write the record, checkpoint; then raise :class:`RunFailed` when every sampled client
+        of the round (two or more) failed with the same error (the next rounds would fail alike: the run
+        stops at once, :attr:`RoundRecord.common_failure`), or after ``fl.min_completion`` consecutive
+        rounds in which every sampled client failed."""
         self.finished = rec.stop is not None
         if self.finished:
             self.last = t
@@ -268,6 +270,9 @@ class Run:
                         t, self.state, self.sim, rec.real_seconds, [r.to_dict() for r in self.records], f.config_hash
                     ),
                 )
+        same = rec.common_failure
+        if same is not None:
+            raise RunFailed(f"every sampled client of round {t} failed with the same error: {same}")
         if self.schedule.min_completion and self.consecutive_fail >= self.schedule.min_completion:
             raise RunFailed(
                 f"{self.consecutive_fail} consecutive rounds in which every sampled client failed "
