@@ -193,8 +193,10 @@ def _check_profiles(cfg: ExperimentConfig) -> list[str]:
 
 
 def _check_theta(cfg: ExperimentConfig, planner: bool) -> list[str]:
+    """The theta the planner reads, only when something plans: a config that plans nothing may name a
+    ``planner.theta_file`` not written yet (``fedsketch estimate`` writes it)."""
     pl = cfg.planner
-    if pl.theta:  # count and signs: checked with the config
+    if not planner or pl.theta:  # inline theta: count and signs are checked with the config
         return []
     if pl.theta_file:
         from fedsketch.config.readers import ReadError, read_json
@@ -207,12 +209,10 @@ def _check_theta(cfg: ExperimentConfig, planner: bool) -> list[str]:
         except (EstimationError, ReadError) as e:
             return [str(e)]
         return []
-    if planner:
-        return [
-            "planner: no theta; run `fedsketch estimate CONFIG --out theta.json` and set "
-            "planner.theta_file='theta.json', or set planner.theta=[theta1, theta2, theta3, theta4]"
-        ]
-    return []
+    return [
+        "planner: no theta; run `fedsketch estimate CONFIG --out theta.json` and set "
+        "planner.theta_file='theta.json', or set planner.theta=[theta1, theta2, theta3, theta4]"
+    ]
 
 
 #: the linear modules of a Llama decoder layer, which ``lora.target_modules`` may name
@@ -403,7 +403,8 @@ def check_inputs(
     Parameters
     ----------
     planner : bool, optional
-        Whether theta is required (``fedsketch plan``); default: when the run asks the planner.
+        Whether theta is required and its file read (``fedsketch plan``, ``validate --plan``);
+        default: when the run asks the planner (:func:`needs_planner`).
     output : bool
         Also check that the output folder is writable (runs and plans write there).
     engine : bool

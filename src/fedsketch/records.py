@@ -69,6 +69,14 @@ class RoundRecord:
         """Clients were sampled and every one of them failed."""
         return bool(self.sampled) and len(self.failed) == len(self.sampled)
 
+    @property
+    def common_failure(self) -> str | None:
+        """The one reason every sampled client failed with, when two or more were sampled (one client's
+        failure may be its own), whitespace collapsed to one line; None when some client succeeded or the
+        reasons differ."""
+        reasons = {" ".join(f["reason"].split()) for f in self.failed}
+        return reasons.pop() if self.all_failed and len(self.failed) > 1 and len(reasons) == 1 else None
+
     def update(self, values: Mapping[str, Any]) -> None:
         """Set the fields named in ``values`` (an evaluation, a probe's result); other keys go to :attr:`extra`."""
         for key, value in values.items():

@@ -12,6 +12,7 @@ Numpy only. ``LoraState`` maps an adapted module's name to its factors ``(B, A)`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,6 +54,16 @@ def sketched_product(B: np.ndarray, A: np.ndarray, idx: np.ndarray) -> np.ndarra
     """``B S A = (r/k) sum_{j in I} B[:, j] A[j, :]`` (eq. 4); shapes (d, r), (r, m) -> (d, m)."""
     r = B.shape[1]
     return (r / len(idx)) * B[:, idx] @ A[idx, :]
+
+
+class ClientJob(NamedTuple):
+    """What one sampled client is asked to train in a round (eqs. 7–8): its sketch, its LoRA scale and
+    its SGD step size. A plain ``(client, indices, scale)`` tuple is the same job at ``lr = None``."""
+
+    client: int
+    indices: dict[str, np.ndarray]  # module -> kept rank indices I, (k_n,)
+    scale: float | None = None  # multiplier of the LoRA scale s; None = r / k_n (eq. 3)
+    lr: float | None = None  # local SGD learning rate; None = train.lr (planner.stability = "scale_lr": lr * s)
 
 
 @dataclass

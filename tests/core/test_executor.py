@@ -1,4 +1,4 @@
-"""The in-process executor trains at the plan's learning-rate scale, as the Flower one does."""
+"""The in-process executor hands every client the learning rate of the round's plan, as the Flower one does."""
 
 from __future__ import annotations
 
@@ -8,24 +8,24 @@ from fedsketch.runner.executor import InProcessExecutor, RoundPlan
 
 
 class _RecordingEngine:
-    """A test double of the Engine protocol that records the lr_scale each client trains at."""
+    """A test double of the Engine protocol that records the learning rate each client is given."""
 
     module_names: list[str] = []
 
     def __init__(self) -> None:
-        self.lr_scale = 1.0
-        self.seen: list[tuple[int, float]] = []
+        self.seen: list[tuple[int, float | None]] = []
 
-    def train_client(self, state, client, rnd, indices, scale=None):
-        self.seen.append((client, self.lr_scale))
+    def train_client(self, state, client, rnd, indices, scale=None, lr=None):
+        self.seen.append((client, lr))
         return f"trained {client}"
 
 
-def test_in_process_executor_applies_the_plans_lr_scale():
-    engine = _RecordingEngine()  # lr_scale 1.0, as a Run built without runner.build.prepare leaves it
-    plan = RoundPlan(round=1, sampled=np.array([0, 2]), sketches={0: {}, 2: {}}, lr_scale=0.25)
+def test_in_process_executor_passes_each_clients_lr():
+    engine = _RecordingEngine()
+    plan = RoundPlan(round=1, sampled=np.array([0, 2]), sketches={0: {}, 2: {}}, lr={0: 0.125, 2: 0.25})
     out = InProcessExecutor(engine).execute(1, state=None, plan=plan)
     assert out == {0: "trained 0", 2: "trained 2"}
-    assert engine.seen == [(0, 0.25), (2, 0.25)]
+    assert engine.seen == [(0, 0.125), (2, 0.25)]
+    assert not hasattr(engine, "lr_scale")  # nothing is set on the engine
     InProcessExecutor(engine).execute(2, state=None, plan=RoundPlan(2, np.array([1]), {1: {}}))
-    assert engine.seen[-1] == (1, 1.0)  # the default plan trains at train.lr itself
+    assert engine.seen[-1] == (1, None)  # a plan without rates: the engine's train.lr

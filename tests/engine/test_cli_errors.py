@@ -21,6 +21,7 @@ from fedsketch.records import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.toml"
+PAPER = REPO / "configs" / "paper.toml"
 
 
 @dataclass
@@ -68,6 +69,7 @@ def _output_is_file(tmp: Path) -> list[str]:
 
 
 VR, VRP = ("validate", "run"), ("validate", "run", "plan")
+PLANS = ["fl.sampling='optimized'", "fl.ranks='optimized'"]  # a run that asks the planner, so reads theta
 CASES = [
     Case("config-missing", VR, "config file not found", config=lambda t: t / "nope.toml"),
     Case("config-brackets-in-name", VR, "[old].toml: config file not found", config=lambda t: t / "[old].toml"),
@@ -93,12 +95,14 @@ CASES = [
     Case("profile-csv-not-number", VRP, "tau_cp must be a number", setup=_csv("0,1,1\n1,fast,1\n2,1,1\n3,1,1\n")),
     Case("explicit-times-inf", VRP, "network.tau_cp[1] (client 1): inf",
          sets=["network.profile='explicit'", "network.tau_cp=[1.0, inf, 1.0, 1.0]", "network.tau_cm=[1.0, 1.0, 1.0, 1.0]"]),
-    Case("theta-file-missing", VRP, "planner.theta_file: file not found", sets=["planner.theta_file='/nonexistent/t.json'"]),
-    Case("theta-file-bad-json", VRP, "not valid JSON", setup=_theta("{theta: 1")),
-    Case("theta-file-number", VRP, "expected a JSON object", setup=_theta("5")),
-    Case("theta-file-string", VRP, "expected a JSON object", setup=_theta('"theta"')),
-    Case("theta-file-three-numbers", VRP, "'theta' must be a list of 4 finite numbers", setup=_theta('{"theta": [1, 2, 3]}')),
-    Case("theta-file-bad-sign", VRP, "theta4 must be > 0", setup=_theta('{"theta": [1, 0.1, 0.1, -5]}')),
+    Case("theta-file-missing", VRP, "planner.theta_file: file not found",
+         sets=[*PLANS, "planner.theta_file='/nonexistent/t.json'"]),
+    Case("theta-file-bad-json", VRP, "not valid JSON", setup=_theta("{theta: 1"), sets=PLANS),
+    Case("theta-file-number", VRP, "expected a JSON object", setup=_theta("5"), sets=PLANS),
+    Case("theta-file-string", VRP, "expected a JSON object", setup=_theta('"theta"'), sets=PLANS),
+    Case("theta-file-three-numbers", VRP, "'theta' must be a list of 4 finite numbers",
+         setup=_theta('{"theta": [1, 2, 3]}'), sets=PLANS),
+    Case("theta-file-bad-sign", VRP, "theta4 must be > 0", setup=_theta('{"theta": [1, 0.1, 0.1, -5]}'), sets=PLANS),
     Case("theta-count", VRP, "planner.theta: expected 4 numbers", sets=["planner.theta=[1.0, 2.0]"]),
     Case("theta-sign", VRP, "theta1 = -1.0 must be > 0", sets=["planner.theta=[-1.0, 0.1, 0.1, 10.0]"]),
     Case("theta-none-for-optimized", VRP, "no theta", sets=["fl.sampling='optimized'", "fl.ranks='optimized'"]),
@@ -134,6 +138,30 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
         _check(_invoke([command, str(config), *args]), case.code, case.fragment)
         # rejected before any model loads (the tiny model alone takes seconds to build)
         assert time.perf_counter() - t0 < 5, f"{command} took {time.perf_counter() - t0:.1f} s"
+
+
+def test_a_theta_file_that_nothing_plans_with_is_not_required(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """configs/paper.toml plans nothing (uniform q and k) yet names planner.theta_file, which `fedsketch estimate`
+    writes later: `validate` and `run` go on without it; `validate --plan`, `plan` and a run that plans ask for it."""
+    import fedsketch.runner
+
+    missing = tmp_path / "theta-paper.json"
+    sets = [f"planner.theta_file='{missing}'", "model.name='random:tiny-llama'", f"output.dir='{tmp_path / 'runs'}'"]
+    args = [x for s in sets for x in ("--set", s)]
+    res = _invoke(["validate", str(PAPER), *args])
+    assert res.exit_code == 0 and f"{PAPER}: OK" in res.output, res.output
+
+    def reached(cfg, **kw):
+        raise RuntimeError("the run started")
+
+    monkeypatch.setattr(fedsketch.runner, "run_experiment", reached)  # past the preflight is all this needs
+    res = _invoke(["run", str(PAPER), *args])
+    assert res.exit_code == 1 and "the run started" in res.output and "planner." not in res.output, res.output
+    for command in (["validate", "--plan"], ["plan"]):
+        _check(_invoke([*command, str(PAPER), *args]), 2, f"planner.theta_file: file not found: {missing}")
+    for command in ("validate", "run"):
+        _check(_invoke([command, str(PAPER), *args, "--set", "fl.ranks='optimized'"]), 2,
+               "planner.theta_file: file not found")
 
 
 def test_hub_model_offline_fails_fast_with_one_message(tmp_path: Path) -> None:
@@ -184,9 +212,11 @@ def test_suite_errors(tmp_path: Path, body: str, fragment: str, count: int) -> N
 @pytest.mark.parametrize(("body", "fragment", "count"), [
     ('[[strategy]]\nname = "a"\nsets = ["fl.q=0.5"]\n', "strategy 'a': unknown key 'sets' (did you mean set?)", 1),
     ('[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\nset = ["fl.q=7"]\n', "strategy 'b': fl.q: 7.0 is out of range", 1),
-    ('[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\nset = ["planner.theta_file=\'/nonexistent/t.json\'"]\n',
+    ('[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\nset = ["planner.theta_file=\'/nonexistent/t.json\'", '
+     '"fl.sampling=\'optimized\'"]\n',
      "strategy 'b': planner.theta_file: file not found: /nonexistent/t.json (`fedsketch estimate", 1),
-    ('set = ["planner.theta_file=\'/nonexistent/t.json\'"]\n[[strategy]]\nname = "a"\n[[strategy]]\nname = "b"\n',
+    ('set = ["planner.theta_file=\'/nonexistent/t.json\'", "fl.ranks=\'optimized\'"]\n[[strategy]]\nname = "a"\n'
+     '[[strategy]]\nname = "b"\n',
      "every strategy: planner.theta_file: file not found", 1),
 ], ids=["strategy-typo", "strategy-value", "strategy-file", "shared-file-once"])
 def test_validate_checks_a_suite_as_compare_runs_it(tmp_path: Path, body: str, fragment: str, count: int) -> None:
@@ -244,15 +274,57 @@ def test_checkpoint_mismatch_and_corruption(tmp_path: Path) -> None:
 
 
 def test_every_client_failing_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every client fails, each with its own error: the run goes on to fl.rounds (or to fl.min_completion)."""
     from fedsketch.engine.runtime import TorchEngine
 
-    def boom(self, *a, **k):
-        raise RuntimeError("injected client failure")
+    def boom(self, state, client, *a, **k):
+        raise RuntimeError(f"injected failure of client {client}")
 
     monkeypatch.setattr(TorchEngine, "train_client", boom)
-    _check(_run(tmp_path, "output.plot=false"), 1, "every sampled client failed", max_lines=8)
+    _check(_run(tmp_path, "output.plot=false"), 1, "every sampled client failed in every round", max_lines=8)
+    assert [r.round for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [0, 1, 2]
     _check(_run(tmp_path, "output.plot=false", "output.name='abort'", "fl.min_completion=1", "fl.rounds=3"),
            1, "run failed: 1 consecutive rounds in which every sampled client failed", max_lines=8)
+
+
+def test_the_same_error_in_every_client_stops_the_run_after_that_round(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every sampled client of round 1 fails with one error: exit 1 at once with that error in one line,
+    instead of running the rounds left (fl.min_completion = 0, never); the records and checkpoint of round 1 stay."""
+    from fedsketch import checkpoint
+    from fedsketch.engine.runtime import TorchEngine
+
+    error = "CUDA error: an illegal memory access was encountered"
+
+    def boom(self, *a, **k):
+        raise RuntimeError(error)
+
+    monkeypatch.setattr(TorchEngine, "train_client", boom)
+    res = _run(tmp_path, "output.plot=false", "fl.sampling='full'", "fl.rounds=4", "train.workers=1")
+    _check(res, 1, f"run failed: every sampled client of round 1 failed with the same error: RuntimeError: {error}")
+    assert sum(error in line for line in res.output.splitlines()) == 1, res.output
+    recs = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert [r.round for r in recs] == [0, 1] and recs[1].sampled == [0, 1, 2, 3] and recs[1].all_failed
+    assert checkpoint.load(tmp_path / "r" / "checkpoint").round == 1
+    assert not (tmp_path / "r" / "adapter").exists()  # the run did not finish
+
+
+def test_a_round_where_only_some_clients_fail_with_one_error_goes_on(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedsketch.engine.runtime import TorchEngine
+
+    real = TorchEngine.train_client
+
+    def flaky(self, state, client, *a, **k):
+        if client != 0:
+            raise RuntimeError("out of memory")
+        return real(self, state, client, *a, **k)
+
+    monkeypatch.setattr(TorchEngine, "train_client", flaky)
+    res = _run(tmp_path, "output.plot=false", "fl.sampling='full'", "fl.rounds=2")
+    assert res.exit_code == 0, res.output
+    recs = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert [r.round for r in recs] == [0, 1, 2] and [len(r.failed) for r in recs[1:]] == [3, 3]
 
 
 def test_interrupt_prints_round_exits_130_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -125,3 +125,22 @@ def test_client_batch_is_validated(tiny_cfg):
         tiny_cfg("train.logits='some'")
     with pytest.raises(ConfigError, match="eval.scoring"):
         tiny_cfg("eval.scoring='fast'")
+
+
+def test_fused_clients_of_different_learning_rates_train_at_their_own(tiny_cfg):
+    """One SGD steps a stack at one rate: clients of different rates in one call each train at their own.
+
+    Oracle: ``train_client`` of each client alone at its rate."""
+    from fedsketch.sketch import ClientJob
+
+    eng = _engine(tiny_cfg("fl.local_steps=2", "train.momentum=0.9"))
+    st, base = _state(eng, False), eng.settings.train.lr
+    lr = {0: 0.5 * base, 1: 0.1 * base, 2: 0.5 * base, 3: None}  # None: train.lr
+    jobs = [ClientJob(n, idx, s, lr[n]) for n, idx, s in _jobs(eng)]
+    got = eng.train_clients(st, 1, jobs)
+    assert [u.client for u in got] == [0, 1, 2, 3]  # in the order of the jobs
+    for u, job in zip(got, jobs, strict=True):
+        ref = eng.train_client(st, job.client, 1, job.indices, scale=job.scale, lr=job.lr)
+        assert _upload_rel(u, ref) <= 1e-5, job.client
+    other = eng.train_client(st, 1, 1, jobs[1].indices, scale=jobs[1].scale)  # at train.lr: far from client 1's
+    assert _upload_rel(got[1], other) > 0.1

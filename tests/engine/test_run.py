@@ -92,10 +92,10 @@ def test_failing_and_non_finite_clients_recorded(tiny_cfg, monkeypatch):
     cfg = tiny_cfg("fl.sampling='full'", "fl.rounds=1")
     real = TorchEngine.train_client
 
-    def flaky(self, state, client, rnd, indices, scale=None):
+    def flaky(self, state, client, rnd, indices, scale=None, lr=None):
         if client == 1:
             raise RuntimeError("out of memory (injected)")
-        u = real(self, state, client, rnd, indices, scale)
+        u = real(self, state, client, rnd, indices, scale, lr)
         if client == 2:
             m = next(iter(u.delta))
             u.delta[m][0][0, 0] = np.inf
@@ -185,8 +185,8 @@ def test_stale_upload_rejected(tiny_cfg, monkeypatch):
     cfg = tiny_cfg("fl.sampling='full'", "fl.rounds=1")
     real = TorchEngine.train_client
 
-    def stale(self, state, client, rnd, indices, scale=None):
-        return real(self, state, client, rnd - 1 if client == 0 else rnd, indices, scale)
+    def stale(self, state, client, rnd, indices, scale=None, lr=None):
+        return real(self, state, client, rnd - 1 if client == 0 else rnd, indices, scale, lr)
 
     monkeypatch.setattr(TorchEngine, "train_client", stale)
     rec = run_experiment(cfg).records[1]

@@ -47,16 +47,16 @@ def test_forked_uploads_equal_sequential_bit_for_bit(tiny_cfg, merged, one_threa
     assert np.abs(_flat(seq[0])).max() > 0  # the oracle trained something
 
 
-def test_executor_sends_the_round_to_the_workers_with_its_lr_scale(tiny_cfg, one_thread):
+def test_executor_sends_the_round_to_the_workers_with_each_clients_lr(tiny_cfg, one_thread):
     eng = _engine(tiny_cfg("fl.local_steps=2"))
     st, jobs = _state(eng, False), _jobs(eng)
+    lr = {n: 0.5 * eng.settings.train.lr if n % 2 else 0.25 * eng.settings.train.lr for n, _, _ in jobs}
     plan = RoundPlan(round=2, sampled=np.array([n for n, _, _ in jobs]), sketches={n: idx for n, idx, _ in jobs},
-                     scales={n: s for n, _, s in jobs if s is not None}, lr_scale=0.5)
+                     scales={n: s for n, _, s in jobs if s is not None}, lr=lr)
     got = InProcessExecutor(eng, workers=2).execute(2, st, plan)
-    eng.lr_scale = 0.5
     for n, idx, s in jobs:
-        np.testing.assert_array_equal(_flat(got[n]), _flat(eng.train_client(st, n, 2, idx, scale=s)))
-    eng.lr_scale = 1.0  # a different step size gives a different upload: the check above can fail
+        np.testing.assert_array_equal(_flat(got[n]), _flat(eng.train_client(st, n, 2, idx, scale=s, lr=lr[n])))
+    # a different step size gives a different upload: the check above can fail
     assert not np.array_equal(_flat(got[0]), _flat(eng.train_client(st, 0, 2, jobs[0][1], scale=jobs[0][2])))
 
 
@@ -70,10 +70,10 @@ def test_a_failing_client_fails_alone_and_a_dead_worker_fails_its_clients(tiny_c
 
     real = type(eng).train_client
 
-    def dies(self, state, client, rnd, indices, scale=None):
+    def dies(self, state, client, rnd, indices, scale=None, lr=None):
         if client == 1:
             os._exit(3)  # the worker process dies (as under the OOM killer)
-        return real(self, state, client, rnd, indices, scale=scale)
+        return real(self, state, client, rnd, indices, scale=scale, lr=lr)
 
     monkeypatch.setattr(type(eng), "train_client", dies)  # the forked workers inherit it
     got = eng.train_parallel(st, 1, jobs, 2)
@@ -89,7 +89,7 @@ def test_workers_run_one_thread_each_and_a_one_worker_round_stays_in_process(tin
     jobs = _jobs(eng)
     seen = {}
 
-    def report(self, state, client, rnd, indices, scale=None):
+    def report(self, state, client, rnd, indices, scale=None, lr=None):
         return (os.getpid(), torch.get_num_threads())
 
     monkeypatch.setattr(type(eng), "train_client", report)
@@ -149,7 +149,8 @@ def test_auto_workers_step_aside_where_they_cannot_fork_and_for_fused_clients(ti
 
     eng = _engine(tiny_cfg())
     jobs = _jobs(eng)
-    monkeypatch.setattr(type(eng), "train_client", lambda self, state, client, rnd, indices, scale=None: os.getpid())
+    monkeypatch.setattr(type(eng), "train_client",
+                        lambda self, state, client, rnd, indices, scale=None, lr=None: os.getpid())
     monkeypatch.setattr(workers, "fork_usable", lambda device_type: False)  # a GPU engine, or no fork here
     assert set(eng.train_parallel({}, 1, jobs, 0).values()) == {os.getpid()}  # in process
     with pytest.raises(RuntimeError, match="train.workers=2 needs the CPU engine"):
@@ -157,10 +158,10 @@ def test_auto_workers_step_aside_where_they_cannot_fork_and_for_fused_clients(ti
     monkeypatch.undo()
 
     class Fused:  # the executor hands fused groups to train_clients even with auto workers
-        lr_scale, module_names = 1.0, []
+        module_names: list = []
 
         def train_clients(self, state, rnd, chunk):
-            return [type("U", (), {"client": n})() for n, _, _ in chunk]
+            return [type("U", (), {"client": job.client})() for job in chunk]
 
         def train_parallel(self, *a):
             raise AssertionError("auto workers must not take a round of fused clients")
@@ -182,7 +183,7 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         "import os, sys, time\n"
         "from fedsketch.engine.workers import train_forked\n"
         "class Slow:\n"
-        "    def train_client(self, state, client, rnd, indices, scale=None):\n"
+        "    def train_client(self, state, client, rnd, indices, scale=None, lr=None):\n"
         f"        open(os.path.join({str(tmp_path)!r}, f'pid{{client}}'), 'w').write(str(os.getpid()))\n"
         "        time.sleep(120)\n"
         "train_forked(Slow(), {}, 1, [(0, {}, None), (1, {}, None)], 2)\n")

@@ -131,7 +131,7 @@ def test_error_silent_malformed_and_unreachable_clients():
                                     for m in MODULES}, 4, 1.5, 0.01)
 
     class OnlyZero:
-        def train_client(self, state, n, t, issued, scale=None):
+        def train_client(self, state, n, t, issued, scale=None, lr=None):
             if n != 0:
                 raise RuntimeError("down")
             return good

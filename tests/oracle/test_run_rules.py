@@ -23,7 +23,11 @@ LOW_Q = (*FAST, "fl.q=0.25", "fl.rounds=8", "eval.every=1", "seed=5")
 
 
 def _nan_loss(u):
-    u.train_loss = float("nan")  # every upload fails validation ("non_finite")
+    u.train_loss = float("nan")  # every upload fails validation, all for one reason ("non_finite")
+
+
+def _misattributed(u):
+    u.round = -1 - u.client  # every upload fails validation, each client for its own reason
 
 
 @pytest.fixture(scope="module")
@@ -77,19 +81,36 @@ def test_min_completion_aborts_after_consecutive_failed_rounds_and_survives_resu
     assert expect is not None and expect < 8
     cfg = tiny_cfg(*LOW_Q, f"fl.min_completion={need}", "output.name='abort'")
     with pytest.raises(RuntimeError, match=f"{need} consecutive rounds in which every sampled client failed"):
-        scripted_run(cfg, tamper=_nan_loss)
+        scripted_run(cfg, tamper=_misattributed)
     recs = read_metrics(cfg.output.dir + "/abort/metrics.jsonl")
     assert recs[-1].round == expect
     assert all(len(r.failed) == len(r.sampled) for r in recs[1:])
     # interrupted one round before the abort, the resumed run restores the streak and aborts at the same round
     cfg2 = tiny_cfg(*LOW_Q, f"fl.min_completion={need}", "output.name='abort2'")
-    scripted_run(cfg2, tamper=_nan_loss, stop_after=expect - 1)
+    scripted_run(cfg2, tamper=_misattributed, stop_after=expect - 1)
     with pytest.raises(RuntimeError, match="consecutive rounds"):
-        scripted_run(cfg2, tamper=_nan_loss)
+        scripted_run(cfg2, tamper=_misattributed)
     assert read_metrics(cfg2.output.dir + "/abort2/metrics.jsonl")[-1].round == expect
     # min_completion = 0 never aborts
-    res, _ = scripted_run(tiny_cfg(*LOW_Q, "fl.min_completion=0", "output.name='never'"), tamper=_nan_loss)
+    res, _ = scripted_run(tiny_cfg(*LOW_Q, "fl.min_completion=0", "output.name='never'"), tamper=_misattributed)
     assert res.records[-1].stop == "rounds"
+
+
+def test_one_error_in_every_sampled_client_stops_the_run_at_once(tiny_cfg):
+    """Every upload fails for the same reason: the run stops after the first round that sampled two or more
+    clients (a lone client's failure may be its own), even with fl.min_completion = 0."""
+    from fedsketch.errors import RunFailed
+
+    cfg = tiny_cfg(*FAST, "fl.q=0.4", "fl.rounds=8", "eval.every=1", "seed=7", "output.name='same'")
+    with pytest.raises(RunFailed, match="failed with the same error: non_finite") as exc:
+        scripted_run(cfg, tamper=_nan_loss)
+    recs = read_metrics(cfg.output.dir + "/same/metrics.jsonl")
+    last = recs[-1].round
+    assert str(exc.value) == f"every sampled client of round {last} failed with the same error: non_finite"
+    assert [r.round for r in recs] == list(range(last + 1)) and last < 8
+    assert len(recs[-1].sampled) > 1 and all(len(r.sampled) <= 1 for r in recs[1:-1])
+    assert any(len(r.sampled) == 1 and r.failed for r in recs[1:-1]), "seed 7 must give a lone failed client first"
+    assert checkpoint.load(cfg.output.dir + "/same/checkpoint").round == last
 
 
 def _script(losses, accs=None):

@@ -33,10 +33,20 @@ TINY = "random:tiny-llama"
 
 
 @contextlib.contextmanager
-def scoped_seed(seed: int) -> Iterator[None]:
-    """Seed torch's CPU and CUDA generators inside the block only; the global state is restored."""
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
-        torch.manual_seed(seed)
+def scoped_seed(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch's CPU generator, and the CUDA ones when ``device`` is a CUDA device, inside the block
+    only; the global state is restored.
+
+    For a CPU ``device`` nothing touches CUDA: reading or seeding a CUDA generator initialises CUDA
+    in this process, and a process holding a CUDA context cannot fork workers
+    (``fedsketch.engine.workers``).
+    """
+    cuda = torch.device(device).type == "cuda"
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else [], device_type="cuda"):
+        if cuda:
+            torch.manual_seed(seed)  # the CPU generator and every CUDA one
+        else:
+            torch.default_generator.manual_seed(seed)  # the CPU generator alone
         yield
 
 

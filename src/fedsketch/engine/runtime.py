@@ -6,7 +6,9 @@ client's factors in and out. It never decides who trains or with which ranks.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,9 @@ from fedsketch.engine.stacked import StackedLoRA
 from fedsketch.engine.tokens import Encoded, collate, encode, mean_response_loss, response_logprobs
 from fedsketch.io import atomic_write_dir
 from fedsketch.rng import Streams
-from fedsketch.sketch import MERGED, ClientUpdate, LoraState, extract, is_merged, masked
+from fedsketch.sketch import MERGED, ClientJob, ClientUpdate, LoraState, extract, is_merged, masked
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,9 +111,6 @@ class TorchEngine:
         from fedsketch.data.prompts import format_choices, format_train
 
         self.settings, self.streams = settings, streams
-        # s of planner.stability = "scale_lr" (PAPER.md §8.2), set from each round's plan by
-        # runner.executor.InProcessExecutor
-        self.lr_scale = 1.0
         if settings.train.threads:
             torch.set_num_threads(settings.train.threads)
         self.device = torch.device(
@@ -120,7 +121,7 @@ class TorchEngine:
         if model is None:
             model, tokenizer = load_base_model(settings.model)
         self.tok = tokenizer
-        with scoped_seed(streams.integer_seed("lora_init")):  # A_0 random, B_0 = 0 (Algorithm 1)
+        with scoped_seed(streams.integer_seed("lora_init"), self.device):  # A_0 random, B_0 = 0 (Algorithm 1)
             self.model = add_lora(model, settings.lora).to(self.device)
         self.modules = lora.lora_modules(self.model)
         self.scaling = lora.base_scaling(self.modules)
@@ -170,13 +171,21 @@ class TorchEngine:
         return fn(self.model, batch)
 
     def train_client(
-        self, state: LoraState, client: int, rnd: int, indices: dict[str, np.ndarray], scale: float | None = None
+        self,
+        state: LoraState,
+        client: int,
+        rnd: int,
+        indices: dict[str, np.ndarray],
+        scale: float | None = None,
+        lr: float | None = None,
     ) -> ClientUpdate:
         """H local SGD steps of client ``client`` on its sketch (eqs. 7–8).
 
         The client starts from ``X_t`` restricted to the kept components (others zeroed) at LoRA
         scale ``s * scale`` (default ``scale = r/k``, eq. 3); the untouched components have
         exactly zero gradient, so after training only ``B[:, I]`` and ``A[I, :]`` have moved.
+        ``lr`` is the SGD learning rate the round's plan gives this client (default ``train.lr``;
+        ``train.lr * s`` under ``planner.stability = "scale_lr"``, PAPER.md §8.2).
         Returns their change.
         """
         st, tr = self.settings, self.settings.train
@@ -187,11 +196,11 @@ class TorchEngine:
         self.load_state(masked(state, indices))
         lora.set_scaling(self.modules, self.scaling * (self.rank / k if scale is None else scale))
         params = lora.lora_parameters(self.modules)
-        opt = torch.optim.SGD(params, lr=tr.lr * self.lr_scale, momentum=tr.momentum)
+        opt = torch.optim.SGD(params, lr=tr.lr if lr is None else lr, momentum=tr.momentum)
         self.model.train()
         losses = []
         try:
-            with scoped_seed(self.streams.integer_seed("dropout", rnd, client)):
+            with scoped_seed(self.streams.integer_seed("dropout", rnd, client), self.device):
                 for _ in range(st.local_steps):
                     pick = rng.choice(len(data), size=st.batch_size, replace=len(data) < st.batch_size)
                     batch = {
@@ -221,24 +230,34 @@ class TorchEngine:
             compute_seconds=time.perf_counter() - t0,
         )
 
-    def train_clients(
-        self, state: LoraState, rnd: int, jobs: list[tuple[int, dict[str, np.ndarray], float | None]]
-    ) -> list[ClientUpdate]:
+    def train_clients(self, state: LoraState, rnd: int, client_jobs: Sequence[ClientJob | tuple]) -> list[ClientUpdate]:
         """:meth:`train_client` for several clients at once: one fused forward/backward per local step.
 
-        ``jobs`` holds ``(client, indices, scale)`` per client. Each client keeps its own stacked
-        LoRA factors (started from ``X_t`` masked to its sketch), its own LoRA scale ``s * scale``
-        (default ``r/k_n``), its own mini-batches (stream ``batches[t, n]``) and its own SGD
-        state, over the one shared frozen base (with any FLoRA-merged delta of ``state``); see
-        ``fedsketch.engine.stacked``. The uploads equal the sequential ones up to float rounding
-        (tests/engine/test_client_batch.py); with ``lora.dropout > 0`` the dropout masks differ
-        from the sequential draw. ``compute_seconds`` is the group's time split evenly.
+        ``jobs`` holds one :class:`~fedsketch.sketch.ClientJob` ``(client, indices, scale, lr)`` per
+        client. Each client keeps its own stacked LoRA factors (started from ``X_t`` masked to its
+        sketch), its own LoRA scale ``s * scale`` (default ``r/k_n``), its own mini-batches (stream
+        ``batches[t, n]``) and its own SGD state at its own learning rate ``lr`` (default
+        ``train.lr``), over the one shared frozen base (with any FLoRA-merged delta of ``state``); see
+        ``fedsketch.engine.stacked``. One SGD steps the whole stack at one rate, so clients of
+        different rates are fused in one group per rate. The uploads equal the sequential ones up
+        to float rounding (tests/engine/test_client_batch.py); with ``lora.dropout > 0`` the dropout
+        masks differ from the sequential draw. ``compute_seconds`` is the group's time split evenly.
         """
         st, tr = self.settings, self.settings.train
+        jobs = [ClientJob(*job) for job in client_jobs]
+        if not jobs:
+            return []
+        by_lr: dict[float, list[ClientJob]] = {}
+        for job in jobs:
+            by_lr.setdefault(tr.lr if job.lr is None else job.lr, []).append(job)
+        if len(by_lr) > 1:
+            done = {u.client: u for group in by_lr.values() for u in self.train_clients(state, rnd, group)}
+            return [done[job.client] for job in jobs]
+        (lr,) = by_lr
         t0 = time.perf_counter()
         self.load_state(state)  # the merged base (FLoRA); PEFT's own adapter is bypassed below
         starts, scales, rngs = [], [], []
-        for n, idx, scale in jobs:
+        for n, idx, scale, _ in jobs:
             k = len(next(iter(idx.values())))
             starts.append(masked(state, idx))
             scales.append(self.scaling * (self.rank / k if scale is None else scale))
@@ -253,18 +272,18 @@ class TorchEngine:
             dropout=self.settings.lora.dropout,
         )
         params = stack.parameters()
-        opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum)
+        opt = torch.optim.SGD(params, lr=lr, momentum=tr.momentum)
         losses = []
         self.model.train()
         try:
             with (
                 self.model.disable_adapter(),
                 stack,
-                scoped_seed(self.streams.integer_seed("dropout", rnd, jobs[0][0])),
+                scoped_seed(self.streams.integer_seed("dropout", rnd, jobs[0][0]), self.device),
             ):
                 for _ in range(st.local_steps):
                     seqs = []
-                    for (n, _, _), rng in zip(jobs, rngs, strict=True):
+                    for (n, *_), rng in zip(jobs, rngs, strict=True):
                         data = self.client_data[n]
                         pick = rng.choice(len(data), size=bs, replace=len(data) < bs)
                         seqs += [data[i] for i in pick]
@@ -280,7 +299,7 @@ class TorchEngine:
             self.model.eval()
         seconds = (time.perf_counter() - t0) / C
         out = []
-        for c, ((n, idx, _), after) in enumerate(zip(jobs, stack.states(), strict=True)):
+        for c, ((n, idx, *_), after) in enumerate(zip(jobs, stack.states(), strict=True)):
             start, end = extract(state, idx), extract(after, idx)
             delta = {m: (end[m][0] - start[m][0], end[m][1] - start[m][1]) for m in idx}
             out.append(
@@ -297,16 +316,23 @@ class TorchEngine:
         return out
 
     def train_parallel(
-        self, state: LoraState, rnd: int, jobs: list[tuple[int, dict[str, np.ndarray], float | None]], workers: int
+        self, state: LoraState, rnd: int, jobs: Sequence[ClientJob | tuple], workers: int
     ) -> dict[int, ClientUpdate | str]:
         """:meth:`train_client` for every job, whole clients side by side in forked worker processes.
 
         ``workers`` is ``train.workers``; W = min(workers, jobs) processes of one torch thread
         each, or, when W is 1, this process at all its threads (``fedsketch.engine.workers``).
-        ``workers = 0`` (auto) is one per torch thread on a CPU with ``fork``, else 1.
+        ``workers = 0`` (auto) is one per torch thread on a CPU with ``fork``, else 1. A process that
+        holds a CUDA context does not fork (``workers.cuda_initialized``): its clients train here.
         Returns client -> upload or ``"Type: message"``.
         """
-        from fedsketch.engine.workers import fork_usable, resolve_workers, train_forked, train_or_reason
+        from fedsketch.engine.workers import (
+            cuda_initialized,
+            fork_usable,
+            resolve_workers,
+            train_forked,
+            train_or_reason,
+        )
 
         can_fork = fork_usable(self.device.type)
         if workers > 1 and not can_fork:
@@ -315,6 +341,15 @@ class TorchEngine:
                 f"{self.device.type} context does not survive fork); use 0 (auto), 1 or train.client_batch"
             )
         W = resolve_workers(workers, len(jobs), torch.get_num_threads() if can_fork else 1)
+        if W > 1 and cuda_initialized():  # a forked child could not use CUDA: train here
+            if workers > 1:
+                log.warning(
+                    "train.workers=%d: this process holds a CUDA context, which does not survive fork; "
+                    "round %d's clients train in this process, one after another",
+                    workers,
+                    rnd,
+                )
+            W = 1
         if W > 1:
             try:
                 return train_forked(self, state, rnd, jobs, W)

@@ -23,6 +23,10 @@ order, so against a run at another thread count they agree to rounding (~1e-5 re
 Forking needs the ``fork`` start method (Linux, macOS) and a CPU engine (a CUDA context does not
 survive ``fork``): ``workers = 0`` (auto) trains in process where it cannot fork, and an explicit
 ``workers > 1`` there is refused with a message (``config.py``, or the engine for ``device = "auto"``).
+Nor does a CPU engine fork from a process that holds a CUDA context (something else in the process
+used CUDA, :func:`cuda_initialized`): a forked child fails at its first CUDA call ("Cannot
+re-initialize CUDA in forked subprocess"), so the round's clients train in this process instead (a
+warning in the log). The CPU engine itself never initialises CUDA (``engine.model.scoped_seed``).
 """
 
 from __future__ import annotations
@@ -37,11 +41,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-import numpy as np
+from fedsketch.sketch import ClientJob, ClientUpdate, LoraState
 
-from fedsketch.sketch import ClientUpdate, LoraState
-
-Job = tuple[int, dict[str, np.ndarray], float | None]  # (client, module -> kept indices, scale or None = r/k)
+Job = ClientJob | tuple  # (client, module -> kept indices, scale or None = r/k[, lr or None = train.lr])
 
 _ROUND: tuple[Any, LoraState, int] | None = None
 """(engine, state, round) of the round being trained: set by the parent right
@@ -51,6 +53,13 @@ before it forks, read by the workers (they inherit it; nothing is pickled but th
 def fork_usable(device_type: str) -> bool:
     """Whether workers can be forked here: a CPU engine on a platform with the ``fork`` start method."""
     return device_type == "cpu" and "fork" in multiprocessing.get_all_start_methods()
+
+
+def cuda_initialized() -> bool:
+    """Whether this process holds a CUDA context, which a forked child cannot use: the one test of it."""
+    import torch
+
+    return torch.cuda.is_initialized()
 
 
 def resolve_workers(workers: int, jobs: int, threads: int) -> int:
@@ -75,9 +84,9 @@ def _init_worker(parent: int) -> None:
 
 def train_or_reason(engine: Any, state: LoraState, rnd: int, job: Job) -> ClientUpdate | str:
     """One client's upload, or its failure as ``"Type: message"`` (the round goes on, as in process)."""
-    n, indices, scale = job
+    n, indices, scale, lr = ClientJob(*job)
     try:
-        return engine.train_client(state, n, rnd, indices, scale=scale)
+        return engine.train_client(state, n, rnd, indices, scale=scale, lr=lr)
     except Exception as e:  # noqa: BLE001 - a failed client is reported, the round goes on
         return f"{type(e).__name__}: {e}"
 
@@ -97,6 +106,8 @@ def train_forked(
     with that reason (the round goes on with the others, as for any failed client).
     """
     global _ROUND
+    if cuda_initialized():  # callers train in process instead (TorchEngine.train_parallel)
+        raise RuntimeError("this process holds a CUDA context: forked workers could not use CUDA")
     _ROUND = (engine, state, rnd)
     pool = ProcessPoolExecutor(
         max_workers=workers,
@@ -106,7 +117,7 @@ def train_forked(
     )
     out: dict[int, ClientUpdate | str] = {}
     try:
-        futures = {n: pool.submit(_train, (n, idx, scale)) for n, idx, scale in jobs}
+        futures = {job[0]: pool.submit(_train, ClientJob(*job)) for job in jobs}
         for n, fut in futures.items():
             try:
                 out[n] = fut.result()

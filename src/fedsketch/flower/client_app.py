@@ -8,7 +8,7 @@ Handlers
     ``flower-supernode --node-config "partition-id=N num-partitions=M"``).
 ``@app.train()``
     Decodes the global adapter ``X_t`` and the node's instruction (round, client, q_n, k_n,
-    sketch indices, the resolved config as TOML), runs
+    sketch indices, LoRA scale, learning rate, the resolved config as TOML), runs
     :meth:`fedsketch.engine.runtime.TorchEngine.train_client` and replies with the compact
     blocks ``(B_H[:, I] - B_t[:, I], A_H[I, :] - A_t[I, :])`` of eq. 8, the echoed indices, and
     the loss / compute seconds. Exceptions propagate: Flower turns them into an error reply
@@ -107,8 +107,8 @@ def train(msg: Message, context: Context) -> Message:
         time.sleep(float(fault.split(":", 1)[1]))
     engine = get_engine(str(ins["config"]), context.node_config.get("data-dir"))  # type: ignore[arg-type]
     state = codec.arrays_to_state(codec.record(msg.content, codec.GLOBAL, ArrayRecord))
-    kw = {"scale": float(codec.number(ins["scale"], "scale"))} if "scale" in ins else {}
-    engine.lr_scale = float(codec.number(ins["lr_scale"], "lr_scale")) if "lr_scale" in ins else 1.0  # PAPER.md §8.2
+    # LoRA scale; SGD rate (PAPER.md §8.2)
+    kw = {key: float(codec.number(ins[key], key)) for key in ("scale", "lr") if key in ins}
     upd = engine.train_client(state, client, rnd, codec.config_to_indices(ins), **kw)
     blocks, idx, metrics = codec.update_to_records(upd)
     metrics["engine_loads"] = STATS["engine_loads"]

@@ -7,7 +7,8 @@
   sketch indices (``"idx::<module>"`` -> list[int]) and a ``MetricRecord`` with its loss,
   compute seconds and number of examples.
 * The per-node train instruction is a ``ConfigRecord``: round, client, q_n, k_n, the
-  resolved experiment config as TOML text, and the sketch index set of every module.
+  resolved experiment config as TOML text, the sketch index set of every module, and the
+  client's LoRA-scale multiplier and local learning rate when the round plan gives them.
 """
 
 from __future__ import annotations
@@ -82,12 +83,13 @@ def train_instruction(
     indices: dict[str, np.ndarray],
     fault: str = "",
     scale: float | None = None,
-    lr_scale: float = 1.0,
+    lr: float | None = None,
 ) -> ConfigRecord:
     """The ConfigRecord sent to the node of ``client`` in round ``rnd``.
 
     ``scale`` is the plan's LoRA-scale multiplier for this client when the round plan carries
-    one (default on the client: ``r / k_n``, eq. 3).
+    one (default on the client: ``r / k_n``, eq. 3); ``lr`` its local SGD learning rate (default
+    on the client: ``train.lr``; ``train.lr * s`` under ``planner.stability = "scale_lr"``, §8.2).
     """
     k = len(next(iter(indices.values()))) if indices else 0
     body: dict[str, Any] = {
@@ -102,8 +104,8 @@ def train_instruction(
         body["fault"] = fault
     if scale is not None:
         body["scale"] = float(scale)
-    if lr_scale != 1.0:  # planner.stability = "scale_lr" (PAPER.md §8.2): train at train.lr * lr_scale
-        body["lr_scale"] = float(lr_scale)
+    if lr is not None:
+        body["lr"] = float(lr)
     return ConfigRecord(body)
 
 

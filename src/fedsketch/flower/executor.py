@@ -140,7 +140,7 @@ class FlowerExecutor:
                 unreachable[n] = "no node serves this client"
                 continue
             ins = codec.train_instruction(
-                self.cfg_text, plan.round, n, plan.q[n], idx, self.faults.get(n, ""), plan.scales.get(n), plan.lr_scale
+                self.cfg_text, plan.round, n, plan.q[n], idx, self.faults.get(n, ""), plan.scales.get(n), plan.lr.get(n)
             )
             msgs.append(
                 Message(

@@ -50,12 +50,16 @@ def prepare(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation,
     """Data, engine, client profiles and the strategy's allocation for ``cfg``."""
     engine, fed = prepare_federation(cfg, engine)
     alloc = resolve_allocation(fed)
-    # planner.stability = "scale_lr" (PAPER.md §8.2): every client trains at train.lr * s
-    engine.lr_scale = float(alloc.info.get("lr_scale", 1.0))
     if "lr_scale" in alloc.info:  # a planned allocation: record the rate the clients train at
-        alloc = Allocation(q=alloc.q, k=alloc.k, info={**alloc.info, "train_lr": cfg.train.lr * engine.lr_scale})
+        alloc = Allocation(q=alloc.q, k=alloc.k, info={**alloc.info, "train_lr": client_lr(cfg, alloc)})
     t_cp, t_cm = sketch_times(fed.profiles, alloc.k, cfg.lora.rank, cfg.network.compute_model)
     return engine, fed, alloc, t_cp, t_cm
+
+
+def client_lr(cfg: ExperimentConfig, alloc: Allocation) -> float:
+    """The clients' local SGD learning rate: ``train.lr``, times the plan's scale s under
+    ``planner.stability = "scale_lr"`` (PAPER.md §8.2). Each round's plan carries it to every client."""
+    return cfg.train.lr * float(alloc.info.get("lr_scale", 1.0))
 
 
 def prepare_federation(cfg: ExperimentConfig, engine: Any = None) -> tuple[Any, Federation]:
@@ -284,6 +288,7 @@ def build_run(
         folder=RunFolder(out, cfg.hash(), title),
         resumed=rs,
         wall0=wall0,
+        lr=client_lr(cfg, alloc),
     )
 
 

@@ -160,6 +160,7 @@ def make_pilot_runner(
             executor=InProcessExecutor(engine, cfg.train.client_batch, cfg.train.workers),
             probe=probe,
             x0=x0,
+            lr=cfg.train.lr,  # pilots measure rounds at the configured rate (the bound scales them by s)
         )
         recs = run.run().records
         if recs[-1].stop != "pilot_loss":

@@ -101,6 +101,8 @@ class Run:
     run. ``folder=None`` writes nothing.
     ``resumed`` is a :class:`fedsketch.checkpoint.RunState` to continue from; otherwise the run
     starts from ``x0`` (default: the method's initial state from the engine's LoRA factors).
+    ``lr`` is every client's local SGD learning rate, carried by each round's plan (None: the
+    engine's ``train.lr``; :func:`fedsketch.runner.build.client_lr`).
     """
 
     def __init__(
@@ -121,12 +123,13 @@ class Run:
         resumed: checkpoint.RunState | None = None,
         x0: LoraState | None = None,
         wall0: float | None = None,
+        lr: float | None = None,
     ) -> None:
         self.method, self.alloc, self.t_cp, self.t_cm, self.r, self.streams = method, alloc, t_cp, t_cm, r, streams
         self.schedule, self.uplink, self.engine, self.executor = schedule, uplink or Uplink(), engine, executor
         self.folder, self.probe = folder, probe
         self.wall0 = time.perf_counter() if wall0 is None else wall0
-        self.lr_scale = float(alloc.info.get("lr_scale", 1.0))
+        self.lr = lr
         self.records: list[RoundRecord]
         if resumed is not None:
             rs = resumed
@@ -172,7 +175,7 @@ class Run:
             sketches={int(n): self.method.sketch(t, int(n), int(k[n]), self.engine.module_names) for n in sampled},
             scales={int(n): self.method.client_scale(int(k[n])) for n in sampled},
             q={int(n): float(self.alloc.q[n]) for n in sampled},
-            lr_scale=self.lr_scale,
+            lr={} if self.lr is None else {int(n): self.lr for n in sampled},
         )
 
     def validate(
@@ -247,8 +250,10 @@ class Run:
             rec.update(self.engine.evaluate(self.state).as_dict())
 
     def record(self, t: int, rec: RoundRecord) -> None:
-        """Append and write the record, checkpoint; raise :class:`RunFailed` after ``fl.min_completion``
-        consecutive rounds in which every sampled client failed."""
+        """Append and write the record, checkpoint; then raise :class:`RunFailed` when every sampled client
+        of the round (two or more) failed with the same error (the next rounds would fail alike: the run
+        stops at once, :attr:`RoundRecord.common_failure`), or after ``fl.min_completion`` consecutive
+        rounds in which every sampled client failed."""
         self.finished = rec.stop is not None
         if self.finished:
             self.last = t
@@ -265,6 +270,9 @@ class Run:
                         t, self.state, self.sim, rec.real_seconds, [r.to_dict() for r in self.records], f.config_hash
                     ),
                 )
+        same = rec.common_failure
+        if same is not None:
+            raise RunFailed(f"every sampled client of round {t} failed with the same error: {same}")
         if self.schedule.min_completion and self.consecutive_fail >= self.schedule.min_completion:
             raise RunFailed(
                 f"{self.consecutive_fail} consecutive rounds in which every sampled client failed "

@@ -7,8 +7,8 @@
   (Fig. 3: optimised ranks at q = 0.5).
 The constants theta come from ``planner.theta`` or ``planner.theta_file`` (``fedsketch estimate``).
 ``planner.stability`` (PAPER.md §8) applies to all three; under ``scale_lr`` the allocation carries
-``lr_scale`` s and the run trains every client at ``train.lr * s`` (``runner.build.prepare`` applies
-it and records ``train_lr``).
+``lr_scale`` s and the run trains every client at ``train.lr * s`` (``runner.build.client_lr``: each
+round's plan carries the rate to every client; ``runner.build.prepare`` records it as ``train_lr``).
 """
 
 from __future__ import annotations
