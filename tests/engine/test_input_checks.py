@@ -192,16 +192,18 @@ def test_pilots_file(tmp_path: Path, content: bytes | None, fragment: str) -> No
 
 
 def test_theta_file_not_utf8_or_with_bad_pilots(tmp_path: Path) -> None:
+    """A theta file the config plans with (``fl.ranks = "optimized"``); one nothing plans with is not read."""
+    plans = "fl.ranks='optimized'"
     theta = tmp_path / "t.json"
     theta.write_bytes(b'{"theta": [1, 0.1, 0.1, 10], "note": "\xe9"}')
     for command in ("validate", "run", "plan"):
-        check(invoke(command, TINY, *sets(f"planner.theta_file='{theta}'", f"output.dir='{tmp_path}'")), 2,
+        check(invoke(command, TINY, *sets(plans, f"planner.theta_file='{theta}'", f"output.dir='{tmp_path}'")), 2,
               "t.json: not UTF-8 text (byte")
     theta.write_text(json.dumps({"theta": [1, 0.1, 0.1, 10], "pilots": [{"q": 7, "k": 8, "rounds": 5}]}))
     check(invoke("plan", TINY, *sets(f"planner.theta_file='{theta}'", f"output.dir='{tmp_path}'")), 2,
           "t.json: pilots[0].q: got 7")
     theta.write_text(json.dumps({"theta": list(range(10_000))}))
-    check(invoke("validate", TINY, *sets(f"planner.theta_file='{theta}'")), 2, "must be a list of 4 finite numbers")
+    check(invoke("validate", TINY, *sets(plans, f"planner.theta_file='{theta}'")), 2, "must be a list of 4 finite numbers")
 
 
 # --------------------------------------------------------------------------- metrics.jsonl

@@ -26,9 +26,11 @@ SUITE_KEYS = (
 )
 """Top-level keys of a suite file."""
 STRATEGY_KEYS = ("name", "set")
-#: a strategy's name becomes one folder name inside the suite's runs/ (``compare.layout.run_name``)
-STRATEGY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 """Keys of a ``[[strategy]]`` table."""
+#: a strategy's name becomes one folder name inside the suite's runs/ (``compare.layout.run_name``): printable,
+#: at most 100 characters, not starting with a dot or a space, and none of / \ ' " (a quote would end the
+#: TOML string that carries the run folder's name)
+STRATEGY_NAME = re.compile(r"[^.\s/\\'\"][^/\\'\"]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -121,10 +123,11 @@ def load_suite(
         if not isinstance(s, dict) or not isinstance(s.get("name"), str):
             errors.append(f"{path}: strategy[{i}] needs a name")
             continue
-        if not STRATEGY_NAME.fullmatch(s["name"]):
+        if not (STRATEGY_NAME.fullmatch(s["name"]) and s["name"].isprintable() and s["name"] == s["name"].strip()):
             errors.append(
                 f"{path}: strategy name {s['name'][:40]!r} is not allowed; it names the run folder "
-                "runs/<name>-seed<k>: use letters, digits, '.', '_' and '-', not starting with '.' (at most 100)"
+                "runs/<name>-seed<k>: one folder name of at most 100 printable characters, without / \\ ' \" and not "
+                "starting with '.' or a space"
             )
             continue
         unknown = [k for k in s if k not in STRATEGY_KEYS]
